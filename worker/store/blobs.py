@@ -1,0 +1,119 @@
+"""Blob storage for images, thumbnails, concept maps, checkpoints and exports.
+
+Keys are content addressed: ``<kind>/<aa>/<bb>/<sha256><suffix>``. Only keys made here
+(validated by :data:`_KEY_RE`) ever reach the filesystem, so no user-controlled path does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+KINDS = ("images", "thumbs", "maps", "overlays", "checkpoints", "exports")
+_KEY_RE = re.compile(r"^(?P<kind>[a-z]+)/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}(?P<suffix>\.[a-z0-9]{1,8}(\.[a-z0-9]{1,8})?)?$")
+_SUFFIX_RE = re.compile(r"^(\.[a-z0-9]{1,8}){0,2}$")
+
+
+class BlobKeyError(ValueError):
+    """A key or suffix that this store did not make and will not resolve."""
+
+
+class LocalBlobStore:
+    """Blobs in a local directory (default ``$CAMLABEL_DATA_DIR/blobs``); writes are atomic renames."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- writing -------------------------------------------------------------------------
+    def put_bytes(self, data: bytes, *, kind: str, suffix: str = "") -> str:
+        """Store ``data``; returns its key. Storing the same bytes twice returns the same key."""
+        key = self.key_for(hashlib.sha256(data).hexdigest(), kind=kind, suffix=suffix)
+        path = self._path(key)
+        if not path.exists():
+            self._atomic_write(path, lambda fh: fh.write(data))
+        return key
+
+    def put_file(self, source: Path | str, *, kind: str, suffix: str = "", sha256: str | None = None) -> str:
+        """Copy a file in, streaming; ``sha256`` may be given when already known."""
+        source = Path(source)
+        digest = sha256 or file_sha256(source)
+        key = self.key_for(digest, kind=kind, suffix=suffix)
+        path = self._path(key)
+        if not path.exists():
+            with source.open("rb") as src:
+                self._atomic_write(path, lambda fh: shutil.copyfileobj(src, fh, 1 << 20))
+        return key
+
+    @staticmethod
+    def key_for(sha256_hex: str, *, kind: str, suffix: str = "") -> str:
+        """The key of content with digest ``sha256_hex`` (64 lowercase hex characters)."""
+        if kind not in KINDS:
+            raise BlobKeyError(f"unknown blob kind {kind!r}; expected one of {KINDS}")
+        suffix = suffix.lower()
+        if not _SUFFIX_RE.match(suffix):
+            raise BlobKeyError(f"bad blob suffix {suffix!r}")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256_hex):
+            raise BlobKeyError(f"bad sha256 {sha256_hex!r}")
+        return f"{kind}/{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}{suffix}"
+
+    # -- reading -------------------------------------------------------------------------
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def local_path(self, key: str) -> Path:
+        """Filesystem path of a validated key (for ``send_file`` and memory-mapped reads)."""
+        return self._path(key)
+
+    # -- deleting ------------------------------------------------------------------------
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def delete_many(self, keys: Iterable[str | None]) -> int:
+        """Delete every key given (``None`` skipped); returns how many files were removed."""
+        removed = 0
+        for key in keys:
+            if key:
+                path = self._path(key)
+                if path.exists():
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    # -- internals -----------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise BlobKeyError(f"not a blob key: {key!r}")
+        return self.root / key
+
+    def _atomic_write(self, path: Path, write) -> None:  # type: ignore[no-untyped-def]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,83 @@
+"""Declarative base, the one constraint naming convention, shared column types and enums."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time (stored as ``timestamp with time zone``)."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Base of every camlabel table; shares one ``MetaData`` with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
+
+
+class ImageStatus(str, enum.Enum):
+    ok = "ok"
+    failed = "failed"
+
+
+class JobKind(str, enum.Enum):
+    import_ = "import"
+    train = "train"
+    infer = "infer"
+    export = "export"
+    evaluate = "evaluate"
+    calibrate = "calibrate"
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class BoxSource(str, enum.Enum):
+    cam = "cam"
+    human = "human"
+    ground_truth = "ground_truth"
+
+
+class ReviewStatus(str, enum.Enum):
+    proposed = "proposed"
+    accepted = "accepted"
+    rejected = "rejected"
+    edited = "edited"
+
+
+class Role(str, enum.Enum):
+    admin = "admin"
+    reviewer = "reviewer"
+
+
+def enum_values(enum_cls: type[enum.Enum]) -> list[str]:
+    """Store enums by value (``"import"``), not by Python member name (``"import_"``)."""
+    return [str(member.value) for member in enum_cls]
