@@ -1,0 +1,105 @@
+"""Shared fixtures: real databases (SQLite file, PostgreSQL on 127.0.0.1:5432), migrated runtimes.
+
+With ``CI=true`` a missing PostgreSQL or Redis server fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("CAMLABEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("CAMLABEL_TEST_REDIS", "redis://127.0.0.1:6379")
+SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is missing on a developer machine; fail under CI."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: tests that need it must not be skipped)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    from sqlalchemy import create_engine, text
+
+    name = f"camlabel_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'camlabel.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on both databases."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def runtime(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A migrated database (both kinds) plus a blob store in ``tmp_path``; embedded worker mode."""
+    from worker.config import Settings
+    from worker.runtime import configure
+    from worker.store.migrate import upgrade
+
+    upgrade(db_url)
+    rt = configure(Settings(data_dir=tmp_path / "data", database_url=db_url, redis_url=None))
+    yield rt
+    rt.dispose()
+
+
+@pytest.fixture
+def sqlite_runtime(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Like ``runtime`` but SQLite only (for tests that are not about the database)."""
+    from worker.config import Settings
+    from worker.runtime import configure
+    from worker.store.migrate import upgrade
+
+    upgrade(sqlite_url)
+    rt = configure(Settings(data_dir=tmp_path / "data", database_url=sqlite_url, redis_url=None))
+    yield rt
+    rt.dispose()
+
+
+@pytest.fixture(scope="session")
+def shared_dataset() -> Path:
+    """The real-photo dev collection beside the checkout (``../shared/datasets/raccoon-kangaroo``)."""
+    if not SHARED_DATASET.is_dir():
+        pytest.fail(f"shared dataset missing at {SHARED_DATASET}")
+    return SHARED_DATASET
