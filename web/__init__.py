@@ -1,14 +1,97 @@
-"""camlabel web: Flask dashboard, review tool, REST API and the CLI. Imports worker and camcore."""
+"""camlabel web: Flask dashboard, review tool, REST API and the CLI. Imports worker and camcore.
+
+``create_app(test_config)`` follows Flask's tutorial factory: defaults, then the environment
+(``CAMLABEL_*`` keys via ``from_prefixed_env`` plus ``DATABASE_URL``/``REDIS_URL``), then
+``test_config``; it configures the worker runtime (database, blobs) and registers the
+``dashboard``, ``review`` and ``api`` blueprints.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
+
+from worker.config import Settings
+from worker.runtime import configure
+
+DEFAULTS: dict[str, Any] = {
+    "MAX_CONTENT_LENGTH": 1024 * 1024 * 1024,  # bytes per request (uploads); 413 above
+    "PAGE_SIZE": 48,  # review grid thumbnails per page
+    "API_MAX_LIMIT": 500,  # largest ``limit`` a list endpoint accepts
+    "WTF_CSRF_CHECK_DEFAULT": False,  # checked in web.auth for cookie sessions, not for bearer tokens
+    "WTF_CSRF_TIME_LIMIT": None,  # token valid for the session's life
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "JSON_SORT_KEYS": False,
+}
+
+_SETTINGS_KEYS = {"DATABASE_URL": "database_url", "REDIS_URL": "redis_url", "CAMLABEL_DATA_DIR": "data_dir"}
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory: defaults, then the environment, then ``test_config``; then blueprints."""
     app = Flask(__name__)
-    app.config.from_mapping(test_config or {})
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("CAMLABEL")  # CAMLABEL_SECRET_KEY -> SECRET_KEY, CAMLABEL_MAX_CONTENT_LENGTH, ...
+    if test_config:  # a key given as None means "not set here" (the environment or default stays)
+        app.config.from_mapping({k: v for k, v in test_config.items() if v is not None})
+
+    overrides: dict[str, object] = {}
+    for key, name in _SETTINGS_KEYS.items():
+        if test_config and key in test_config:
+            overrides[name] = test_config[key]
+    if "redis_url" in overrides and not overrides["redis_url"]:
+        overrides["redis_url"] = None
+    env = dict(os.environ)
+    if "redis_url" in overrides and overrides["redis_url"] is None:
+        env.pop("REDIS_URL", None)
+    settings = Settings.from_env(env, **overrides)
+    runtime = configure(settings)
+    app.extensions["camlabel"] = runtime
+    app.config["DATA_DIR"] = str(settings.data_dir)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _persistent_secret(settings.data_dir)
+
+    from web import auth, errors, security
+    from web.api import bp as api_bp
+    from web.dashboard import bp as dashboard_bp
+    from web.review import bp as review_bp
+
+    auth.init_app(app)
+    errors.init_app(app)
+    security.init_app(app)
+    app.register_blueprint(dashboard_bp)
+    app.register_blueprint(review_bp)
+    app.register_blueprint(api_bp)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[dict[str, str], int]:
+        """Liveness and database check; needs no login."""
+        from sqlalchemy import text
+
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return {"status": "ok"}, 200
+
     return app
+
+
+def _persistent_secret(data_dir: Path) -> str:
+    """A random secret stored in ``data_dir/secret_key`` (mode 0600) so sessions survive restarts."""
+    path = Path(data_dir) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker process wrote it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value

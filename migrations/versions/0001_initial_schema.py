@@ -1,8 +1,11 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-21 05:50:13.699798
+
+The whole schema of issue 4 (models in worker/store/models). Later areas add revisions
+0002_worker, 0003_web, 0004_formats, 0005_quality on top.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('collection_id', 'sha256', name=op.f('uq_images_collection_id_sha256'))
     )
     with op.batch_alter_table('images', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_images_collection_id'), ['collection_id'], unique=False)
+        batch_op.create_index('ix_images_collection_id_id', ['collection_id', 'id'], unique=False)
         batch_op.create_index('ix_images_collection_min_score', ['collection_id', 'min_score', 'id'], unique=False)
         batch_op.create_index('ix_images_collection_n_boxes', ['collection_id', 'n_boxes', 'id'], unique=False)
 
@@ -167,6 +170,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['image_id'], ['images.id'], name=op.f('fk_boxes_image_id_images'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['model_version_id'], ['model_versions.id'], name=op.f('fk_boxes_model_version_id_model_versions'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['reviewer_id'], ['users.id'], name=op.f('fk_boxes_reviewer_id_users'), ondelete='SET NULL'),
+    sa.CheckConstraint('x1 <= x2 AND y1 <= y2', name=op.f('ck_boxes_xyxy_ordered')),
+    sa.CheckConstraint('version >= 1', name=op.f('ck_boxes_version_positive')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_boxes'))
     )
     with op.batch_alter_table('boxes', schema=None) as batch_op:
@@ -189,6 +194,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('image_id', 'category_id', 'model_version_id', name=op.f('uq_concept_maps_image_id_category_id_model_version_id'))
     )
     with op.batch_alter_table('concept_maps', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_concept_maps_category_id'), ['category_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_concept_maps_image_id'), ['image_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_concept_maps_model_version_id'), ['model_version_id'], unique=False)
 
@@ -220,6 +226,7 @@ def downgrade() -> None:
     with op.batch_alter_table('concept_maps', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_concept_maps_model_version_id'))
         batch_op.drop_index(batch_op.f('ix_concept_maps_image_id'))
+        batch_op.drop_index(batch_op.f('ix_concept_maps_category_id'))
 
     op.drop_table('concept_maps')
     with op.batch_alter_table('boxes', schema=None) as batch_op:
@@ -244,7 +251,7 @@ def downgrade() -> None:
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.drop_index('ix_images_collection_n_boxes')
         batch_op.drop_index('ix_images_collection_min_score')
-        batch_op.drop_index(batch_op.f('ix_images_collection_id'))
+        batch_op.drop_index('ix_images_collection_id_id')
 
     op.drop_table('images')
     with op.batch_alter_table('categories', schema=None) as batch_op:

@@ -1,7 +1,69 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""``camlabel gt import NAME PATH --format coco|voc|yolo``: ground truth for evaluation.
+
+(``camlabel export`` and ``camlabel evaluate`` run as jobs and live with the job commands.)
+"""
 
 from __future__ import annotations
 
-import click
+import json
+from pathlib import Path
 
-COMMANDS: list[click.Command] = []
+import click
+from flask.cli import with_appcontext
+
+MAX_LISTED = 50
+
+
+@click.group("gt")
+def gt() -> None:
+    """Ground-truth boxes (used to evaluate, never to train or export as pseudo-labels)."""
+
+
+@gt.command("import")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["coco", "voc", "yolo"]), required=True, help="COCO JSON, Pascal VOC XML folder, or YOLO txt folder (+ data.yaml).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@with_appcontext
+def gt_import(name: str, path: Path, fmt: str, as_json: bool) -> None:
+    """Import ground truth from PATH into collection NAME.
+
+    Images are matched by relative path, then by file name; importing again replaces the
+    ground truth of the images named. Bad files are listed with their reason; the command fails
+    only when nothing could be imported.
+    """
+    from sqlalchemy import select
+
+    from worker.formats import FormatError, import_ground_truth
+    from worker.runtime import get_runtime
+    from worker.store.db import session_scope
+    from worker.store.models import Collection
+
+    runtime = get_runtime()
+    try:
+        with session_scope(runtime.sessions) as session:
+            collection_id = session.scalar(select(Collection.id).where(Collection.name == name))
+            if collection_id is None:
+                raise click.ClickException(f"no collection named {name!r}")
+            report = import_ground_truth(session, collection_id, path, fmt)
+    except FormatError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(
+            f"{report.files} file(s) read: {report.images_matched} image(s) matched, {report.boxes_imported} box(es) imported "
+            f"({report.boxes_replaced} replaced, {report.boxes_clipped} clipped, {report.boxes_rejected} rejected)"
+        )
+        if report.categories_created:
+            click.echo("new categories: " + ", ".join(report.categories_created))
+        for label, issues in (("error", report.errors), ("warning", report.warnings)):
+            for issue in issues[:MAX_LISTED]:
+                click.echo(f"{label}: {issue.file}: {issue.reason}", err=True)
+            if len(issues) > MAX_LISTED:
+                click.echo(f"... and {len(issues) - MAX_LISTED} more {label}s (use --json for all)", err=True)
+    if not report.ok:
+        raise click.ClickException("nothing was imported")
+
+
+COMMANDS: list[click.Command] = [gt]

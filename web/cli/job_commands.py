@@ -1,7 +1,358 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""Collections, jobs and the worker from the command line (the contract scripts rely on).
+
+Commands get the runtime with :func:`worker.runtime.get_runtime` (environment:
+``DATABASE_URL``, ``REDIS_URL``, ``CAMLABEL_DATA_DIR``). With ``REDIS_URL`` jobs go to the
+Celery workers; without it (embedded mode) the command runs its job in-process. Errors are
+printed as ``Error: ...`` with exit status 1; ``--wait`` exits 1 when the job fails or is
+cancelled.
+"""
 
 from __future__ import annotations
 
-import click
+import json
+import shutil
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
 
-COMMANDS: list[click.Command] = []
+import click
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+POLL_S = 0.5
+
+
+def _runtime():  # type: ignore[no-untyped-def]
+    from worker.runtime import get_runtime
+
+    return get_runtime()
+
+
+def _collection_id(session: Any, name: str) -> int:
+    from worker.store.models import Collection
+
+    found = session.scalars(select(Collection.id).where(Collection.name == name)).first()
+    if found is None:
+        raise click.ClickException(f"no collection named {name!r}; create it with: camlabel collections create {name!r}")
+    return int(found)
+
+
+def _submit(kind: str, name: str, params: dict[str, Any]) -> tuple[int, bool]:
+    """Create the job; returns ``(job id, inline)`` (inline: embedded mode, run it here)."""
+    from worker.jobs import JobQueueError, submit
+
+    runtime = _runtime()
+    inline = runtime.settings.embedded
+    with runtime.sessions() as session:
+        collection_id = _collection_id(session, name)
+        try:
+            job = submit(session, kind=kind, collection_id=collection_id, params=params, inline=inline)
+        except (JobQueueError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        return job.id, inline
+
+
+def _job_row(job_id: int) -> Any:
+    from worker.store.models import Job
+
+    with _runtime().sessions() as session:
+        job = session.get(Job, job_id)
+        if job is not None:
+            session.expunge(job)
+        return job
+
+
+def _run_and_wait(job_id: int, *, inline: bool, wait: bool, quiet: bool = False) -> Any:
+    """Run (inline) and/or wait for a job with a progress bar; exits 1 if it did not succeed."""
+    from worker.store.models import JobStatus
+
+    if not quiet:
+        click.echo(f"job {job_id} submitted" + (" (running in-process: no REDIS_URL)" if inline else ""), err=True)
+    if not inline and not wait:
+        click.echo(str(job_id))
+        return None
+    errors: list[BaseException] = []
+    thread = None
+    if inline:
+        from worker.embedded import run_inline
+
+        def target() -> None:
+            try:
+                run_inline(job_id)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, name=f"camlabel-job-{job_id}", daemon=True)
+        thread.start()
+    job = _poll(job_id, thread, show=not quiet)
+    if thread is not None:
+        thread.join()
+        job = _job_row(job_id)
+    if errors:
+        raise click.ClickException(f"job {job_id} could not run: {errors[0]}")
+    if job.status is not JobStatus.succeeded:
+        reason = f": {job.error}" if job.error else ""
+        raise click.ClickException(f"job {job_id} {job.status.value}{reason}")
+    if not quiet:
+        click.echo(f"job {job_id} succeeded", err=True)
+    return job
+
+
+def _poll(job_id: int, thread: threading.Thread | None, *, show: bool) -> Any:
+    bar = None
+    shown = 0
+    try:
+        while True:
+            job = _job_row(job_id)
+            if job is None:
+                raise click.ClickException(f"job {job_id} disappeared")
+            if show and job.total and bar is None:
+                bar = click.progressbar(length=job.total, label=f"{job.kind.value} job {job_id}", file=click.get_text_stream("stderr"))
+                bar.__enter__()
+            if bar is not None and job.total:
+                if job.total != bar.length:
+                    bar.length = job.total
+                step = max(0, min(job.done, job.total) - shown)
+                if step:
+                    bar.update(step)
+                    shown += step
+            if job.status.finished and (thread is None or not thread.is_alive()):
+                return job
+            if thread is not None and not thread.is_alive() and not job.status.finished:
+                return job
+            time.sleep(POLL_S)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+# -- collections ---------------------------------------------------------------------------
+@click.group("collections")
+def collections_group() -> None:
+    """Create and list collections."""
+
+
+@collections_group.command("create")
+@click.argument("name")
+def collections_create(name: str) -> None:
+    """Create collection NAME (prints its id)."""
+    from worker.store.models import Collection
+
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > 200:
+        raise click.ClickException("a collection name must be 1 to 200 characters")
+    with _runtime().sessions() as session:
+        collection = Collection(name=cleaned)
+        session.add(collection)
+        try:
+            session.commit()
+        except IntegrityError:
+            raise click.ClickException(f"a collection named {cleaned!r} already exists") from None
+        click.echo(f"created collection {collection.id} {cleaned}")
+
+
+@collections_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def collections_list(as_json: bool) -> None:
+    """List collections with their image counts."""
+    from sqlalchemy import func
+
+    from worker.store.models import Collection, Image
+
+    with _runtime().sessions() as session:
+        rows = session.execute(
+            select(Collection.id, Collection.name, func.count(Image.id)).outerjoin(Image, Image.collection_id == Collection.id)
+            .group_by(Collection.id, Collection.name).order_by(Collection.id)
+        ).all()
+    if as_json:
+        click.echo(json.dumps([{"id": i, "name": n, "images": c} for i, n, c in rows]))
+        return
+    for collection_id, name, count in rows:
+        click.echo(f"{collection_id}\t{name}\t{count} images")
+
+
+# -- jobs that make things -----------------------------------------------------------------
+@click.command("import")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--manifest", type=click.Path(path_type=Path), help="CSV with columns file_name,tags (tags separated by ';').")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the import (with Redis).")
+def import_command(name: str, path: Path, manifest: Path | None, wait: bool) -> None:
+    """Import images from PATH (a folder ROOT/<tag>/..., a .zip of one, or files listed in --manifest)."""
+    from worker.import_sources import ImportSourceError, list_source
+
+    path = path.resolve()
+    try:
+        listing = list_source(path, manifest.resolve() if manifest else None)
+    except ImportSourceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not listing.entries:
+        raise click.ClickException(f"{path} holds no files to import")
+    params = {"path": str(path), "manifest": str(manifest.resolve()) if manifest else None}
+    job_id, inline = _submit("import", name, params)
+    job = _run_and_wait(job_id, inline=inline, wait=wait)
+    if job is not None:
+        r = job.result or {}
+        click.echo(f"imported {r.get('imported', 0)}, duplicates {r.get('duplicates', 0)}, failed {r.get('failed', 0)}, "
+                   f"non-image files skipped {r.get('skipped_non_image', 0)}, missing {r.get('missing', 0)}")
+        for failure in r.get("failures", []):
+            click.echo(f"failed: {failure['file']}: {failure['reason']}")
+
+
+@click.command("train")
+@click.argument("name")
+@click.option("--arch", default="efficientnet_lite0", show_default=True, help="camcore architecture.")
+@click.option("--mode", type=click.Choice(["linear", "finetune"]), default="linear", show_default=True)
+@click.option("--epochs", type=int, default=None, help="L-BFGS iterations (linear) or passes (finetune).")
+@click.option("--input-size", type=int, default=None, help="Network input side in pixels.")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
+def train_command(name: str, arch: str, mode: str, epochs: int | None, input_size: int | None, wait: bool) -> None:
+    """Train a GAP classifier on collection NAME's tags (a new model version)."""
+    params: dict[str, Any] = {"arch": arch, "mode": mode}
+    if epochs is not None:
+        params["epochs"] = epochs
+    if input_size is not None:
+        params["input_size"] = input_size
+    job_id, inline = _submit("train", name, params)
+    job = _run_and_wait(job_id, inline=inline, wait=wait)
+    if job is not None:
+        click.echo(f"model version {job.result['model_version_id']}")
+
+
+@click.command("infer")
+@click.argument("name")
+@click.option("--model", "model", default=None, help="Model version id, or 'imagenet' (default: newest trained on NAME).")
+@click.option("--top-k", type=int, default=1, show_default=True, help="Classes per untagged image.")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
+def infer_command(name: str, model: str | None, top_k: int, wait: bool) -> None:
+    """Propose boxes and concept maps for every image of collection NAME."""
+    if top_k < 1:
+        raise click.ClickException("--top-k must be >= 1")
+    if model is not None and not model.isdigit() and not model.lower().startswith("imagenet"):
+        raise click.ClickException(f"--model must be a model version id or 'imagenet', got {model!r}")
+    params: dict[str, Any] = {"top_k": top_k}
+    if model is not None:
+        params["model_version_id"] = int(model) if model.isdigit() else model.lower()
+    job_id, inline = _submit("infer", name, params)
+    job = _run_and_wait(job_id, inline=inline, wait=wait)
+    if job is not None:
+        r = job.result or {}
+        click.echo(f"{r.get('images', 0)} images, {r.get('boxes', 0)} boxes, {r.get('images_failed', 0)} failed, model version {r.get('model_version_id')}")
+
+
+@click.command("export")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["coco", "coco-results", "yolo", "voc"]), required=True)
+@click.option("--status", type=click.Choice(["accepted", "all"]), default="accepted", show_default=True)
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path), required=True,
+              help="Output file (coco, coco-results; yolo/voc: a .zip file or a folder).")
+def export_command(name: str, fmt: str, status: str, output: Path) -> None:
+    """Export collection NAME's boxes as COCO, COCO results, YOLO or Pascal VOC."""
+    job_id, inline = _submit("export", name, {"format": fmt, "status": status})
+    job = _run_and_wait(job_id, inline=inline, wait=True, quiet=True)
+    blobs = _runtime().blobs
+    key = job.result["export_key"]
+    output = output.resolve()
+    if fmt in ("yolo", "voc") and output.suffix.lower() != ".zip":
+        output.mkdir(parents=True, exist_ok=True)
+        with blobs.open(key) as fh, zipfile.ZipFile(fh) as archive:
+            archive.extractall(output)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with blobs.open(key) as src, output.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+    r = job.result
+    click.echo(f"wrote {output} ({r.get('images', 0)} images, {r.get('annotations', 0)} annotations)")
+
+
+@click.command("evaluate")
+@click.argument("name")
+@click.option("--status", "box_status", type=click.Choice(["all", "accepted"]), default="all", show_default=True)
+@click.option("--model", "model_version_id", type=int, default=None, help="Only this model version's boxes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate_command(name: str, box_status: str, model_version_id: int | None, as_json: bool) -> None:
+    """Score collection NAME's boxes against its ground truth (CorLoc@0.5, MaxBoxAccV2, AP50, AP)."""
+    params: dict[str, Any] = {"box_status": box_status}
+    if model_version_id is not None:
+        params["model_version_id"] = model_version_id
+    job_id, inline = _submit("evaluate", name, params)
+    job = _run_and_wait(job_id, inline=inline, wait=True, quiet=True)
+    metrics = job.result["metrics"]
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    for key, value in metrics.items():
+        if not isinstance(value, (dict, list)):
+            click.echo(f"{key}: {value}")
+
+
+# -- job list and cancel -------------------------------------------------------------------
+def _job_dict(job: Any) -> dict[str, Any]:
+    return {"id": job.id, "kind": job.kind.value, "status": job.status.value, "done": job.done, "total": job.total, "error": job.error}
+
+
+@click.command("jobs")
+@click.argument("name")
+@click.argument("job_id", required=False, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, kind, status, done, total, error}.")
+def jobs_command(name: str, job_id: int | None, as_json: bool) -> None:
+    """List the jobs of collection NAME, or `jobs cancel ID` to cancel job ID."""
+    from worker.jobs import request_cancel
+    from worker.store.models import Job
+
+    runtime = _runtime()
+    if name == "cancel" and job_id is not None:
+        with runtime.sessions() as session:
+            try:
+                job = request_cancel(session, job_id)
+            except LookupError as exc:
+                raise click.ClickException(str(exc)) from exc
+            state = "cancel requested (stops at its next chunk)" if job.status.value == "running" else job.status.value
+            click.echo(json.dumps(_job_dict(job)) if as_json else f"job {job.id}: {state}")
+        return
+    if job_id is not None:
+        raise click.ClickException(f"unexpected argument {job_id}; did you mean: camlabel jobs cancel {job_id}")
+    with runtime.sessions() as session:
+        collection_id = _collection_id(session, name)
+        jobs = session.scalars(select(Job).where(Job.collection_id == collection_id).order_by(Job.id)).all()
+        rows = [_job_dict(job) for job in jobs]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        progress = f"{row['done']}/{row['total']}" if row["total"] is not None else f"{row['done']}/?"
+        error = f"  {row['error']}" if row["error"] else ""
+        click.echo(f"{row['id']}\t{row['kind']}\t{row['status']}\t{progress}{error}")
+
+
+# -- the worker process --------------------------------------------------------------------
+@click.command("worker")
+@click.option("--queues", default="gpu,cpu", show_default=True, help="Comma-separated queues to consume.")
+@click.option("--pool", type=click.Choice(["solo", "prefork"]), default="solo", show_default=True)
+@click.option("--concurrency", type=int, default=1, show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--hostname", default=None, help="Celery node name (default camlabel-<pid>@<host>).")
+def worker_command(queues: str, pool: str, concurrency: int, loglevel: str, hostname: str | None) -> None:
+    """Run a Celery worker for camlabel jobs (needs REDIS_URL)."""
+    import os
+
+    from worker.celery_app import configure_celery
+
+    runtime = _runtime()
+    if runtime.settings.embedded:
+        raise click.ClickException("REDIS_URL is not set: in embedded mode jobs run in-process; a separate worker needs Redis")
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    if not names:
+        raise click.ClickException("--queues names no queue")
+    app = configure_celery(runtime.settings)
+    app.conf.task_queues = tuple({q.name: q for q in app.conf.task_queues}.values())
+    argv = ["worker", "-Q", ",".join(names), "--pool", pool, "--concurrency", str(concurrency), "--loglevel", loglevel,
+            "-n", hostname or f"camlabel-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
+
+
+COMMANDS: list[click.Command] = [
+    collections_group, import_command, train_command, infer_command, export_command, evaluate_command, jobs_command, worker_command,
+]

@@ -1,7 +1,90 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""``camlabel users create``, ``camlabel tokens create`` and ``camlabel run`` (serve the app)."""
 
 from __future__ import annotations
 
 import click
+from flask import current_app
+from flask.cli import with_appcontext
 
-COMMANDS: list[click.Command] = []
+from web.auth import create_token, create_user
+
+
+def _sessions():  # type: ignore[no-untyped-def]
+    return current_app.extensions["camlabel"].sessions
+
+
+@click.group("users")
+def users() -> None:
+    """Manage accounts."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--password", required=True, help="At least 8 characters.")
+@click.option("--admin", is_flag=True, help="Give the admin role (users, deletes).")
+@with_appcontext
+def users_create(email: str, password: str, admin: bool) -> None:
+    """Create an account EMAIL (role reviewer unless --admin)."""
+    from worker.store.db import session_scope
+
+    try:
+        with session_scope(_sessions()) as session:
+            user = create_user(session, email, password, admin=admin)
+            user_id, role = user.id, user.role
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"created user {user_id} {email.strip().lower()} ({getattr(role, 'value', role)})")
+
+
+@click.group("tokens")
+def tokens() -> None:
+    """Manage API tokens."""
+
+
+@tokens.command("create")
+@click.argument("email")
+@click.option("--name", default=None, help="A label for the token.")
+@with_appcontext
+def tokens_create(email: str, name: str | None) -> None:
+    """Create an API token for EMAIL; the token is printed as the last line (shown once)."""
+    from sqlalchemy import select
+
+    from worker.store.db import session_scope
+    from worker.store.models import User
+
+    with session_scope(_sessions()) as session:
+        user = session.scalar(select(User).where(User.email == email.strip().lower()))
+        if user is None:
+            raise click.ClickException(f"no user {email!r}; create it with 'camlabel users create'")
+        _row, secret = create_token(session, user.id, name)
+    click.echo(f"token for {user.email} (send as 'Authorization: Bearer <token>'):")
+    click.echo(secret)
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@with_appcontext
+def run(host: str, port: int) -> None:
+    """Serve the dashboard and API (threaded WSGI server). With no REDIS_URL the embedded
+    in-process worker is started too, so jobs run with no Redis and no separate worker."""
+    from werkzeug.serving import make_server
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    runtime = app.extensions["camlabel"]
+    if runtime.settings.embedded:
+        from worker.embedded import ensure_worker
+
+        ensure_worker()
+        click.echo("embedded worker started (no REDIS_URL)")
+    server = make_server(host, port, app, threaded=True)
+    click.echo(f"camlabel serving on http://{host}:{server.server_port}/ (data dir {runtime.settings.data_dir})", err=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+COMMANDS: list[click.Command] = [users, tokens, run]

@@ -16,12 +16,33 @@ from pathlib import Path
 from typing import BinaryIO
 
 KINDS = ("images", "thumbs", "maps", "overlays", "checkpoints", "exports")
-_KEY_RE = re.compile(r"^(?P<kind>[a-z]+)/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}(?P<suffix>\.[a-z0-9]{1,8}(\.[a-z0-9]{1,8})?)?$")
-_SUFFIX_RE = re.compile(r"^(\.[a-z0-9]{1,8}){0,2}$")
+_KEY_RE = re.compile(
+    r"(?P<kind>[a-z]+)/(?P<a>[0-9a-f]{2})/(?P<b>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})(?P<suffix>(\.[a-z0-9]{1,8}){0,2})"
+)
+_SUFFIX_RE = re.compile(r"(\.[a-z0-9]{1,8}){0,2}")
 
 
 class BlobKeyError(ValueError):
     """A key or suffix that this store did not make and will not resolve."""
+
+
+def is_blob_key(value: object) -> bool:
+    """True when ``value`` has the exact shape of a key this store makes (``kind/aa/bb/<sha256><suffix>``)."""
+    if not isinstance(value, str):
+        return False
+    match = _KEY_RE.fullmatch(value)
+    return (
+        match is not None
+        and match["kind"] in KINDS
+        and match["sha"].startswith(match["a"] + match["b"])
+    )
+
+
+def validate_key(value: object) -> str:
+    """``value`` itself when it is a well-formed blob key; :class:`BlobKeyError` otherwise."""
+    if not is_blob_key(value):
+        raise BlobKeyError(f"not a blob key: {value!r}")
+    return value  # type: ignore[return-value]
 
 
 class LocalBlobStore:
@@ -57,7 +78,7 @@ class LocalBlobStore:
         if kind not in KINDS:
             raise BlobKeyError(f"unknown blob kind {kind!r}; expected one of {KINDS}")
         suffix = suffix.lower()
-        if not _SUFFIX_RE.match(suffix):
+        if not _SUFFIX_RE.fullmatch(suffix):
             raise BlobKeyError(f"bad blob suffix {suffix!r}")
         if not re.fullmatch(r"[0-9a-f]{64}", sha256_hex):
             raise BlobKeyError(f"bad sha256 {sha256_hex!r}")
@@ -85,23 +106,24 @@ class LocalBlobStore:
         """Delete every key given (``None`` skipped); returns how many files were removed."""
         removed = 0
         for key in keys:
-            if key:
-                path = self._path(key)
-                if path.exists():
-                    path.unlink()
-                    removed += 1
+            if key is None:
+                continue
+            try:
+                self._path(key).unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
         return removed
 
     # -- internals -----------------------------------------------------------------------
     def _path(self, key: str) -> Path:
-        if not isinstance(key, str) or not _KEY_RE.match(key):
-            raise BlobKeyError(f"not a blob key: {key!r}")
-        return self.root / key
+        return self.root / validate_key(key)
 
     def _atomic_write(self, path: Path, write) -> None:  # type: ignore[no-untyped-def]
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; blobs are read by the web and worker alike
             with os.fdopen(fd, "wb") as fh:
                 write(fh)
             os.replace(tmp, path)

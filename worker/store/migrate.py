@@ -40,3 +40,13 @@ def current_heads(database_url: str) -> set[str]:
             return set(MigrationContext.configure(connection).get_current_heads())
     finally:
         engine.dispose()
+
+
+def head_revision() -> str:
+    """The newest revision in ``migrations/versions`` (the chain must have exactly one head)."""
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations must form one chain, found heads {sorted(heads)}")
+    return heads[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Enum, Float, ForeignKey, Index, Integer
+from sqlalchemy import CheckConstraint, Enum, Float, ForeignKey, Index, Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
 from worker.store.models.base import Base, BoxSource, ReviewStatus, enum_values, utcnow
@@ -21,6 +21,8 @@ class Box(Base):
     __table_args__ = (
         Index("ix_boxes_image_source", "image_id", "source"),
         Index("ix_boxes_category_status_score", "category_id", "status", "score"),
+        CheckConstraint("x1 <= x2 AND y1 <= y2", name="xyxy_ordered"),
+        CheckConstraint("version >= 1", name="version_positive"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -23,12 +23,14 @@ class Image(Base):
     __tablename__ = "images"
     __table_args__ = (
         UniqueConstraint("collection_id", "sha256"),
+        # Keyset pagination of one collection: WHERE collection_id = ? AND id > ? ORDER BY id LIMIT n.
+        Index("ix_images_collection_id_id", "collection_id", "id"),
         Index("ix_images_collection_min_score", "collection_id", "min_score", "id"),
         Index("ix_images_collection_n_boxes", "collection_id", "n_boxes", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
     sha256: Mapped[str] = mapped_column(String(64))
     rel_path: Mapped[str] = mapped_column(String(1024))
     storage_key: Mapped[str | None] = mapped_column(String(200))

@@ -1,0 +1,110 @@
+"""Concept maps: compact storage of raw maps and colour-mapped PNG renderings.
+
+- :func:`encode_map` / :func:`decode_map`: a raw low-resolution map ``Tensor[h, w]`` as float16
+  ``.npy`` bytes (a 12x12 map is 416 bytes), so boxes can be recomputed at another threshold
+  without running the model again.
+- :func:`render_heatmap_png`: min-max normalised map, bilinearly resized to the display size and
+  coloured with a Turbo colormap (Google's polynomial approximation, numpy only).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+__all__ = ["TURBO_LUT", "colorize", "decode_map", "encode_map", "render_heatmap_png"]
+
+
+def _turbo_lut() -> np.ndarray:
+    """256 x 3 uint8 Turbo colormap from the polynomial fit by Anton Mikhailov (Google, 2019)."""
+    x = np.linspace(0.0, 1.0, 256)
+    v4 = np.stack([np.ones_like(x), x, x**2, x**3])
+    v2 = np.stack([x**4, x**5])
+    r = np.array([0.13572138, 4.61539260, -42.66032258, 132.13108234]) @ v4 + np.array([-152.94239396, 59.28637943]) @ v2
+    g = np.array([0.09140261, 2.19418839, 4.84296658, -14.18503333]) @ v4 + np.array([4.27729857, 2.82956604]) @ v2
+    b = np.array([0.10667330, 12.64194608, -60.58204836, 110.36276771]) @ v4 + np.array([-89.90310912, 27.34824973]) @ v2
+    return (np.clip(np.stack([r, g, b], axis=1), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+#: Turbo colormap, ``uint8[256, 3]``: index 0 = low (dark blue), 255 = high (dark red).
+TURBO_LUT: np.ndarray = _turbo_lut()
+
+
+def _as_2d(cam: Tensor | np.ndarray) -> Tensor:
+    t = torch.as_tensor(np.asarray(cam) if not isinstance(cam, Tensor) else cam)
+    if t.dim() != 2:
+        raise ValueError(f"map must be 2-D [h, w], got shape {tuple(t.shape)}")
+    return t.detach().float().cpu()
+
+
+def encode_map(cam: Tensor | np.ndarray) -> bytes:
+    """``Tensor[h, w]`` -> float16 ``.npy`` bytes (values beyond float16 range are clipped)."""
+    arr = _as_2d(cam).numpy()
+    if not np.isfinite(arr).all():
+        raise ValueError("map contains non-finite values")
+    fmax = float(np.finfo(np.float16).max)
+    buf = io.BytesIO()
+    np.save(buf, np.clip(arr, -fmax, fmax).astype(np.float16), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_map(data: bytes) -> Tensor:
+    """Bytes from :func:`encode_map` -> ``Tensor[h, w]`` float32.
+
+    Raises:
+        ValueError: the bytes are not a 2-D float ``.npy`` array.
+    """
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"not an encoded map: {exc}") from exc
+    if arr.ndim != 2 or arr.dtype.kind != "f":
+        raise ValueError(f"encoded map must be a 2-D float array, got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(arr.astype(np.float32))
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """``float[H, W]`` in [0, 1] -> ``uint8[H, W, 3]`` Turbo colours."""
+    idx = np.clip(np.rint(np.nan_to_num(values) * 255.0), 0, 255).astype(np.uint8)
+    return TURBO_LUT[idx]
+
+
+def render_heatmap_png(
+    cam: Tensor | np.ndarray, size: tuple[int, int], *, opacity: float | None = None
+) -> bytes:
+    """Colour-mapped PNG of a map at display size.
+
+    Args:
+        cam: ``Tensor[h, w]`` raw map (any scale; min-max normalised here).
+        size: (width, height) of the PNG in pixels, e.g. the image's display size.
+        opacity: ``None`` for an opaque RGB PNG; otherwise an RGBA PNG whose alpha is
+            ``opacity * normalised value`` (for overlaying on the photo in a browser).
+
+    Returns:
+        PNG bytes.
+    """
+    width, height = int(size[0]), int(size[1])
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size must be positive (width, height), got {size}")
+    t = _as_2d(cam)
+    if not torch.isfinite(t).all():
+        raise ValueError("map contains non-finite values")
+    up = F.interpolate(t[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    lo, hi = float(up.min()), float(up.max())
+    norm = ((up - lo) / (hi - lo)).numpy() if hi > lo else np.zeros((height, width), dtype=np.float32)
+    rgb = colorize(norm)
+    if opacity is None:
+        img = Image.fromarray(rgb)
+    else:
+        if not 0.0 <= opacity <= 1.0:
+            raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+        alpha = np.clip(np.rint(norm * opacity * 255.0), 0, 255).astype(np.uint8)
+        img = Image.fromarray(np.dstack([rgb, alpha]))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()

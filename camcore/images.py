@@ -1,0 +1,220 @@
+"""Image loading that survives real files.
+
+``load_image`` always returns an 8-bit RGB ``PIL.Image`` with the EXIF orientation applied, or
+raises :class:`ImageLoadError` with a human-readable reason. It never lets one bad file break a
+batch: callers catch ``ImageLoadError`` per image.
+
+Handled on purpose:
+
+- the format is read from the content, not from the file name (a PNG saved as ``.jpg`` loads);
+- EXIF orientation (tags 2..8) is applied, so width/height are those a viewer shows;
+- modes ``RGBA/LA/PA/P`` (alpha composited onto white), ``L``, ``1``, ``CMYK``, ``YCbCr``, ``LAB``,
+  ``HSV``, 16-bit greyscale (``I;16*``/``I``) and float (``F``) are converted to RGB, 16-bit values
+  scaled to 8 bits rather than clipped;
+- a truncated JPEG is decoded as far as the data goes (the rest is filled grey) and the returned
+  image carries ``info["camlabel_truncated"] = True``; if nothing can be decoded it is rejected;
+- images whose header claims more than ``max_pixels`` pixels are rejected before any pixel is
+  decoded (decompression-bomb guard).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageLoadError",
+    "ImageSource",
+    "image_size_after_exif",
+    "load_image",
+]
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, BinaryIO]
+
+#: Default decompression-bomb limit: 100 megapixels (a 10000 x 10000 photo).
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_EXIF_ORIENTATION = 0x0112
+_TRUNCATION_LOCK = threading.Lock()
+
+
+class ImageLoadError(Exception):
+    """An image could not be loaded; ``reason`` says why, ``source`` names the file if known."""
+
+    def __init__(self, reason: str, source: str | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        super().__init__(f"{source}: {reason}" if source else reason)
+
+
+def _describe(source: ImageSource) -> str | None:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str) else None
+
+
+def _open(source: ImageSource) -> Image.Image:
+    """Open lazily (header only). Raises ImageLoadError for unreadable/unknown content."""
+    label = _describe(source)
+    fp: str | BinaryIO
+    if isinstance(source, bytes):
+        fp = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageLoadError("file does not exist", label)
+        fp = str(path)
+    else:
+        fp = source
+    try:
+        with warnings.catch_warnings():
+            # We apply our own, explicit pixel limit below; Pillow's warning would be an error
+            # under strict warning filters and its hard error has a less useful message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(fp)
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"image is too large (decompression bomb guard): {exc}", label) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError("not a recognised image format", label) from exc
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read image: {exc}", label) from exc
+
+
+def _check_pixels(img: Image.Image, max_pixels: int | None, label: str | None) -> None:
+    if max_pixels is None:
+        return
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageLoadError(
+            f"image is {w}x{h} = {w * h} pixels, more than max_pixels={max_pixels} "
+            "(decompression bomb guard)",
+            label,
+        )
+    if w <= 0 or h <= 0:
+        raise ImageLoadError(f"image has an empty size {w}x{h}", label)
+
+
+def _decode(img: Image.Image, source: ImageSource, label: str | None) -> Image.Image:
+    """Decode pixels; fall back to tolerant decoding for truncated files."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
+        return img
+    except OSError as first:
+        if isinstance(source, (str, os.PathLike, bytes)):
+            retry = _open(source)
+        else:
+            try:
+                source.seek(0)
+            except (AttributeError, OSError):
+                raise ImageLoadError(f"cannot decode image: {first}", label) from first
+            retry = _open(source)
+        # Pillow only offers a process-wide switch; hold a lock while it is on.
+        with _TRUNCATION_LOCK:
+            previous = ImageFile.LOAD_TRUNCATED_IMAGES
+            ImageFile.LOAD_TRUNCATED_IMAGES = True
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    retry.load()
+            except (OSError, SyntaxError, ValueError) as second:
+                raise ImageLoadError(
+                    f"truncated or corrupt image that cannot be decoded: {second}", label
+                ) from second
+            finally:
+                ImageFile.LOAD_TRUNCATED_IMAGES = previous
+        retry.info["camlabel_truncated"] = True
+        return retry
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (alpha composited over white, 16-bit scaled)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode.startswith("I;16"):
+            arr = arr / 257.0
+        elif mode == "I":
+            peak = float(arr.max()) if arr.size else 0.0
+            arr = arr / 257.0 if peak > 255 else arr
+        else:  # "F": floats, scale to the observed range if it is not already 0..255
+            lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+            if lo < 0 or hi > 255:
+                arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
+            elif hi <= 1.0:
+                arr = arr * 255.0
+        grey = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+        return grey.convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Load ``source`` (path, bytes or binary file object) as an RGB image with EXIF applied.
+
+    Args:
+        source: a file path, the file's bytes, or a readable binary file object.
+        max_pixels: reject images whose header claims more than this many pixels (width x height)
+            before decoding them; ``None`` disables the guard.
+
+    Returns:
+        A fully loaded ``PIL.Image`` in mode ``"RGB"``; ``size`` is (width, height) in pixels after
+        the EXIF rotation. ``info["camlabel_truncated"]`` is ``True`` if the file was truncated and
+        only partly decoded.
+
+    Raises:
+        ImageLoadError: missing file, unknown format, too many pixels, or undecodable content.
+    """
+    label = _describe(source)
+    img = _open(source)
+    _check_pixels(img, max_pixels, label)
+    img = _decode(img, source, label)
+    truncated = bool(img.info.get("camlabel_truncated", False))
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - broken EXIF blocks are common; keep the pixels
+        warnings.warn(f"{label}: ignoring unreadable EXIF orientation ({exc})", RuntimeWarning, stacklevel=2)
+    try:
+        rgb = _to_rgb(img)
+    except (OSError, ValueError) as exc:
+        raise ImageLoadError(f"cannot convert image mode {img.mode!r} to RGB: {exc}", label) from exc
+    if truncated:
+        rgb.info["camlabel_truncated"] = True
+    return rgb
+
+
+def image_size_after_exif(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) in pixels as displayed (EXIF orientation applied), read from the header only.
+
+    Raises:
+        ImageLoadError: as :func:`load_image`, for what can be told without decoding pixels.
+    """
+    label = _describe(source)
+    img = _open(source)
+    try:
+        _check_pixels(img, max_pixels, label)
+        w, h = img.size
+        try:
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        except Exception:  # noqa: BLE001 - unreadable EXIF: treat as not rotated
+            orientation = 1
+        if orientation in (5, 6, 7, 8):
+            w, h = h, w
+        return int(w), int(h)
+    finally:
+        img.close()

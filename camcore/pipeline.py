@@ -1,0 +1,332 @@
+"""Images in, boxes + maps out: preprocessing, one forward pass for logits and maps, box rules.
+
+Preprocessing resizes every image to ``spec.input_size x spec.input_size`` (bilinear, aspect ratio
+*not* kept: the whole image is seen, and maps map back to the image per axis), converts to a uint8
+batch on the CPU, then moves it to the device where it is normalised. One forward pass gives the
+logits and the maps (:func:`camcore.cam.forward_with_cams`); boxes are extracted per map at a
+working resolution (:mod:`camcore.boxes`) and scaled to the original image's pixels.
+
+Extension points (used to plug in better defaults without changing signatures):
+
+- ``BoxParams.method`` names a map method registered with :func:`camcore.cam.register_map_method`;
+- ``BoxParams.mode`` names a box rule registered with :func:`register_box_rule`
+  (``rule(norm_map[H, W], image_size, params) -> (boxes[M, 4], scores[M])``); ``"largest"`` and
+  ``"multi"`` are built in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from camcore import boxes as _boxes
+from camcore.cam import align_maps, forward_with_cams, map_methods
+from camcore.models import GapClassifier, ModelSpec
+
+__all__ = [
+    "BoxParams",
+    "BoxRule",
+    "ImageResult",
+    "Localizer",
+    "box_rules",
+    "boxes_from_maps",
+    "preprocess",
+    "register_box_rule",
+]
+
+
+@dataclass
+class BoxParams:
+    """How maps become boxes.
+
+    Attributes:
+        method: map method name (``"cam"``: Zhou et al.'s class activation map).
+        mode: box rule name: ``"largest"`` (paper: largest component above threshold) or
+            ``"multi"`` (every component of at least ``min_area``).
+        threshold: fraction of the map's maximum (0..1).
+        normalize: ``"max"`` (``map / max``) or ``"minmax"`` before thresholding.
+        min_area: minimum component area for ``"multi"``, as a fraction of the image area.
+        nms_iou: IoU of class-aware NMS over an image's boxes; ``>= 1`` disables NMS.
+        max_boxes_per_class: keep at most this many boxes per (image, class) map.
+        working_size: longest side in pixels of the grid boxes are extracted on.
+        extra: JSON-safe options for registered methods/rules.
+    """
+
+    method: str = "cam"
+    mode: str = "largest"
+    threshold: float = 0.2
+    normalize: str = "max"
+    min_area: float = 0.01
+    nms_iou: float = 0.5
+    max_boxes_per_class: int = 10
+    working_size: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 <= float(self.min_area) <= 1.0:
+            raise ValueError(f"min_area must be in [0, 1], got {self.min_area}")
+        if self.normalize not in ("max", "minmax"):
+            raise ValueError(f"normalize must be 'max' or 'minmax', got {self.normalize!r}")
+        if int(self.working_size) < 8:
+            raise ValueError(f"working_size must be >= 8, got {self.working_size}")
+        if int(self.max_boxes_per_class) < 1:
+            raise ValueError(f"max_boxes_per_class must be >= 1, got {self.max_boxes_per_class}")
+        self.threshold = float(self.threshold)
+        self.min_area = float(self.min_area)
+        self.nms_iou = float(self.nms_iou)
+        self.working_size = int(self.working_size)
+        self.max_boxes_per_class = int(self.max_boxes_per_class)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "BoxParams":
+        """Build from a dict; missing keys take defaults, unknown keys raise ``ValueError``."""
+        data = dict(data or {})
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown BoxParams fields {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**data)
+
+
+BoxRule = Callable[[Tensor, tuple[int, int], BoxParams], tuple[Tensor, Tensor]]
+_BOX_RULES: dict[str, BoxRule] = {}
+
+
+def register_box_rule(name: str, rule: BoxRule, *, replace: bool = False) -> None:
+    """Register ``rule(norm_map[H, W] on the working grid, (width, height), params) -> (boxes[M,4], scores[M])``."""
+    if name in _BOX_RULES and not replace:
+        raise ValueError(f"box rule {name!r} is already registered")
+    _BOX_RULES[name] = rule
+
+
+def box_rules() -> tuple[str, ...]:
+    """Names of the registered box rules."""
+    return tuple(_BOX_RULES)
+
+
+register_box_rule("largest", lambda m, size, p: _boxes.largest_component_box(m, size, threshold=p.threshold))
+register_box_rule(
+    "multi", lambda m, size, p: _boxes.component_boxes(m, size, threshold=p.threshold, min_area=p.min_area)
+)
+
+
+def boxes_from_maps(
+    maps: Mapping[int, Tensor],
+    image_size: tuple[int, int],
+    params: BoxParams,
+    *,
+    class_scores: Mapping[int, float] | Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Boxes of one image from its stored low-resolution maps, with no model pass.
+
+    Args:
+        maps: class index -> raw map ``Tensor[h, w]`` (any device; float).
+        image_size: (width, height) of the original image in pixels.
+        params: box rule and thresholds.
+        class_scores: optional per-class probability (mapping or ``Tensor[K]``); box scores are
+            multiplied by it so that boxes rank across classes and images.
+
+    Returns:
+        ``(boxes[N, 4] xyxy float pixels clipped to the image, scores[N], labels[N] long)`` on the
+        CPU, sorted by decreasing score, after class-aware NMS.
+    """
+    if params.mode not in _BOX_RULES:
+        raise ValueError(f"unknown box mode {params.mode!r}; registered: {sorted(_BOX_RULES)}")
+    rule = _BOX_RULES[params.mode]
+    grid = _boxes.working_shape(image_size, params.working_size)
+    all_boxes: list[Tensor] = []
+    all_scores: list[Tensor] = []
+    all_labels: list[Tensor] = []
+    for cls, cam in maps.items():
+        norm = _boxes.normalize_map(_boxes.upsample_map(cam.detach().float().cpu(), grid), params.normalize)
+        if norm is None:
+            continue
+        b, s = rule(norm, image_size, params)
+        b, s = b[: params.max_boxes_per_class], s[: params.max_boxes_per_class]
+        if class_scores is not None:
+            s = s * float(class_scores[int(cls)])
+        all_boxes.append(b.float())
+        all_scores.append(s.float())
+        all_labels.append(torch.full((b.shape[0],), int(cls), dtype=torch.long))
+    if not all_boxes:
+        return torch.zeros((0, 4)), torch.zeros((0,)), torch.zeros((0,), dtype=torch.long)
+    boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
+    if params.nms_iou < 1.0:
+        keep = _boxes.nms(boxes, scores, labels, params.nms_iou)
+    else:
+        keep = torch.argsort(scores, descending=True, stable=True)
+    return boxes[keep], scores[keep], labels[keep]
+
+
+@dataclass
+class ImageResult:
+    """Localisation of one image (all tensors on the CPU).
+
+    Attributes:
+        boxes: ``Tensor[N, 4]`` xyxy float pixels of the given image.
+        scores: ``Tensor[N]`` box score = rule score x class probability.
+        labels: ``Tensor[N]`` long class indices into ``spec.class_names``.
+        maps: class index -> raw low-resolution map ``Tensor[h, w]`` float32.
+        class_scores: ``Tensor[K]`` sigmoid of the logits.
+        image_size: (width, height) of the image in pixels.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    maps: dict[int, Tensor]
+    class_scores: Tensor
+    image_size: tuple[int, int]
+
+
+def preprocess(images: Sequence[Image.Image], input_size: int) -> Tensor:
+    """Resize each image to ``input_size x input_size`` (bilinear, RGB) -> ``Tensor[N, 3, S, S]`` uint8.
+
+    Cheap enough to run in DataLoader workers or threads; normalisation happens on the device.
+    """
+    out = torch.empty((len(images), 3, input_size, input_size), dtype=torch.uint8)
+    for i, img in enumerate(images):
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        resized = img.resize((input_size, input_size), Image.Resampling.BILINEAR)
+        out[i] = torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1)
+    return out
+
+
+class Localizer:
+    """Batched localisation with a GAP classifier.
+
+    Args:
+        model: the classifier (moved to ``device`` and put in eval mode).
+        spec: its spec (input size, normalisation, class names).
+        device: where the forward pass runs.
+        params: box parameters (default :class:`BoxParams`).
+        batch_size: images per forward pass in :meth:`localize`.
+        autocast_dtype: e.g. ``torch.bfloat16`` to run the forward under ``torch.autocast``;
+            ``None`` runs in float32.
+        align: resample maps by the architecture's sub-cell offset (``spec.map_shift``) so that
+            they line up with the image when upsampled (see :func:`camcore.cam.align_maps`).
+            ``ImageResult.maps`` then hold the aligned maps.
+    """
+
+    def __init__(
+        self,
+        model: GapClassifier,
+        spec: ModelSpec,
+        *,
+        device: str | torch.device = "cpu",
+        params: BoxParams | None = None,
+        batch_size: int = 16,
+        autocast_dtype: torch.dtype | None = None,
+        align: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.spec = spec
+        self.params = params or BoxParams()
+        if self.params.method not in map_methods():
+            raise ValueError(f"unknown map method {self.params.method!r}; registered: {sorted(map_methods())}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.autocast_dtype = autocast_dtype
+        self.shift_cells = -spec.map_shift / spec.feature_stride if align else 0.0
+        self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1) * 255.0
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
+        """``Tensor[N, 3, S, S]`` uint8 CPU batch for :meth:`localize_batch`."""
+        return preprocess(images, self.spec.input_size)
+
+    def normalize(self, batch: Tensor) -> Tensor:
+        """uint8 ``Tensor[N, 3, S, S]`` -> normalised float32 on the device."""
+        if batch.dtype != torch.uint8 or batch.dim() != 4:
+            raise ValueError(f"batch must be uint8 Tensor[N, 3, S, S], got {batch.dtype} {tuple(batch.shape)}")
+        if self.device.type == "cuda" and not batch.is_pinned():
+            batch = batch.pin_memory()
+        x = batch.to(self.device, non_blocking=True).float()
+        return (x - self._mean) / self._std
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def localize_batch(
+        self,
+        batch: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+        tags: Sequence[Sequence[int]] | None = None,
+        *,
+        top_k: int = 1,
+    ) -> list[ImageResult]:
+        """Localise a preprocessed batch (see :meth:`preprocess`).
+
+        Args:
+            batch: uint8 ``Tensor[N, 3, S, S]``.
+            image_sizes: (width, height) of each original image.
+            tags: per image the class indices to localise, or ``None`` for its ``top_k``
+                predicted classes.
+        """
+        n = batch.shape[0]
+        if len(image_sizes) != n:
+            raise ValueError(f"{len(image_sizes)} image sizes for {n} images")
+        if n == 0:
+            return []
+        x = self.normalize(batch)
+        with self._autocast():
+            out = forward_with_cams(self.model, x, tags, top_k=top_k, method=self.params.method)
+        probs = torch.sigmoid(out.logits).cpu()
+        maps = align_maps(out.maps, self.shift_cells).cpu()
+        img_idx = out.image_index.cpu().tolist()
+        cls_idx = out.class_index.cpu().tolist()
+        per_image: list[dict[int, Tensor]] = [{} for _ in range(n)]
+        for p, (i, c) in enumerate(zip(img_idx, cls_idx)):
+            per_image[i][c] = maps[p]
+        results = []
+        for i in range(n):
+            size = (int(image_sizes[i][0]), int(image_sizes[i][1]))
+            b, s, lab = boxes_from_maps(per_image[i], size, self.params, class_scores=probs[i])
+            results.append(ImageResult(b, s, lab, per_image[i], probs[i], size))
+        return results
+
+    def localize(
+        self,
+        images: Sequence[Image.Image],
+        tags: Sequence[Sequence[int]] | None = None,
+        *,
+        top_k: int = 1,
+    ) -> list[ImageResult]:
+        """Localise ``images`` (RGB PIL images, e.g. from :func:`camcore.images.load_image`).
+
+        Args:
+            images: the images.
+            tags: per image the class indices to localise (its tags), or ``None`` to localise
+                each image's ``top_k`` predicted classes.
+            top_k: classes per image when ``tags`` is ``None``.
+
+        Returns:
+            One :class:`ImageResult` per image, in order; boxes in each image's own pixels.
+        """
+        if tags is not None and len(tags) != len(images):
+            raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
+        results: list[ImageResult] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            chunk_tags = None if tags is None else tags[start : start + self.batch_size]
+            batch = self.preprocess(chunk)
+            results.extend(self.localize_batch(batch, [im.size for im in chunk], chunk_tags, top_k=top_k))
+        return results

@@ -1,0 +1,67 @@
+"""Fixtures of the web tests: apps from the real factory on migrated databases (SQLite, and
+PostgreSQL where API behaviour is database-sensitive), logged-in clients with real CSRF, and
+row factories that write real image blobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from web_helpers import Browser, Factory, login
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """``make_app(db_url, **config)``: migrate ``db_url`` and build the app on it (embedded mode)."""
+    from web import create_app
+    from worker.store.migrate import upgrade
+
+    apps: list[Flask] = []
+
+    def _make(db_url: str, **config: Any) -> Flask:
+        upgrade(db_url)
+        app = create_app({"DATABASE_URL": db_url, "CAMLABEL_DATA_DIR": str(tmp_path / "data"), "REDIS_URL": None,
+                          "SECRET_KEY": "test-secret", **config})
+        apps.append(app)
+        return app
+
+    yield _make
+    for app in apps:
+        app.extensions["camlabel"].dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], sqlite_url: str) -> Flask:
+    """The app on a migrated SQLite database."""
+    return make_app(sqlite_url)
+
+
+@pytest.fixture
+def db_app(make_app: Callable[..., Flask], db_url: str) -> Flask:
+    """The app on SQLite and on PostgreSQL (parametrized through ``db_url``)."""
+    return make_app(db_url)
+
+
+@pytest.fixture
+def factory(app: Flask) -> Factory:
+    return Factory(app)
+
+
+@pytest.fixture
+def db_factory(db_app: Flask) -> Factory:
+    return Factory(db_app)
+
+
+@pytest.fixture
+def reviewer(app: Flask, factory: Factory) -> Browser:
+    factory.user("reviewer@example.com")
+    return login(app.test_client(), "reviewer@example.com")
+
+
+@pytest.fixture
+def admin(app: Flask, factory: Factory) -> Browser:
+    factory.user("admin@example.com", admin=True)
+    return login(app.test_client(), "admin@example.com")

@@ -1,0 +1,372 @@
+"""Browser tests: the real ``camlabel run`` server (embedded worker, SQLite, tmp data dir) driven
+by Playwright with Debian's Chromium. Screenshots of the main pages go to ``test-artifacts/``.
+
+``test_review_edits_in_the_browser`` reviews rows inserted into the server's database;
+``test_end_to_end_upload_train_infer_review_export`` runs the whole product: log in, create a
+collection, upload real photos, train, infer, accept / move / draw / reject, export COCO.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+EMAIL, PASSWORD = "e2e@example.com", "e2e password 123"
+CAMLABEL = str(Path(sys.executable).parent / "camlabel")  # the installed console script
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    database_url: str
+    data_dir: Path
+    process: subprocess.Popen
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _camlabel(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([CAMLABEL, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Debian chromium is required at {CHROMIUM}")
+    from worker.store.migrate import upgrade
+
+    data_dir = tmp_path_factory.mktemp("server") / "data"
+    database_url = f"sqlite:///{data_dir / 'camlabel.db'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(CAMLABEL_DATA_DIR=str(data_dir), DATABASE_URL=database_url, PYTHONUNBUFFERED="1", CAMLABEL_QUEUE_INFER="gpu")
+    data_dir.mkdir(parents=True)
+    upgrade(database_url)
+    _camlabel(env, "users", "create", EMAIL, "--password", PASSWORD, "--admin")
+    port = _free_port()
+    log = open(data_dir / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen([CAMLABEL, "run", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    import requests
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            pytest.fail("server did not start:\n" + (data_dir / "server.log").read_text()[-3000:])
+        time.sleep(0.2)
+    yield Server(url=url, env=env, database_url=database_url, data_dir=data_dir, process=process)
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(server: Server, browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 950}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(server.url + "/")
+    assert "/login" in page.url
+    page.fill("input[name=email]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(server.url + "/")
+    yield page
+    context.close()
+    assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
+
+
+def shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+# -- helpers that read the server's database directly -------------------------------------------------
+def _sessions(server: Server):  # type: ignore[no-untyped-def]
+    from worker.store.db import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(server.database_url))
+
+
+def _boxes(server: Server, image_id: int) -> dict[int, Any]:
+    from sqlalchemy import select
+
+    from worker.store.models import Box
+
+    with _sessions(server)() as s:
+        return {b.id: b for b in s.scalars(select(Box).where(Box.image_id == image_id))}
+
+
+def _box_center(page: Any, box: dict[str, float]) -> tuple[float, float, float]:
+    """Page coordinates of a box's centre on ``#review-image`` and the display scale."""
+    rect = page.eval_on_selector("#review-image", "el => { const r = el.getBoundingClientRect(); return [r.x, r.y, r.width, el.naturalWidth]; }")
+    x, y, width, natural = rect
+    scale = width / natural
+    return x + (box["x1"] + box["x2"]) / 2 * scale, y + (box["y1"] + box["y2"]) / 2 * scale, scale
+
+
+def _drag(page: Any, start: tuple[float, float], delta: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(start[0] + delta[0] * step / 10, start[1] + delta[1] * step / 10)
+    page.mouse.up()
+
+
+def _review_data(page: Any) -> dict[str, Any]:
+    return json.loads(page.text_content("#review-data"))
+
+
+def _wait_saved(page: Any, text: str) -> None:
+    try:
+        page.wait_for_function("t => document.getElementById('save-state').textContent.includes(t)", arg=text, timeout=15000)
+    except Exception as exc:
+        shot(page, "failure")
+        raise AssertionError(f"waited for {text!r}; the page says {page.text_content('#save-state')!r} (test-artifacts/failure.png)") from exc
+
+
+def _open_image(page: Any, server: Server, image_id: int) -> dict[str, Any]:
+    page.goto(f"{server.url}/review/images/{image_id}")
+    page.wait_for_selector("body[data-ready='1']")
+    return _review_data(page)
+
+
+def _insert_review_rows(server: Server, photo: Path) -> tuple[int, int, dict[str, int]]:
+    """A collection with one real photo and three proposed boxes (rows as an infer job writes them)."""
+    from PIL import Image as PILImage
+
+    from worker.store.blobs import LocalBlobStore, file_sha256
+    from worker.store.bulk import refresh_image_box_stats
+    from worker.store.models import Box, BoxSource, Category, Collection, Image, ReviewStatus
+
+    blobs = LocalBlobStore(server.data_dir / "blobs")
+    with PILImage.open(photo) as opened:
+        width, height = opened.size
+    with _sessions(server)() as s:
+        coll = Collection(name="inserted-rows")
+        s.add(coll)
+        s.flush()
+        cat = Category(collection_id=coll.id, name="raccoon")
+        other = Category(collection_id=coll.id, name="kangaroo")
+        s.add_all([cat, other])
+        s.flush()
+        image = Image(collection_id=coll.id, sha256=file_sha256(photo), rel_path=f"raccoon/{photo.name}",
+                      storage_key=blobs.put_file(photo, kind="images", suffix=".jpg"), width=width, height=height)
+        s.add(image)
+        s.flush()
+        names = {}
+        for name, xyxy, score in (("accept", (20, 20, 150, 150), 0.9), ("move", (220, 40, 340, 160), 0.5), ("reject", (40, 230, 160, 330), 0.2)):
+            box = Box(image_id=image.id, category_id=cat.id, x1=xyxy[0], y1=xyxy[1], x2=xyxy[2], y2=xyxy[3], score=score,
+                      source=BoxSource.cam, status=ReviewStatus.proposed)
+            s.add(box)
+            s.flush()
+            names[name] = box.id
+        refresh_image_box_stats(s, [image.id])
+        s.commit()
+        return coll.id, image.id, names
+
+
+def test_review_edits_in_the_browser(server: Server, page: Any, shared_dataset: Path) -> None:
+    photo = shared_dataset / "raccoon" / "images" / "raccoon-1.jpg"  # 650 x 417
+    collection_id, image_id, ids = _insert_review_rows(server, photo)
+
+    page.goto(f"{server.url}/review/collections/{collection_id}")
+    assert page.locator(".thumb rect.box").count() == 3
+    shot(page, "review-grid")
+    data = _open_image(page, server, image_id)
+    assert {b["id"] for b in data["boxes"]} == set(ids.values())
+
+    # accept one box with its button
+    page.click(f"li[data-box-id='{ids['accept']}'] button.accept")
+    _wait_saved(page, f"Saved box #{ids['accept']} (accepted)")
+
+    # move another by dragging it on the image
+    move = next(b for b in data["boxes"] if b["id"] == ids["move"])
+    cx, cy, scale = _box_center(page, move)
+    page.mouse.click(cx, cy)
+    page.wait_for_selector(f"li[data-box-id='{ids['move']}'].selected")
+    _drag(page, (cx, cy), (40, 30))
+    _wait_saved(page, f"Saved box #{ids['move']} (edited)")
+    page.mouse.click(5, 5)
+
+    # reject one: select it in the list, press R
+    page.click(f"li[data-box-id='{ids['reject']}'] .box-title")
+    page.keyboard.press("r")
+    _wait_saved(page, f"Saved box #{ids['reject']} (rejected)")
+
+    # draw a new one: D, then drag on an empty part of the photo
+    page.keyboard.press("d")
+    x, y, _ = _box_center(page, {"x1": 400, "y1": 250, "x2": 400, "y2": 250})
+    _drag(page, (x, y), (120 * scale, 90 * scale))
+    _wait_saved(page, "Added box #")
+    page.keyboard.press("?")
+    assert page.is_visible("#help")
+    shot(page, "review-image-help")
+    page.keyboard.press("Escape")
+    shot(page, "review-image")
+    shutil.copyfile(ARTIFACTS / "review-image.png", ROOT / "docs" / "review.png")
+
+    boxes = _boxes(server, image_id)
+    assert boxes[ids["accept"]].status.value == "accepted"
+    moved = boxes[ids["move"]]
+    assert moved.status.value == "edited"
+    assert moved.x1 == pytest.approx(220 + 40 / scale, abs=3) and moved.y1 == pytest.approx(40 + 30 / scale, abs=3)
+    assert moved.x2 - moved.x1 == pytest.approx(120, abs=2)
+    assert boxes[ids["reject"]].status.value == "rejected"
+    drawn = [b for b in boxes.values() if b.id not in ids.values()]
+    assert len(drawn) == 1 and drawn[0].source.value == "human" and drawn[0].status.value == "accepted"
+    assert drawn[0].x1 == pytest.approx(400, abs=3) and drawn[0].x2 == pytest.approx(520, abs=3)
+
+    # a stale edit: someone else changes the box meanwhile -> visible conflict, nothing overwritten
+    from sqlalchemy import update
+
+    from worker.store.models import Box
+
+    with _sessions(server)() as s:
+        s.execute(update(Box).where(Box.id == ids["accept"]).values(version=Box.version + 1, x1=30))
+        s.commit()
+    page.click(f"li[data-box-id='{ids['accept']}'] button.reject")
+    page.wait_for_selector("#conflict:not([hidden])")
+    assert "changed by someone else" in page.text_content("#conflict")
+    shot(page, "review-conflict")
+    after = _boxes(server, image_id)[ids["accept"]]
+    assert after.status.value == "accepted" and after.x1 == 30
+    assert page.get_attribute(f"li[data-box-id='{ids['accept']}']", "data-version") == str(after.version)
+
+
+def _wait_job_in_page(page: Any, kind: str, timeout_s: float) -> dict[str, Any]:
+    """Wait for the newest job of ``kind`` on the collection page to finish (the JS poller updates the row)."""
+    row = page.locator(f"tr.job:has(td:text-is('{kind}'))").first
+    job_id = row.get_attribute("data-job-id")
+    page.wait_for_function(
+        "id => ['succeeded','failed','cancelled'].includes(document.querySelector(`tr.job[data-job-id='${id}']`).dataset.status)",
+        arg=job_id, timeout=timeout_s * 1000)
+    origin = page.url.split("/", 3)[:3]
+    return page.request.get("/".join(origin) + f"/api/v1/jobs/{job_id}").json()
+
+
+def test_end_to_end_upload_train_infer_review_export(server: Server, page: Any, shared_dataset: Path) -> None:
+    photos = sorted((shared_dataset / "raccoon" / "images").glob("raccoon-1*.jpg"))[:6]
+    photos_k = sorted((shared_dataset / "kangaroo" / "images").glob("0000*.jpg"))[:6]
+    page.fill("#create-collection input[name=name]", "e2e")
+    page.click("#create-collection button")
+    page.wait_for_selector("#upload-form")
+    shot(page, "collection-empty")
+    collection_url = page.url
+    for tag, files in (("raccoon", photos), ("kangaroo", photos_k)):
+        page.set_input_files("#upload-form input[name=files]", [str(p) for p in files])
+        page.fill("#upload-form input[name=tag]", tag)
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("text=import job")
+        job = _wait_job_in_page(page, "import", 120)
+        assert job["status"] == "succeeded", job
+    page.fill("#start-jobs input[name=arch]", os.environ.get("CAMLABEL_E2E_ARCH", "efficientnet_lite0"))
+    page.click("#start-train")
+    train = _wait_job_in_page(page, "train", 400)
+    assert train["status"] == "succeeded", train
+    page.click("#start-infer")
+    page.wait_for_selector("text=Infer job")
+    shot(page, "collection-jobs-running")
+    infer = _wait_job_in_page(page, "infer", 400)
+    assert infer["status"] == "succeeded", infer
+    page.goto(collection_url)
+    shot(page, "collection")
+
+    collection_id = collection_url.rsplit("/", 1)[1]
+    images = page.request.get(f"{server.url}/api/v1/collections/{collection_id}/images?limit=50&sort=id").json()["items"]
+    with_boxes = [i for i in images if i["boxes"]]
+    assert len(with_boxes) >= 3, "infer proposed boxes for too few images"
+    page.goto(f"{server.url}/review/collections/{collection_id}")
+    shot(page, "review-grid-e2e")
+
+    # accept one box (image A), move one (image B), reject one (image C), draw one (image C)
+    a, b, c = with_boxes[:3]
+    _open_image(page, server, a["id"])
+    page.click(f"li[data-box-id='{a['boxes'][0]['id']}'] button.accept")
+    _wait_saved(page, "(accepted)")
+
+    data = _open_image(page, server, b["id"])
+    target = data["boxes"][0]
+    cx, cy, scale = _box_center(page, target)
+    page.click(f"li[data-box-id='{target['id']}'] .box-title")
+    _drag(page, (cx, cy), (-15, -10))
+    _wait_saved(page, "(edited)")
+    moved = _boxes(server, b["id"])[target["id"]]
+
+    data = _open_image(page, server, c["id"])
+    page.click(f"li[data-box-id='{c['boxes'][0]['id']}'] .box-title")
+    page.keyboard.press("r")
+    _wait_saved(page, "(rejected)")
+    page.keyboard.press("Escape")
+    page.keyboard.press("d")
+    w, h = data["image"]["width"], data["image"]["height"]
+    x, y, scale = _box_center(page, {"x1": w * 0.1, "y1": h * 0.1, "x2": w * 0.1, "y2": h * 0.1})
+    _drag(page, (x, y), (w * 0.3 * scale, h * 0.3 * scale))
+    _wait_saved(page, "Added box #")
+    drawn = [bx for bx in _boxes(server, c["id"]).values() if bx.source.value == "human"]
+    assert len(drawn) == 1
+
+    # export from the collection page: COCO of accepted boxes holds exactly those edits
+    page.goto(collection_url)
+    with page.expect_download() as info:
+        page.click("#download-export")
+    coco = json.loads(Path(info.value.path()).read_text())
+    by_file = {img["id"]: img["file_name"] for img in coco["images"]}
+    assert len(coco["images"]) == len(photos) + len(photos_k)
+    got = sorted((by_file[ann["image_id"]], [round(v) for v in ann["bbox"]]) for ann in coco["annotations"])
+    accepted = a["boxes"][0]
+    expected = sorted([
+        (a["rel_path"], [round(accepted["x1"]), round(accepted["y1"]), round(accepted["x2"] - accepted["x1"]), round(accepted["y2"] - accepted["y1"])]),
+        (b["rel_path"], [round(moved.x1), round(moved.y1), round(moved.x2 - moved.x1), round(moved.y2 - moved.y1)]),
+        (c["rel_path"], [round(drawn[0].x1), round(drawn[0].y1), round(drawn[0].x2 - drawn[0].x1), round(drawn[0].y2 - drawn[0].y1)]),
+    ])
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    for (_, gb), (_, eb) in zip(got, expected):
+        assert all(abs(x - y) <= 1 for x, y in zip(gb, eb)), (got, expected)
+    assert moved.x1 != target["x1"]

@@ -1,0 +1,129 @@
+"""Fixtures for the worker area: real photo subsets, a CLI runner, real ``camlabel worker`` processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+CAMLABEL = str(Path(sys.executable).with_name("camlabel"))
+REDIS_TEST_DB = int(os.environ.get("CAMLABEL_TEST_REDIS_DB", "7"))
+
+
+def copy_photos(shared_dataset: Path, dest: Path, per_class: int) -> Path:
+    """``dest/<class>/images/*.jpg``: the first ``per_class`` real photos of each class (sorted)."""
+    for cls in ("raccoon", "kangaroo"):
+        target = dest / cls / "images"
+        target.mkdir(parents=True, exist_ok=True)
+        photos = sorted(p for p in (shared_dataset / cls / "images").glob("*.jpg") if p.name != "00090.jpg")[:per_class]
+        for photo in photos:
+            shutil.copy2(photo, target / photo.name)
+    return dest
+
+
+@pytest.fixture
+def photos(shared_dataset: Path, tmp_path: Path) -> Path:
+    """Four real photos per class in the folder layout."""
+    return copy_photos(shared_dataset, tmp_path / "photos", 4)
+
+
+class Cli:
+    """Runs the installed ``camlabel`` command with a fixed environment."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
+        self.cwd = cwd
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([CAMLABEL, *args], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"camlabel {' '.join(args)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
+        return done
+
+
+@pytest.fixture
+def redis_db_url(redis_url: str) -> Iterator[str]:
+    """A spare Redis database number, flushed before and after the test."""
+    import redis
+
+    url = f"{redis_url.rstrip('/')}/{REDIS_TEST_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def queue_env(pg_url: str, redis_db_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment of a Redis + PostgreSQL deployment with short leases and tiny chunks."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMLABEL_")}
+    env.update(
+        DATABASE_URL=pg_url, REDIS_URL=redis_db_url, CAMLABEL_DATA_DIR=str(tmp_path / "data"), CAMLABEL_JOB_LEASE_S="4",
+        CAMLABEL_CHUNK_SIZE="2", CAMLABEL_DEVICE="cpu", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+@pytest.fixture
+def cli(queue_env: dict[str, str], tmp_path: Path) -> Cli:
+    runner = Cli(queue_env, tmp_path)
+    runner("db", "upgrade")
+    return runner
+
+
+class Workers:
+    """Starts real ``camlabel worker`` processes; kills any left at teardown."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, queues: str = "gpu,cpu") -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen([CAMLABEL, "worker", "--queues", queues, "--loglevel", "INFO"], env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("worker-*.log")))
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def workers(queue_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    pool = Workers(queue_env, logs)
+    yield pool
+    pool.stop_all()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
+    """Poll ``predicate`` until truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,42 @@
+"""The JSON API under ``/api/v1``: every route needs a session login or a bearer token (401 JSON
+otherwise); lists are keyset-paginated (``limit`` + opaque ``cursor``, answered ``next_cursor``)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, request
+from flask_login import current_user
+
+from web.errors import ApiError
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.before_request
+def _require_login() -> None:
+    if request.endpoint == "api.openapi":
+        return
+    if not current_user.is_authenticated:
+        raise ApiError(401, "unauthorized", "log in or send 'Authorization: Bearer <token>'")
+
+
+def page_limit(default: int = 50) -> int:
+    """``limit`` query argument, 1..API_MAX_LIMIT."""
+    raw = request.args.get("limit", default)
+    try:
+        limit = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, "bad_limit", f"limit must be an integer, not {raw!r}") from exc
+    maximum = int(current_app.config["API_MAX_LIMIT"])
+    if not 1 <= limit <= maximum:
+        raise ApiError(400, "bad_limit", f"limit must be between 1 and {maximum}")
+    return limit
+
+
+def json_body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "send a JSON object body with Content-Type: application/json")
+    return data
+
+
+from web.api import accounts, collections, jobs, openapi, review  # noqa: E402,F401  (registers routes)

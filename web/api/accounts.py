@@ -1,0 +1,77 @@
+"""The signed-in user, API tokens (own, revocable) and users (admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import request
+from flask_login import current_user
+from sqlalchemy import select
+
+from web.api import bp, json_body, page_limit
+from web.auth import admin_required, create_token, create_user
+from web.db import db
+from web.errors import ApiError
+from worker.store.models import ApiToken, Role, User
+
+
+def _user_json(user: User) -> dict:
+    return {"id": user.id, "email": user.email, "role": Role(user.role).value, "active": user.active}
+
+
+@bp.get("/me")
+def me() -> dict:
+    return {"id": current_user.id, "email": current_user.email, "role": current_user.role}
+
+
+@bp.get("/tokens")
+def list_tokens() -> dict:
+    rows = db().scalars(select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id))
+    return {"items": [{"id": t.id, "prefix": t.prefix, "name": t.name, "revoked": t.revoked_at is not None,
+                       "created_at": t.created_at.isoformat() if t.created_at else None} for t in rows], "next_cursor": None}
+
+
+@bp.post("/tokens")
+def post_token() -> tuple[dict, int]:
+    session = db()
+    name = json_body().get("name")
+    row, secret = create_token(session, current_user.id, str(name)[:200] if name else None)
+    session.commit()
+    return {"id": row.id, "prefix": row.prefix, "name": row.name, "token": secret}, 201
+
+
+@bp.delete("/tokens/<int:token_id>")
+def revoke_token(token_id: int) -> tuple[str, int]:
+    session = db()
+    row = session.get(ApiToken, token_id)
+    if row is None or (row.user_id != current_user.id and not current_user.is_admin):
+        raise ApiError(404, "not_found", f"no token {token_id}")
+    row.revoked_at = datetime.now(timezone.utc)
+    session.commit()
+    return "", 204
+
+
+@bp.get("/users")
+@admin_required
+def list_users() -> dict:
+    limit = page_limit()
+    stmt = select(User).order_by(User.id).limit(limit + 1)
+    if request.args.get("cursor"):
+        stmt = stmt.where(User.id > int(request.args["cursor"]))
+    rows = list(db().scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [_user_json(u) for u in rows], "next_cursor": str(rows[-1].id) if more else None}
+
+
+@bp.post("/users")
+@admin_required
+def post_user() -> tuple[dict, int]:
+    session = db()
+    data = json_body()
+    try:
+        user = create_user(session, str(data.get("email", "")), str(data.get("password", "")), admin=bool(data.get("admin")))
+    except ValueError as exc:
+        raise ApiError(400, "bad_user", str(exc)) from exc
+    session.commit()
+    return _user_json(user), 201

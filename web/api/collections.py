@@ -1,0 +1,150 @@
+"""Collections, categories, uploads, exports and evaluations."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from flask import Response, after_this_request, request, send_file
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from web.api import bp, json_body, page_limit
+from web.auth import admin_required
+from web.db import blobs, db, runtime
+from web.errors import ApiError
+from web.services import (
+    EXPORT_FORMATS, EXPORT_STATUSES, collection_json, create_collection, delete_collection, get_collection,
+    image_json, job_json, stage_upload, submit_job,
+)
+from worker.store.models import Collection, Evaluation, Image, ImageStatus
+
+
+def _after_id() -> int | None:
+    raw = request.args.get("cursor")
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_cursor", f"bad cursor {raw!r}") from exc
+
+
+@bp.get("/collections")
+def list_collections() -> dict:
+    limit = page_limit()
+    stmt = select(Collection).order_by(Collection.id).limit(limit + 1)
+    after = _after_id()
+    if after is not None:
+        stmt = stmt.where(Collection.id > after)
+    rows = list(db().scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [collection_json(c) for c in rows], "next_cursor": str(rows[-1].id) if more else None}
+
+
+@bp.post("/collections")
+def post_collection() -> tuple[dict, int]:
+    collection = create_collection(db(), str(json_body().get("name", "")))
+    return collection_json(collection), 201
+
+
+@bp.get("/collections/<int:collection_id>")
+def get_collection_view(collection_id: int) -> dict:
+    session = db()
+    collection = get_collection(session, collection_id)
+    counts = dict(session.execute(
+        select(Image.status, func.count()).where(Image.collection_id == collection_id).group_by(Image.status)
+    ).all())
+    body = collection_json(collection)
+    body["images"] = {"ok": int(counts.get(ImageStatus.ok, 0)), "failed": int(counts.get(ImageStatus.failed, 0))}
+    return body
+
+
+@bp.delete("/collections/<int:collection_id>")
+@admin_required
+def delete_collection_view(collection_id: int) -> tuple[str, int]:
+    delete_collection(db(), blobs(), collection_id)
+    return "", 204
+
+
+@bp.post("/collections/<int:collection_id>/uploads")
+def upload(collection_id: int) -> tuple[dict, int]:
+    """Multipart ``files`` (images, or one .zip), optional ``tag`` and ``manifest`` (CSV ``file_name,tags``)."""
+    session = db()
+    get_collection(session, collection_id)
+    staged = stage_upload(Path(runtime().settings.data_dir), request.files.getlist("files"), tag=request.form.get("tag"),
+                          manifest=request.files.get("manifest"))
+    params = {"path": str(staged.path)}
+    if staged.manifest is not None:
+        params["manifest"] = str(staged.manifest)
+    job = submit_job(session, kind="import", collection_id=collection_id, params=params, user_id=current_user.id)
+    return {"job": job_json(job), "files": staged.n_files}, 202
+
+
+@bp.get("/collections/<int:collection_id>/export")
+def export(collection_id: int) -> Response:
+    """Stream an export: ``format`` coco (default) | coco-results | yolo | voc; ``status`` accepted (default) | all."""
+    from worker.formats import export_collection
+
+    session = db()
+    collection = get_collection(session, collection_id)
+    fmt = request.args.get("format", "coco")
+    status = request.args.get("status", "accepted")
+    if fmt not in EXPORT_FORMATS:
+        raise ApiError(400, "bad_format", f"format must be one of {EXPORT_FORMATS}")
+    if status not in EXPORT_STATUSES:
+        raise ApiError(400, "bad_status", f"status must be one of {EXPORT_STATUSES}")
+    workdir = Path(tempfile.mkdtemp(prefix="export-", dir=Path(runtime().settings.data_dir)))
+    single_file = fmt in ("coco", "coco-results")
+    out = workdir / ("export.json" if single_file else "export")
+    export_collection(session, blobs(), collection_id, fmt, out, status=status)
+    if not single_file:
+        import shutil
+
+        out = Path(shutil.make_archive(str(workdir / "export"), "zip", root_dir=out))
+
+    @after_this_request
+    def _cleanup(response: Response) -> Response:
+        import shutil
+
+        response.call_on_close(lambda: shutil.rmtree(workdir, ignore_errors=True))
+        return response
+
+    name = f"{collection.name}-{fmt}-{status}{out.suffix}".replace(" ", "_")
+    return send_file(out, mimetype="application/json" if single_file else "application/zip", as_attachment=True, download_name=name)
+
+
+@bp.get("/collections/<int:collection_id>/evaluations")
+def evaluations(collection_id: int) -> dict:
+    session = db()
+    get_collection(session, collection_id)
+    limit = page_limit(20)
+    stmt = select(Evaluation).where(Evaluation.collection_id == collection_id).order_by(Evaluation.id.desc()).limit(limit + 1)
+    after = _after_id()
+    if after is not None:
+        stmt = stmt.where(Evaluation.id < after)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [{"id": e.id, "model_version_id": e.model_version_id, "job_id": e.job_id, "box_status": e.box_status,
+                   "metrics": e.metrics, "created_at": e.created_at.isoformat() if e.created_at else None} for e in rows],
+        "next_cursor": str(rows[-1].id) if more else None,
+    }
+
+
+@bp.get("/collections/<int:collection_id>/failed-images")
+def failed_images(collection_id: int) -> dict:
+    """Images an import could not read, with the reason (per-image import errors)."""
+    session = db()
+    get_collection(session, collection_id)
+    limit = page_limit()
+    stmt = select(Image).where(Image.collection_id == collection_id, Image.status == ImageStatus.failed).order_by(Image.id).limit(limit + 1)
+    after = _after_id()
+    if after is not None:
+        stmt = stmt.where(Image.id > after)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [image_json(i) for i in rows], "next_cursor": str(rows[-1].id) if more else None}

@@ -1,0 +1,58 @@
+"""Jobs: start, list, progress, cancel."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_login import current_user
+from sqlalchemy import select
+
+from web.api import bp, json_body, page_limit
+from web.db import db
+from web.errors import ApiError
+from web.services import JOB_KINDS_FROM_UI, cancel_job, get_collection, job_json, job_params_from, submit_job
+from worker.store.models import Job
+
+
+@bp.get("/collections/<int:collection_id>/jobs")
+def list_jobs(collection_id: int) -> dict:
+    """Jobs of a collection, newest first; cursor = last id seen."""
+    session = db()
+    get_collection(session, collection_id)
+    limit = page_limit()
+    stmt = select(Job).where(Job.collection_id == collection_id).order_by(Job.id.desc()).limit(limit + 1)
+    if request.args.get("cursor"):
+        try:
+            stmt = stmt.where(Job.id < int(request.args["cursor"]))
+        except ValueError as exc:
+            raise ApiError(400, "bad_cursor", "bad cursor") from exc
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [job_json(j) for j in rows], "next_cursor": str(rows[-1].id) if more else None}
+
+
+@bp.post("/collections/<int:collection_id>/jobs")
+def post_job(collection_id: int) -> tuple[dict, int]:
+    """Start a job: ``{"kind": "train"|"infer"|"export"|"evaluate", "params": {...}}``."""
+    data = json_body()
+    kind = str(data.get("kind", ""))
+    if kind not in JOB_KINDS_FROM_UI:
+        raise ApiError(400, "bad_kind", f"kind must be one of {JOB_KINDS_FROM_UI} (imports start from /uploads)")
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise ApiError(400, "bad_params", "params must be an object")
+    job = submit_job(db(), kind=kind, collection_id=collection_id, params=job_params_from(kind, params), user_id=current_user.id)
+    return job_json(job), 202
+
+
+@bp.get("/jobs/<int:job_id>")
+def get_job(job_id: int) -> dict:
+    job = db().get(Job, job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return job_json(job)
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+def post_cancel(job_id: int) -> dict:
+    return job_json(cancel_job(db(), job_id))

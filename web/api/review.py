@@ -1,0 +1,143 @@
+"""Images, boxes and review actions (every edit carries the row ``version``; stale -> 409)."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_login import current_user
+from sqlalchemy import select
+
+from web.api import bp, json_body, page_limit
+from web.db import db
+from web.errors import ApiError
+from web.queries import Cursor, QueryError, boxes_for_images, filter_from_args, list_boxes, list_images, overlays_for_images
+from web.services import box_json, bulk_accept, create_box, delete_box, edit_box, get_collection, image_json
+from worker.store.models import Box, Image, ModelVersion, ReviewStatus
+
+
+def _query_error(exc: QueryError) -> ApiError:
+    return ApiError(400, "bad_query", str(exc))
+
+
+@bp.get("/collections/<int:collection_id>/images")
+def list_collection_images(collection_id: int) -> dict:
+    """Images filtered like the review grid (``category_id``, ``status``, ``min_score``, ``max_score``,
+    ``no_box``, ``sort`` = score|id), keyset-paginated by ``cursor``."""
+    session = db()
+    get_collection(session, collection_id)
+    try:
+        f = filter_from_args(collection_id, request.args)
+        cursor = Cursor.decode(request.args["cursor"]) if request.args.get("cursor") else None
+    except QueryError as exc:
+        raise _query_error(exc) from exc
+    page = list_images(session, f, limit=page_limit(), after=cursor)
+    boxes = boxes_for_images(session, [i.id for i in page.items])
+    return {"items": [dict(image_json(i), boxes=[box_json(b) for b in boxes[i.id]]) for i in page.items], "next_cursor": page.next_cursor}
+
+
+@bp.get("/images/<int:image_id>")
+def get_image(image_id: int) -> dict:
+    session = db()
+    image = session.get(Image, image_id)
+    if image is None:
+        raise ApiError(404, "not_found", f"no image {image_id}")
+    boxes = boxes_for_images(session, [image_id], include_ground_truth=request.args.get("ground_truth") == "1")[image_id]
+    maps = overlays_for_images(session, [image_id])[image_id]
+    return dict(image_json(image), boxes=[box_json(b) for b in boxes],
+                concept_maps=[{"id": m.id, "category_id": m.category_id, "model_version_id": m.model_version_id,
+                               "overlay_url": f"/blobs/{m.overlay_key}"} for m in maps])
+
+
+@bp.get("/collections/<int:collection_id>/boxes")
+def list_collection_boxes(collection_id: int) -> dict:
+    """Boxes by id (``category_id``, ``status``, ``source``, ``min_score``, ``max_score``), cursor = last id."""
+    session = db()
+    get_collection(session, collection_id)
+    args = request.args
+    try:
+        after = int(args["cursor"]) if args.get("cursor") else None
+        rows, next_id = list_boxes(
+            session, collection_id, limit=page_limit(), after_id=after,
+            category_id=int(args["category_id"]) if args.get("category_id") else None, status=args.get("status") or None,
+            min_score=float(args["min_score"]) if args.get("min_score") else None,
+            max_score=float(args["max_score"]) if args.get("max_score") else None, source=args.get("source") or None,
+        )
+    except ValueError as exc:
+        raise ApiError(400, "bad_query", str(exc)) from exc
+    return {"items": [box_json(b) for b in rows], "next_cursor": str(next_id) if next_id is not None else None}
+
+
+@bp.post("/images/<int:image_id>/boxes")
+def post_box(image_id: int) -> tuple[dict, int]:
+    box = create_box(db(), image_id, json_body(), user_id=current_user.id)
+    return box_json(box), 201
+
+
+@bp.patch("/boxes/<int:box_id>")
+def patch_box(box_id: int) -> dict:
+    box = edit_box(db(), box_id, json_body(), user_id=current_user.id)
+    return box_json(box)
+
+
+@bp.delete("/boxes/<int:box_id>")
+def delete_box_view(box_id: int) -> tuple[str, int]:
+    raw = request.args.get("version")
+    if raw is None:
+        raise ApiError(400, "version_required", "send ?version=<the box's current version>")
+    try:
+        version = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_value", "version must be an integer") from exc
+    delete_box(db(), box_id, version)
+    return "", 204
+
+
+@bp.post("/images/<int:image_id>/accept-all")
+def accept_all(image_id: int) -> dict:
+    """Accept every proposed box of the image; body ``{"versions": {"<box id>": version}}`` as the client saw them."""
+    session = db()
+    versions = json_body().get("versions")
+    if not isinstance(versions, dict):
+        raise ApiError(400, "versions_required", "send {'versions': {box_id: version}} for the boxes you saw")
+    ids = set(session.scalars(select(Box.id).where(Box.image_id == image_id, Box.status == ReviewStatus.proposed)))
+    updated, conflicts = [], []
+    for key, version in versions.items():
+        box_id = int(key)
+        if box_id not in ids:
+            continue
+        try:
+            updated.append(box_json(edit_box(session, box_id, {"version": version, "status": "accepted"}, user_id=current_user.id)))
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            conflicts.append(exc.extra.get("current"))
+    if conflicts:
+        raise ApiError(409, "stale_edit", f"{len(conflicts)} box(es) changed meanwhile; reload the image", updated=updated, conflicts=conflicts)
+    return {"updated": updated}
+
+
+@bp.post("/collections/<int:collection_id>/bulk-accept")
+def bulk_accept_view(collection_id: int) -> dict:
+    """Accept all proposed CAM boxes of ``category_id`` with ``score >= min_score``."""
+    data = json_body()
+    try:
+        category_id = int(data["category_id"])
+        min_score = float(data["min_score"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(400, "bad_value", "send numeric category_id and min_score") from exc
+    count = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id)
+    return {"accepted": count}
+
+
+@bp.get("/models")
+def list_models() -> dict:
+    """Model versions (trained and built-in) an infer job can apply."""
+    limit = page_limit()
+    stmt = select(ModelVersion).order_by(ModelVersion.id.desc()).limit(limit + 1)
+    if request.args.get("cursor"):
+        stmt = stmt.where(ModelVersion.id < int(request.args["cursor"]))
+    rows = list(db().scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [{"id": m.id, "name": m.name, "arch": m.arch, "collection_id": m.collection_id, "class_names": m.class_names[:50],
+                       "n_classes": len(m.class_names), "metrics": m.metrics} for m in rows],
+            "next_cursor": str(rows[-1].id) if more else None}

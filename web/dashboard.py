@@ -1,0 +1,229 @@
+"""Dashboard pages: login, collections, uploads, jobs with live progress, exports, evaluations,
+accounts; and ``/blobs/<key>`` which serves stored files with a fixed, inert content type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import func, select
+
+from web.auth import CurrentUser, admin_required, authenticate, create_token, create_user
+from web.db import blobs, db, runtime
+from web.errors import ApiError
+from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
+from web.services import (
+    EXPORT_FORMATS, JOB_KINDS_FROM_UI, bulk_accept, cancel_job, create_collection, delete_collection, get_collection,
+    job_params_from, stage_upload, submit_job,
+)
+from worker.store.blobs import BlobKeyError
+from worker.store.models import ApiToken, Category, Collection, Evaluation, Image, ImageStatus, Job, ModelVersion, Role, User
+
+bp = Blueprint("dashboard", __name__)
+_PUBLIC = {"dashboard.login"}
+
+
+@bp.before_request
+def _require_login() -> Response | None:
+    if request.endpoint in _PUBLIC or current_user.is_authenticated:
+        return None
+    return redirect(url_for("dashboard.login", next=request.full_path if request.query_string else request.path))
+
+
+def _safe_next(target: str | None) -> str:
+    if target and not urlsplit(target).netloc and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("dashboard.index")
+
+
+def _flash_error(exc: ApiError) -> None:
+    flash(exc.message, "error")
+
+
+# -- login ------------------------------------------------------------------------------------
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str:
+    if request.method == "POST":
+        user = authenticate(db(), request.form.get("email", ""), request.form.get("password", ""))
+        if user is None:
+            flash("Wrong email or password.", "error")
+            return Response(render_template("login.html"), status=401)
+        login_user(CurrentUser(id=user.id, email=user.email, role=Role(user.role).value))
+        return redirect(_safe_next(request.args.get("next")))
+    return render_template("login.html")
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    logout_user()
+    return redirect(url_for("dashboard.login"))
+
+
+# -- collections --------------------------------------------------------------------------------
+@bp.get("/")
+def index() -> str:
+    session = db()
+    collections = list(session.scalars(select(Collection).order_by(Collection.id.desc()).limit(200)))
+    counts = dict(session.execute(select(Image.collection_id, func.count()).where(Image.collection_id.in_([c.id for c in collections]))
+                                  .group_by(Image.collection_id)).all()) if collections else {}
+    return render_template("index.html", collections=collections, counts=counts)
+
+
+@bp.post("/collections")
+def create_collection_page() -> Response:
+    try:
+        collection = create_collection(db(), request.form.get("name", ""))
+    except ApiError as exc:
+        _flash_error(exc)
+        return redirect(url_for("dashboard.index"))
+    flash(f"Collection {collection.name} created.", "ok")
+    return redirect(url_for("dashboard.collection", collection_id=collection.id))
+
+
+@bp.get("/collections/<int:collection_id>")
+def collection(collection_id: int) -> str:
+    session = db()
+    coll = get_collection(session, collection_id)
+    counts = dict(session.execute(select(Image.status, func.count()).where(Image.collection_id == collection_id).group_by(Image.status)).all())
+    jobs = list(session.scalars(select(Job).where(Job.collection_id == collection_id).order_by(Job.id.desc()).limit(30)))
+    failed = list(session.scalars(select(Image).where(Image.collection_id == collection_id, Image.status == ImageStatus.failed)
+                                  .order_by(Image.id).limit(100)))
+    evaluations = list(session.scalars(select(Evaluation).where(Evaluation.collection_id == collection_id).order_by(Evaluation.id.desc()).limit(20)))
+    models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc()).limit(50)))
+    return render_template("collection.html", collection=coll, counts={getattr(k, "value", k): v for k, v in counts.items()}, jobs=jobs,
+                           failed=failed, evaluations=evaluations, models=models, export_formats=EXPORT_FORMATS)
+
+
+@bp.post("/collections/<int:collection_id>/upload")
+def upload_page(collection_id: int) -> Response:
+    session = db()
+    try:
+        get_collection(session, collection_id)
+        staged = stage_upload(Path(runtime().settings.data_dir), request.files.getlist("files"), tag=request.form.get("tag"),
+                              manifest=request.files.get("manifest"))
+        params = {"path": str(staged.path)}
+        if staged.manifest is not None:
+            params["manifest"] = str(staged.manifest)
+        job = submit_job(session, kind="import", collection_id=collection_id, params=params, user_id=current_user.id)
+    except ApiError as exc:
+        _flash_error(exc)
+        return redirect(url_for("dashboard.collection", collection_id=collection_id))
+    flash(f"Uploaded {staged.n_files} file(s); import job {job.id} started.", "ok")
+    return redirect(url_for("dashboard.collection", collection_id=collection_id))
+
+
+@bp.post("/collections/<int:collection_id>/jobs")
+def start_job_page(collection_id: int) -> Response:
+    kind = request.form.get("kind", "")
+    try:
+        if kind not in JOB_KINDS_FROM_UI:
+            raise ApiError(400, "bad_kind", f"unknown job kind {kind!r}")
+        job = submit_job(db(), kind=kind, collection_id=collection_id, params=job_params_from(kind, request.form), user_id=current_user.id)
+    except ApiError as exc:
+        _flash_error(exc)
+        return redirect(url_for("dashboard.collection", collection_id=collection_id))
+    flash(f"{kind.capitalize()} job {job.id} started.", "ok")
+    return redirect(url_for("dashboard.collection", collection_id=collection_id))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+def cancel_job_page(job_id: int) -> Response:
+    job = cancel_job(db(), job_id)
+    flash(f"Cancel requested for job {job.id}.", "ok")
+    return redirect(url_for("dashboard.collection", collection_id=job.collection_id) if job.collection_id else url_for("dashboard.index"))
+
+
+@bp.post("/collections/<int:collection_id>/bulk-accept")
+def bulk_accept_page(collection_id: int) -> Response:
+    try:
+        category_id = int(request.form.get("category_id", ""))
+        min_score = float(request.form.get("min_score", ""))
+        count = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id)
+    except ValueError:
+        flash("Choose a category and a numeric minimum score.", "error")
+        return redirect(url_for("dashboard.collection", collection_id=collection_id))
+    except ApiError as exc:
+        _flash_error(exc)
+        return redirect(url_for("dashboard.collection", collection_id=collection_id))
+    name = db().get(Category, category_id)
+    flash(f"Accepted {count} box(es) of {name.name if name else category_id} scoring at least {min_score:g}.", "ok")
+    return redirect(url_for("dashboard.collection", collection_id=collection_id))
+
+
+@bp.post("/collections/<int:collection_id>/delete")
+@admin_required
+def delete_collection_page(collection_id: int) -> Response:
+    delete_collection(db(), blobs(), collection_id)
+    flash("Collection deleted.", "ok")
+    return redirect(url_for("dashboard.index"))
+
+
+# -- accounts --------------------------------------------------------------------------------
+@bp.get("/account")
+def account() -> str:
+    tokens = list(db().scalars(select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id)))
+    return render_template("account.html", tokens=tokens, new_token=None)
+
+
+@bp.post("/account/tokens")
+def create_token_page() -> str:
+    session = db()
+    _row, secret = create_token(session, current_user.id, (request.form.get("name") or "")[:200] or None)
+    session.commit()
+    tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id)))
+    return render_template("account.html", tokens=tokens, new_token=secret)
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+def revoke_token_page(token_id: int) -> Response:
+    from datetime import datetime, timezone
+
+    session = db()
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != current_user.id:
+        abort(404)
+    row.revoked_at = datetime.now(timezone.utc)
+    session.commit()
+    flash("Token revoked.", "ok")
+    return redirect(url_for("dashboard.account"))
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@admin_required
+def users() -> Response | str:
+    session = db()
+    if request.method == "POST":
+        try:
+            create_user(session, request.form.get("email", ""), request.form.get("password", ""), admin=request.form.get("admin") == "on")
+            session.commit()
+            flash("User created.", "ok")
+        except ValueError as exc:
+            session.rollback()
+            flash(str(exc), "error")
+        return redirect(url_for("dashboard.users"))
+    return render_template("users.html", users=list(session.scalars(select(User).order_by(User.id))))
+
+
+# -- stored files --------------------------------------------------------------------------------
+@bp.get("/blobs/<path:key>")
+def blob(key: str) -> Response:
+    """A stored file. Images get their image type; known downloads are attachments; anything else
+    is ``application/octet-stream`` as an attachment. Never HTML, never script."""
+    try:
+        path = blobs().local_path(key)
+    except BlobKeyError:
+        abort(404)
+    if not path.exists():
+        abort(404)
+    suffix = Path(key).suffix.lower()
+    if suffix in CONTENT_TYPES:
+        response = send_file(path, mimetype=CONTENT_TYPES[suffix], conditional=True, max_age=31536000)
+        response.headers["Content-Disposition"] = "inline"
+    else:
+        response = send_file(path, mimetype=DOWNLOAD_TYPES.get(suffix, "application/octet-stream"), as_attachment=True,
+                             download_name=Path(key).name, conditional=True)
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

@@ -1,0 +1,80 @@
+"""Errors: JSON ``{"error": {"code", "message"}}`` for the API (and JSON clients), an HTML page
+otherwise; never a stack trace. ``ApiError`` carries a status, a machine code and a message."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered as ``status`` with ``{"error": {"code": code, "message": message}}``."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def wants_json() -> bool:
+    """API paths, bearer clients and fetch() calls get JSON; browsers navigating get a page."""
+    if request.path.startswith("/api/") or request.path == "/healthz":
+        return True
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and not request.accept_mimetypes["text/html"] >= request.accept_mimetypes["application/json"]
+
+
+def _code_for(exc: HTTPException) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
+
+
+def error_response(status: int, code: str, message: str, **extra: object) -> Response:
+    if wants_json():
+        body: dict[str, object] = {"code": code, "message": message}
+        body.update(extra)
+        response = jsonify({"error": body})
+    else:
+        response = Response(render_template("error.html", status=status, code=code, message=message), mimetype="text/html")
+    response.status_code = status
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc: CSRFError) -> Response:
+        return error_response(400, "csrf_failed", f"CSRF check failed: {exc.description} Reload the page and try again.")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge) -> Response:
+        limit = app.config.get("MAX_CONTENT_LENGTH") or 0
+        return error_response(413, "too_large", f"the upload is larger than the limit of {limit / 2**20:.0f} MiB; split it into smaller uploads")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        if exc.code == 401 and not wants_json():
+            from flask import redirect, url_for
+
+            return redirect(url_for("dashboard.login", next=request.full_path if request.query_string else request.path))
+        response = error_response(exc.code or 500, _code_for(exc), exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "an internal error occurred; it has been logged")

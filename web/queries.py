@@ -1,0 +1,258 @@
+"""Read queries of the review tool: filtered, keyset-paginated image lists that stay on the
+``images (collection_id, min_score, id)`` index at 100k images, and box lists.
+
+Order ``score``: lowest box score first (``min_score`` ascending, then ``id``), images with no
+box (``min_score IS NULL``) last. Order ``id``: import order. A cursor names the last row seen;
+each page is one or two index range scans (non-null scores, then the null tail), never an OFFSET.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Select, and_, exists, select, tuple_
+from sqlalchemy.orm import Session
+
+from worker.store.models import Box, BoxSource, ConceptMap, Image, ImageStatus, ReviewStatus
+
+SORTS = ("score", "id")
+REVIEW_STATUSES = tuple(s.value for s in ReviewStatus)
+
+
+class QueryError(ValueError):
+    """A filter or cursor value that cannot be used (answered as 400)."""
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Filters of the review grid.
+
+    ``status``: images with at least one box in that review status (``proposed`` = still to review).
+    ``min_score``/``max_score``: bounds on the image's lowest box score (``images.min_score``).
+    ``no_box``: only images with no proposed/human box.
+    """
+
+    collection_id: int
+    category_id: int | None = None
+    status: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    no_box: bool = False
+    sort: str = "score"
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise QueryError(f"sort must be one of {SORTS}, not {self.sort!r}")
+        if self.status is not None and self.status not in REVIEW_STATUSES:
+            raise QueryError(f"status must be one of {REVIEW_STATUSES}, not {self.status!r}")
+
+    def query_args(self) -> dict[str, str]:
+        """The filter as URL query arguments (for links that keep it)."""
+        args: dict[str, str] = {"sort": self.sort}
+        if self.category_id is not None:
+            args["category_id"] = str(self.category_id)
+        if self.status:
+            args["status"] = self.status
+        if self.min_score is not None:
+            args["min_score"] = f"{self.min_score:g}"
+        if self.max_score is not None:
+            args["max_score"] = f"{self.max_score:g}"
+        if self.no_box:
+            args["no_box"] = "1"
+        return args
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Position after (or before) a row: its ``min_score`` (``None`` for no box) and ``id``."""
+
+    score: float | None
+    id: int
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(json.dumps([self.score, self.id]).encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> "Cursor":
+        try:
+            score, ident = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            return cls(None if score is None else float(score), int(ident))
+        except (ValueError, TypeError) as exc:
+            raise QueryError(f"bad cursor {text!r}") from exc
+
+    @classmethod
+    def of(cls, image: Image) -> "Cursor":
+        return cls(image.min_score, image.id)
+
+
+@dataclass
+class Page:
+    items: list[Image]
+    next_cursor: str | None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def filter_from_args(collection_id: int, args: dict[str, str] | object) -> ImageFilter:
+    """Build an :class:`ImageFilter` from request args (``category_id``, ``status``, ``min_score``,
+    ``max_score``, ``no_box``, ``sort``); raises :class:`QueryError` on bad values."""
+    get = args.get  # type: ignore[attr-defined]
+
+    def _num(name: str, kind: type) -> object:
+        value = get(name)
+        if value in (None, ""):
+            return None
+        try:
+            return kind(value)
+        except ValueError as exc:
+            raise QueryError(f"{name} must be a number, not {value!r}") from exc
+
+    return ImageFilter(
+        collection_id=collection_id,
+        category_id=_num("category_id", int),  # type: ignore[arg-type]
+        status=get("status") or None,
+        min_score=_num("min_score", float),  # type: ignore[arg-type]
+        max_score=_num("max_score", float),  # type: ignore[arg-type]
+        no_box=str(get("no_box") or "").lower() in ("1", "true", "on", "yes"),
+        sort=get("sort") or "score",
+    )
+
+
+def _base(f: ImageFilter) -> Select[tuple[Image]]:
+    stmt = select(Image).where(Image.collection_id == f.collection_id, Image.status == ImageStatus.ok)
+    box_conditions = []
+    if f.category_id is not None:
+        box_conditions.append(Box.category_id == f.category_id)
+    if f.status is not None:
+        box_conditions.append(Box.status == ReviewStatus(f.status))
+    if box_conditions:
+        stmt = stmt.where(exists().where(Box.image_id == Image.id, Box.source != BoxSource.ground_truth, *box_conditions))
+    if f.min_score is not None:
+        stmt = stmt.where(Image.min_score >= f.min_score)
+    if f.max_score is not None:
+        stmt = stmt.where(Image.min_score <= f.max_score)
+    if f.no_box:
+        stmt = stmt.where(Image.n_boxes == 0)
+    return stmt
+
+
+def list_images(session: Session, f: ImageFilter, *, limit: int, after: Cursor | None = None) -> Page:
+    """One page of images in the filter's order, starting after ``after``."""
+    items = _scan(session, f, limit=limit + 1, cursor=after, forward=True)
+    has_more = len(items) > limit
+    items = items[:limit]
+    return Page(items=items, next_cursor=Cursor.of(items[-1]).encode() if has_more and items else None)
+
+
+def neighbour(session: Session, f: ImageFilter, image: Image, *, forward: bool) -> Image | None:
+    """The image right after (``forward``) or before ``image`` in the filter's order."""
+    found = _scan(session, f, limit=1, cursor=Cursor.of(image), forward=forward)
+    return found[0] if found else None
+
+
+def _scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor | None, forward: bool) -> list[Image]:
+    base = _base(f)
+    if f.sort == "id":
+        stmt = base
+        if cursor is not None:
+            stmt = stmt.where(Image.id > cursor.id if forward else Image.id < cursor.id)
+        stmt = stmt.order_by(Image.id.asc() if forward else Image.id.desc()).limit(limit)
+        return list(session.scalars(stmt))
+
+    scored = base.where(Image.min_score.is_not(None))
+    unscored = base.where(Image.min_score.is_(None))
+    key = tuple_(Image.min_score, Image.id)
+    if forward:
+        parts: list[Select[tuple[Image]]] = []
+        if cursor is None:
+            parts = [scored, unscored.order_by(None)]
+        elif cursor.score is not None:
+            parts = [scored.where(key > tuple_(cursor.score, cursor.id)), unscored]
+        else:
+            parts = [unscored.where(Image.id > cursor.id)]
+        orders = [(Image.min_score.asc(), Image.id.asc()), (Image.id.asc(),)]
+        if cursor is not None and cursor.score is None:
+            orders = [(Image.id.asc(),)]
+    else:
+        if cursor is None:
+            parts = [unscored, scored]
+            orders = [(Image.id.desc(),), (Image.min_score.desc(), Image.id.desc())]
+        elif cursor.score is None:
+            parts = [unscored.where(Image.id < cursor.id), scored]
+            orders = [(Image.id.desc(),), (Image.min_score.desc(), Image.id.desc())]
+        else:
+            parts = [scored.where(key < tuple_(cursor.score, cursor.id))]
+            orders = [(Image.min_score.desc(), Image.id.desc())]
+    found: list[Image] = []
+    for part, order in zip(parts, orders):
+        if len(found) >= limit:
+            break
+        found.extend(session.scalars(part.order_by(*order).limit(limit - len(found))))
+    return found
+
+
+def boxes_for_images(session: Session, image_ids: Sequence[int], *, include_ground_truth: bool = False) -> dict[int, list[Box]]:
+    """Boxes of each image (CAM and human; ground truth only when asked), ordered by id."""
+    result: dict[int, list[Box]] = {i: [] for i in image_ids}
+    if not image_ids:
+        return result
+    stmt = select(Box).where(Box.image_id.in_(list(image_ids)))
+    if not include_ground_truth:
+        stmt = stmt.where(Box.source != BoxSource.ground_truth)
+    for box in session.scalars(stmt.order_by(Box.image_id, Box.id)):
+        result[box.image_id].append(box)
+    return result
+
+
+def overlays_for_images(session: Session, image_ids: Sequence[int]) -> dict[int, list[ConceptMap]]:
+    """Concept maps with a rendered overlay, newest model version first, per image."""
+    result: dict[int, list[ConceptMap]] = {i: [] for i in image_ids}
+    if not image_ids:
+        return result
+    stmt = (
+        select(ConceptMap)
+        .where(ConceptMap.image_id.in_(list(image_ids)), ConceptMap.overlay_key.is_not(None))
+        .order_by(ConceptMap.image_id, ConceptMap.model_version_id.desc(), ConceptMap.category_id)
+    )
+    for cmap in session.scalars(stmt):
+        result[cmap.image_id].append(cmap)
+    return result
+
+
+def list_boxes(
+    session: Session,
+    collection_id: int,
+    *,
+    limit: int,
+    after_id: int | None = None,
+    category_id: int | None = None,
+    status: str | None = None,
+    min_score: float | None = None,
+    max_score: float | None = None,
+    source: str | None = None,
+) -> tuple[list[Box], int | None]:
+    """Boxes of a collection by ascending id (keyset on ``boxes.id``); returns (boxes, next after_id)."""
+    stmt = select(Box).join(Image, Image.id == Box.image_id).where(Image.collection_id == collection_id)
+    if after_id is not None:
+        stmt = stmt.where(Box.id > after_id)
+    if category_id is not None:
+        stmt = stmt.where(Box.category_id == category_id)
+    if status is not None:
+        if status not in REVIEW_STATUSES:
+            raise QueryError(f"status must be one of {REVIEW_STATUSES}, not {status!r}")
+        stmt = stmt.where(Box.status == ReviewStatus(status))
+    if source is not None:
+        try:
+            stmt = stmt.where(Box.source == BoxSource(source))
+        except ValueError as exc:
+            raise QueryError(f"source must be one of {[s.value for s in BoxSource]}, not {source!r}") from exc
+    if min_score is not None:
+        stmt = stmt.where(Box.score >= min_score)
+    if max_score is not None:
+        stmt = stmt.where(Box.score <= max_score)
+    rows = list(session.scalars(stmt.order_by(Box.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)

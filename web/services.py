@@ -1,0 +1,380 @@
+"""Actions shared by the pages and the API: collections, uploads into staging, jobs, box edits.
+
+Views translate request data into these calls; these functions speak SQLAlchemy and the worker's
+documented entry points (``worker.jobs.submit``, ``worker.store.bulk.update_box``, ...).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import FileStorage
+from werkzeug.utils import secure_filename
+
+from web.errors import ApiError
+from worker.store.models import Box, BoxSource, Category, Collection, Image, Job, JobKind, ReviewStatus
+
+NAME_RE = re.compile(r"^[\w][\w .\-]{0,199}$")
+JOB_KINDS_FROM_UI = ("train", "infer", "export", "evaluate")
+EXPORT_FORMATS = ("coco", "coco-results", "yolo", "voc")
+EXPORT_STATUSES = ("accepted", "all")
+
+
+# -- collections -----------------------------------------------------------------------------
+def create_collection(session: Session, name: str) -> Collection:
+    """Create a collection (commits). Names: 1-200 letters, digits, space, ``._-``."""
+    name = (name or "").strip()
+    if not NAME_RE.match(name):
+        raise ApiError(400, "bad_name", "a collection name has 1 to 200 letters, digits, spaces, '.', '_' or '-' and starts with a letter or digit")
+    if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
+        raise ApiError(409, "exists", f"a collection named {name!r} already exists")
+    collection = Collection(name=name)
+    session.add(collection)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise ApiError(409, "exists", f"a collection named {name!r} already exists") from exc
+    return collection
+
+
+def get_collection(session: Session, collection_id: int) -> Collection:
+    collection = session.get(Collection, collection_id)
+    if collection is None:
+        raise ApiError(404, "not_found", f"no collection {collection_id}")
+    return collection
+
+
+def delete_collection(session: Session, blobs: Any, collection_id: int) -> None:
+    """Delete a collection, its rows and the blobs only it used (the store's repository does it)."""
+    from worker.store.collections_repo import delete_collection as _delete
+
+    get_collection(session, collection_id)
+    _delete(session, blobs, collection_id)
+    session.commit()
+
+
+# -- uploads -------------------------------------------------------------------------------
+@dataclass
+class StagedUpload:
+    """Files saved under ``data_dir/staging/<uuid>/`` ready for an import job."""
+
+    path: Path  # a folder (multi-file upload) or the saved .zip
+    manifest: Path | None
+    n_files: int
+
+
+_TAG_RE = re.compile(r"^[\w][\w .\-]{0,99}$")
+
+
+def stage_upload(data_dir: Path, files: Iterable[FileStorage], *, tag: str | None, manifest: FileStorage | None) -> StagedUpload:
+    """Save uploaded files for import.
+
+    One ``.zip`` is saved as is (the importer reads its folder layout and refuses absolute or
+    ``..`` entries). Loose files go to ``<staging>/<tag>/<name>`` (folder layout: the importer
+    tags them ``tag``), or ``<staging>/<name>`` with no tag. Names pass ``secure_filename``;
+    a clash gets a numeric suffix so nothing is overwritten.
+    """
+    uploads = [f for f in files if f is not None and f.filename]
+    if not uploads:
+        raise ApiError(400, "no_files", "choose at least one image or a .zip to upload")
+    if tag:
+        tag = tag.strip()
+        if not _TAG_RE.match(tag):
+            raise ApiError(400, "bad_tag", "a tag has 1 to 100 letters, digits, spaces, '.', '_' or '-'")
+    staging = Path(data_dir) / "staging" / uuid.uuid4().hex
+    staging.mkdir(parents=True)
+    manifest_path: Path | None = None
+    if manifest is not None and manifest.filename:
+        manifest_path = staging / "manifest.csv"
+        manifest.save(manifest_path)
+    zips = [f for f in uploads if f.filename.lower().endswith(".zip")]
+    if zips:
+        if len(uploads) != 1:
+            raise ApiError(400, "mixed_upload", "upload either one .zip or loose image files, not both")
+        target = staging / "upload.zip"
+        zips[0].save(target)
+        _check_zip(target)
+        return StagedUpload(path=target, manifest=manifest_path, n_files=1)
+    root = staging / "files"
+    folder = root / tag if tag else root
+    folder.mkdir(parents=True)
+    for index, upload in enumerate(uploads):
+        name = secure_filename(Path(upload.filename).name) or f"file-{index}"
+        target = folder / name
+        n = 1
+        while target.exists():
+            target = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
+            n += 1
+        upload.save(target)
+    return StagedUpload(path=root, manifest=manifest_path, n_files=len(uploads))
+
+
+def _check_zip(path: Path) -> None:
+    """Refuse at once (400) a file that is no zip or has absolute / ``..`` entries; the importer
+    checks again, this only makes the error immediate. The staged file is removed."""
+    import shutil
+    import zipfile
+
+    from worker.import_sources import ImportSourceError, safe_relative
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                safe_relative(name)
+    except (zipfile.BadZipFile, ImportSourceError) as exc:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        message = str(exc) if isinstance(exc, ImportSourceError) else "the uploaded .zip is not a valid zip archive"
+        raise ApiError(400, "bad_zip", message.replace(str(path), "the upload")) from exc
+
+
+# -- jobs ------------------------------------------------------------------------------------
+def submit_job(session: Session, *, kind: str, collection_id: int, params: dict[str, Any], user_id: int | None) -> Job:
+    """Create and enqueue a job through the worker (``worker.jobs.submit``)."""
+    from worker.jobs import submit
+
+    get_collection(session, collection_id)
+    try:
+        job_kind = JobKind(kind)
+    except ValueError as exc:
+        raise ApiError(400, "bad_kind", f"job kind must be one of {[k.value for k in JobKind]}, not {kind!r}") from exc
+    from worker.jobs import JobQueueError
+
+    try:
+        return submit(session, kind=job_kind, collection_id=collection_id, params=params, user_id=user_id)
+    except ValueError as exc:
+        raise ApiError(400, "bad_job", str(exc)) from exc
+    except JobQueueError as exc:
+        raise ApiError(503, "queue_unavailable", f"the job was recorded but could not be queued: {exc}") from exc
+
+
+def job_params_from(kind: str, data: Any) -> dict[str, Any]:
+    """Validated parameters of a job started from a form or JSON body."""
+    params: dict[str, Any] = {}
+    if kind == "train":
+        if data.get("arch"):
+            params["arch"] = str(data.get("arch"))
+        if data.get("mode"):
+            if data.get("mode") not in ("linear", "finetune"):
+                raise ApiError(400, "bad_mode", "mode must be linear or finetune")
+            params["mode"] = data.get("mode")
+        if data.get("epochs") not in (None, ""):
+            params["epochs"] = _int(data.get("epochs"), "epochs")
+    elif kind == "infer":
+        if data.get("model_version_id") not in (None, ""):
+            params["model_version_id"] = _int(data.get("model_version_id"), "model_version_id")
+    elif kind == "export":
+        fmt = data.get("format") or "coco"
+        status = data.get("status") or "accepted"
+        if fmt not in EXPORT_FORMATS:
+            raise ApiError(400, "bad_format", f"format must be one of {EXPORT_FORMATS}")
+        if status not in EXPORT_STATUSES:
+            raise ApiError(400, "bad_status", f"status must be one of {EXPORT_STATUSES}")
+        params.update(format=fmt, status=status)
+    elif kind == "evaluate":
+        params["box_status"] = data.get("box_status") or "all"
+    return params
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, "bad_value", f"{name} must be an integer, not {value!r}") from exc
+
+
+def cancel_job(session: Session, job_id: int) -> Job:
+    from worker.jobs import request_cancel
+
+    job = session.get(Job, job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    request_cancel(session, job_id)
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+# -- boxes -----------------------------------------------------------------------------------
+_GEOMETRY = ("x1", "y1", "x2", "y2")
+
+
+def edit_box(session: Session, box_id: int, data: dict[str, Any], *, user_id: int) -> Box:
+    """Apply a reviewer's edit with optimistic concurrency.
+
+    ``data``: ``version`` (required, the row version the client saw), and any of ``status``
+    (accepted/rejected/proposed/edited), ``category_id``, ``x1 y1 x2 y2`` (pixels, xyxy, clipped to
+    the image). A geometry or category change without an explicit status sets ``edited``.
+    A stale ``version`` raises 409 with the current row, never overwriting it.
+    """
+    from worker.store.bulk import BoxNotFoundError, StaleEditError, update_box
+
+    box = session.get(Box, box_id)
+    if box is None:
+        raise ApiError(404, "not_found", f"no box {box_id}")
+    if "version" not in data:
+        raise ApiError(400, "version_required", "send the box's current 'version' with every edit")
+    expected = _int(data["version"], "version")
+    changes: dict[str, Any] = {}
+    if "status" in data:
+        try:
+            changes["status"] = ReviewStatus(data["status"])
+        except ValueError as exc:
+            raise ApiError(400, "bad_status", f"status must be one of {[s.value for s in ReviewStatus]}") from exc
+    if "category_id" in data:
+        category_id = _int(data["category_id"], "category_id")
+        _check_category(session, box.image_id, category_id)
+        changes["category_id"] = category_id
+    if any(k in data for k in _GEOMETRY):
+        image = session.get(Image, box.image_id)
+        coords = {k: float(data.get(k, getattr(box, k))) for k in _GEOMETRY}
+        changes.update(_clip_box(coords, image))
+    if not changes:
+        raise ApiError(400, "no_changes", "nothing to change: send status, category_id or x1/y1/x2/y2")
+    if "status" not in changes and ("category_id" in changes or any(k in changes for k in _GEOMETRY)):
+        changes["status"] = ReviewStatus.edited
+    changes["reviewer_id"] = user_id
+    session.expunge(box)
+    try:
+        updated = update_box(session, box_id, expected, **changes)
+    except StaleEditError as exc:
+        session.rollback()
+        current = session.get(Box, box_id)
+        raise ApiError(409, "stale_edit", "this box was changed by someone else; reload to see the current version",
+                       current=box_json(current) if current is not None else None) from exc
+    except BoxNotFoundError as exc:
+        session.rollback()
+        raise ApiError(409, "stale_edit", "this box was deleted by someone else; reload the image", current=None) from exc
+    except ValueError as exc:
+        session.rollback()
+        raise ApiError(400, "bad_edit", str(exc)) from exc
+    session.commit()
+    return updated
+
+
+def create_box(session: Session, image_id: int, data: dict[str, Any], *, user_id: int) -> Box:
+    """A box drawn by a reviewer: source ``human``, status ``accepted``, no score."""
+    from worker.store.bulk import refresh_image_box_stats
+
+    image = session.get(Image, image_id)
+    if image is None:
+        raise ApiError(404, "not_found", f"no image {image_id}")
+    if "category_id" not in data:
+        raise ApiError(400, "category_required", "a new box needs a category_id")
+    category_id = _int(data["category_id"], "category_id")
+    _check_category(session, image_id, category_id)
+    try:
+        coords = {k: float(data[k]) for k in _GEOMETRY}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(400, "bad_box", "a new box needs numeric x1, y1, x2, y2 (pixels)") from exc
+    box = Box(image_id=image_id, category_id=category_id, score=None, source=BoxSource.human, status=ReviewStatus.accepted,
+              reviewer_id=user_id, **_clip_box(coords, image))
+    session.add(box)
+    session.flush()
+    refresh_image_box_stats(session, [image_id])
+    session.commit()
+    return box
+
+
+def delete_box(session: Session, box_id: int, version: int) -> None:
+    """Delete a box if it is still at ``version`` (409 otherwise)."""
+    from sqlalchemy import delete
+
+    from worker.store.bulk import refresh_image_box_stats
+
+    box = session.get(Box, box_id)
+    if box is None:
+        raise ApiError(404, "not_found", f"no box {box_id}")
+    image_id = box.image_id
+    result = session.execute(delete(Box).where(Box.id == box_id, Box.version == version).execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        current = session.get(Box, box_id)
+        raise ApiError(409, "stale_edit", "this box was changed by someone else; reload to see the current version",
+                       current=box_json(current) if current is not None else None)
+    refresh_image_box_stats(session, [image_id])
+    session.commit()
+
+
+def bulk_accept(session: Session, collection_id: int, category_id: int, min_score: float, *, user_id: int) -> int:
+    """Accept every still-proposed CAM box of ``category_id`` scoring ``>= min_score``; returns the count.
+
+    Each row's version goes up by one, so an open image view editing one of them gets a 409."""
+    get_collection(session, collection_id)
+    category = session.get(Category, category_id)
+    if category is None or category.collection_id != collection_id:
+        raise ApiError(400, "bad_category", f"category {category_id} is not in collection {collection_id}")
+    in_collection = select(Image.id).where(Image.collection_id == collection_id)
+    result = session.execute(
+        update(Box)
+        .where(Box.category_id == category_id, Box.status == ReviewStatus.proposed, Box.source == BoxSource.cam,
+               Box.score >= min_score, Box.image_id.in_(in_collection))
+        .values(status=ReviewStatus.accepted, reviewer_id=user_id, version=Box.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _check_category(session: Session, image_id: int, category_id: int) -> None:
+    image = session.get(Image, image_id)
+    category = session.get(Category, category_id)
+    if image is None or category is None or category.collection_id != image.collection_id:
+        raise ApiError(400, "bad_category", f"category {category_id} does not belong to this image's collection")
+
+
+def _clip_box(coords: dict[str, float], image: Image | None) -> dict[str, float]:
+    x1, x2 = sorted((coords["x1"], coords["x2"]))
+    y1, y2 = sorted((coords["y1"], coords["y2"]))
+    if image is not None and image.width and image.height:
+        x1, x2 = max(0.0, x1), min(float(image.width), x2)
+        y1, y2 = max(0.0, y1), min(float(image.height), y2)
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        raise ApiError(400, "bad_box", "a box must be at least 1 pixel wide and high inside the image")
+    return {"x1": x1, "y1": y1, "x2": x2, "y2": y2}
+
+
+# -- JSON shapes -----------------------------------------------------------------------------
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def box_json(box: Box) -> dict[str, Any]:
+    return {
+        "id": box.id, "image_id": box.image_id, "category_id": box.category_id,
+        "x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2, "score": box.score,
+        "source": BoxSource(box.source).value, "status": ReviewStatus(box.status).value, "version": box.version,
+        "model_version_id": box.model_version_id, "reviewer_id": box.reviewer_id,
+    }
+
+
+def image_json(image: Image) -> dict[str, Any]:
+    return {
+        "id": image.id, "collection_id": image.collection_id, "rel_path": image.rel_path, "width": image.width,
+        "height": image.height, "status": image.status.value if hasattr(image.status, "value") else image.status,
+        "failure_reason": image.failure_reason, "n_boxes": image.n_boxes, "min_score": image.min_score,
+        "max_score": image.max_score, "url": f"/blobs/{image.storage_key}" if image.storage_key else None,
+        "thumb_url": f"/blobs/{image.thumb_key or image.storage_key}" if (image.thumb_key or image.storage_key) else None,
+    }
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "collection_id": job.collection_id, "kind": JobKind(job.kind).value, "status": job.status.value,
+        "done": job.done, "total": job.total, "error": job.error, "params": job.params, "result": job.result,
+        "cancel_requested": job.cancel_requested, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def collection_json(collection: Collection) -> dict[str, Any]:
+    return {"id": collection.id, "name": collection.name, "created_at": _iso(collection.created_at),
+            "categories": [{"id": c.id, "name": c.name} for c in collection.categories]}

@@ -1,0 +1,33 @@
+// Live job progress: polls /api/v1/jobs/<id> for every unfinished job row and updates it in place.
+"use strict";
+(function () {
+  const FINISHED = ["succeeded", "failed", "cancelled"];
+  const rows = Array.from(document.querySelectorAll("tr.job"));
+
+  function render(row, job) {
+    row.dataset.status = job.status;
+    row.querySelector(".job-status").textContent = job.status + (job.cancel_requested && !FINISHED.includes(job.status) ? " (cancelling)" : "");
+    const bar = row.querySelector(".job-progress");
+    bar.max = job.total || 1;
+    bar.value = job.total ? job.done : (job.status === "succeeded" ? 1 : 0);
+    row.querySelector(".job-count").textContent = job.done + "/" + (job.total === null ? "?" : job.total);
+    row.querySelector(".job-error").textContent = job.error || "";
+    if (FINISHED.includes(job.status)) {
+      const cancel = row.querySelector(".job-cancel");
+      if (cancel) cancel.remove();
+    }
+  }
+
+  async function poll(row) {
+    const result = await window.camlabel.api("GET", "/api/v1/jobs/" + row.dataset.jobId);
+    if (result.ok) {
+      render(row, result.data);
+      if (FINISHED.includes(result.data.status)) return;
+    }
+    setTimeout(function () { poll(row); }, 1000);
+  }
+
+  rows.forEach(function (row) {
+    if (!FINISHED.includes(row.dataset.status)) poll(row);
+  });
+})();

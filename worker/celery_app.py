@@ -1,0 +1,143 @@
+"""The Celery application, built from :class:`worker.config.Settings`.
+
+``REDIS_URL`` set: Redis is broker and result backend. Unset (embedded mode): Celery's
+memory transport, consumed by an in-process worker thread (:mod:`worker.embedded`).
+
+Queues: ``gpu`` (train, infer) and ``cpu`` (import, export, evaluate, calibrate); any kind
+can be rerouted with ``CAMLABEL_QUEUE_<KIND>=<queue>`` (e.g. ``CAMLABEL_QUEUE_INFER=cpu``).
+Job state lives in the ``jobs`` table, not in the result backend; tasks take job ids.
+Long tasks: ``acks_late`` with ``worker_prefetch_multiplier=1``; a job whose worker died is
+resumed by the lease watchdog (:mod:`worker.watchdog`), started in every worker on
+``worker_ready``; Redis's ``visibility_timeout`` is only the late safety net and any
+redelivered duplicate is dropped by the atomic claim (:mod:`worker.lease`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from kombu import Queue
+
+from worker.config import Settings
+from worker.store.models import JobKind
+
+QUEUES = ("gpu", "cpu")
+DEFAULT_QUEUES: dict[JobKind, str] = {
+    JobKind.train: "gpu",
+    JobKind.infer: "gpu",
+    JobKind.import_: "cpu",
+    JobKind.export: "cpu",
+    JobKind.evaluate: "cpu",
+    JobKind.calibrate: "cpu",
+}
+TASK_NAMES: dict[JobKind, str] = {kind: f"camlabel.{kind.value}" for kind in JobKind}
+#: Seconds Redis waits before redelivering an unacknowledged message (the lease is much shorter).
+VISIBILITY_TIMEOUT_S = 6 * 3600
+
+
+def queue_for(kind: JobKind | str, env: Mapping[str, str] | None = None) -> str:
+    """The queue a job kind goes to: ``CAMLABEL_QUEUE_<KIND>`` or the default above."""
+    kind = JobKind(kind)
+    env = os.environ if env is None else env
+    override = env.get(f"CAMLABEL_QUEUE_{kind.value.upper()}")
+    return override.strip() if override and override.strip() else DEFAULT_QUEUES[kind]
+
+
+def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str] | None:
+    for kind, task_name in TASK_NAMES.items():
+        if task_name == name:
+            return {"queue": queue_for(kind)}
+    return None
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for ``settings`` (broker/backend URLs plus the long-task options)."""
+    if settings.embedded:
+        broker, backend = "memory://", "cache+memory://"
+    else:
+        broker = backend = str(settings.redis_url)
+    queues = sorted(set(QUEUES) | {queue_for(kind) for kind in JobKind})
+    return {
+        "broker_url": broker,
+        "result_backend": backend,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": tuple(Queue(name) for name in queues),
+        "task_default_queue": "cpu",
+        "task_routes": (_route,),
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "result_expires": 24 * 3600,
+    }
+
+
+def build_celery(settings: Settings | None = None) -> Celery:
+    """A new Celery app configured from ``settings`` (default: the environment)."""
+    app = Celery("camlabel", include=["worker.tasks"])
+    app.conf.update(celery_config(settings or Settings.from_env()))
+    return app
+
+
+celery = build_celery()
+_configured_for: tuple[str, str] | None = (str(celery.conf.broker_url), str(celery.conf.result_backend))
+
+
+def configure_celery(settings: Settings) -> Celery:
+    """Point the process-wide app at ``settings``' broker (no-op when already there)."""
+    global _configured_for
+    config = celery_config(settings)
+    wanted = (config["broker_url"], config["result_backend"])
+    if _configured_for != wanted:
+        celery.conf.update(config)
+        _configured_for = wanted
+        try:
+            celery.pool.force_close_all()
+        except Exception:  # noqa: BLE001 - an unused pool may not exist yet
+            pass
+    return celery
+
+
+class RuntimeTask(Task):
+    """Base of camlabel tasks: makes sure the runtime (database, blobs) is configured first."""
+
+    abstract = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from worker.runtime import get_runtime
+
+        get_runtime()
+        return super().__call__(*args, **kwargs)
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_: Any) -> None:
+    """A forked pool child must not share the parent's database connections."""
+    from worker import runtime
+
+    if runtime._runtime is not None:
+        runtime._runtime.engine.dispose(close=False)
+
+
+@worker_ready.connect
+def _start_watchdog(sender: Any = None, **_: Any) -> None:
+    from worker.watchdog import start_watchdog
+
+    start_watchdog()
+
+
+@worker_shutdown.connect
+def _stop_watchdog(**_: Any) -> None:
+    from worker.watchdog import stop_watchdog
+
+    stop_watchdog()

@@ -1,0 +1,106 @@
+"""The train job: a GAP classifier head on the collection's image-level tags -> a model version.
+
+Params: ``arch`` (camcore architecture, default ``efficientnet_lite0``), ``mode``
+(``linear``|``finetune``), ``epochs``, ``seed``, ``input_size``, ``name``. Classes are the
+collection's categories that tag at least one usable image, in category-id order. Progress is
+camcore's own ``(done, total)``; a cancel is honoured at the next progress tick. Training is
+one unit of work: the checkpoint blob and the :class:`ModelVersion` row are written in one
+final chunk, and a resumed job that finds its model version already made returns it.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from worker.execution import JobContext, JobFailed
+from worker.store.models import Category, Image, ImageStatus, ImageTag, ModelVersion
+
+PROGRESS_EVERY_S = 1.0
+
+
+def run_train_job(ctx: JobContext) -> dict[str, Any]:
+    """Handler of ``train`` jobs (see the module docstring)."""
+    from camcore.models import ModelSpec, save_checkpoint
+    from camcore.training import train_head
+
+    if ctx.collection_id is None:
+        raise JobFailed("a train job needs a collection")
+    if ctx.state.get("model_version_id"):
+        return {"model_version_id": ctx.state["model_version_id"]}
+    arch = str(ctx.params.get("arch") or "efficientnet_lite0")
+    mode = str(ctx.params.get("mode") or "linear")
+    if mode not in ("linear", "finetune"):
+        raise JobFailed(f"mode must be 'linear' or 'finetune', got {mode!r}")
+    with ctx.session() as session:
+        rows = session.execute(
+            select(Image.id, Image.storage_key, Category.id, Category.name)
+            .join(ImageTag, ImageTag.image_id == Image.id).join(Category, Category.id == ImageTag.category_id)
+            .where(Image.collection_id == ctx.collection_id, Image.status == ImageStatus.ok, Image.storage_key.is_not(None))
+            .order_by(Image.id, Category.id)
+        ).all()
+    if not rows:
+        raise JobFailed("the collection has no tagged images to train on; import images with tags first")
+    class_ids = sorted({row[2] for row in rows})
+    names_by_id = {row[2]: row[3] for row in rows}
+    class_names = [names_by_id[c] for c in class_ids]
+    index = {c: i for i, c in enumerate(class_ids)}
+    keys: dict[int, str] = {}
+    targets: dict[int, list[int]] = {}
+    for image_id, key, category_id, _name in rows:
+        keys[image_id] = key
+        targets.setdefault(image_id, []).append(index[category_id])
+    image_ids = sorted(keys)
+    blobs = ctx.runtime.blobs
+    spec_kwargs: dict[str, Any] = {"arch": arch, "class_names": class_names}
+    if ctx.params.get("input_size"):
+        spec_kwargs["input_size"] = int(ctx.params["input_size"])
+    try:
+        spec = ModelSpec(**spec_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise JobFailed(f"bad model settings: {exc}") from exc
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or done >= total:
+            last[0] = now
+            ctx.set_progress(done, total)
+            ctx.check()
+
+    weights = ctx.params.get("weights", None if arch == "tiny_cnn" else "imagenet")
+    try:
+        trained = train_head(
+            spec, [blobs.local_path(keys[i]) for i in image_ids], [targets[i] for i in image_ids], mode=mode,
+            seed=int(ctx.params.get("seed", 0)), device=ctx.device, epochs=ctx.params.get("epochs"), progress=progress,
+            weights=weights, cache_dir=ctx.runtime.settings.data_dir / "cache" / "features",
+        )
+    except ValueError as exc:
+        raise JobFailed(f"training failed: {exc}") from exc
+    buffer = io.BytesIO()
+    save_checkpoint(trained.model, trained.spec, buffer)
+    checkpoint_key = blobs.put_bytes(buffer.getvalue(), kind="checkpoints", suffix=".pt")
+    name = str(ctx.params.get("name") or f"{arch}-{mode}-job{ctx.job_id}")
+    with ctx.chunk(done=ctx.done, state={}) as session:
+        version = ModelVersion(collection_id=ctx.collection_id, name=name, arch=arch, spec=trained.spec.to_dict(),
+                               class_names=list(trained.spec.class_names), checkpoint_key=checkpoint_key,
+                               metrics=_json_safe(trained.metrics), job_id=ctx.job_id)
+        session.add(version)
+        session.flush()
+        ctx.state["model_version_id"] = version.id
+    return {"model_version_id": version.id, "classes": class_names, "images": len(image_ids),
+            "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap")}
+
+
+def _json_safe(value: Any) -> Any:
+    """Metrics as plain JSON (floats, not tensors / numpy scalars)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value

@@ -1,0 +1,105 @@
+"""Submitting and cancelling jobs (the API the web app and the CLI call).
+
+``submit`` writes the job row and commits *before* enqueueing, so a worker never receives
+a job id it cannot read. With Redis the message goes to the job's queue; in embedded mode
+(no ``REDIS_URL``) it goes to the in-process worker thread (started on first use), or, with
+``inline=True`` (the CLI), the caller runs the job itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from worker.celery_app import TASK_NAMES, configure_celery, queue_for
+from worker.runtime import get_runtime
+from worker.store.models import Collection, Job, JobKind, JobStatus
+from worker.store.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class JobQueueError(RuntimeError):
+    """The job row was written but its message could not be queued (the job is marked failed)."""
+
+
+def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, params: dict[str, Any] | None,
+           user_id: int | None = None, inline: bool = False) -> Job:
+    """Create a queued job, commit, then enqueue it (unless ``inline``: the caller runs it).
+
+    Raises ``ValueError`` for an unknown kind or collection, :class:`JobQueueError` when the
+    broker refuses the message.
+    """
+    try:
+        kind = JobKind(kind)
+    except ValueError as exc:
+        raise ValueError(f"unknown job kind {kind!r}; expected one of {[k.value for k in JobKind]}") from exc
+    if collection_id is not None and session.get(Collection, collection_id) is None:
+        raise ValueError(f"collection {collection_id} does not exist")
+    job = Job(kind=kind, collection_id=collection_id, params=dict(params or {}), queue=queue_for(kind), status=JobStatus.queued,
+              done=0, attempts=0, cancel_requested=False, created_by_id=user_id, celery_task_id=str(uuid.uuid4()))
+    session.add(job)
+    session.commit()
+    if not inline:
+        enqueue(job.id, kind, job.queue, job.celery_task_id)
+    return job
+
+
+def enqueue(job_id: int, kind: JobKind | str, queue: str, task_id: str) -> None:
+    """Send the task message for a job row that is already committed."""
+    runtime = get_runtime()
+    app = configure_celery(runtime.settings)
+    kind = JobKind(kind)
+    if runtime.settings.embedded:
+        from worker.embedded import ensure_worker
+
+        ensure_worker()
+    try:
+        app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue, task_id=task_id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: record it on the job, tell the caller
+        with runtime.sessions() as session:
+            session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued)
+                            .values(status=JobStatus.failed, error=f"could not queue the job: {exc}", finished_at=utcnow()))
+            session.commit()
+        raise JobQueueError(f"job {job_id} could not be queued: {exc}") from exc
+
+
+def request_cancel(session: Session, job_id: int) -> Job:
+    """Cancel a job: a queued one is revoked and marked cancelled at once; a running one gets
+    ``cancel_requested`` and stops at its next chunk, keeping what it finished. Finished jobs
+    are returned unchanged. ``LookupError`` when the job does not exist.
+    """
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} does not exist")
+    if job.status.finished:
+        return job
+    now = utcnow()
+    revoked = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if not revoked:
+        session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
+                        .values(cancel_requested=True).execution_options(synchronize_session=False))
+    session.commit()
+    session.refresh(job)
+    if revoked and job.celery_task_id:
+        _revoke(job.celery_task_id)
+    return job
+
+
+def _revoke(task_id: str) -> None:
+    """Best effort: the claim check already refuses a cancelled job if the message arrives."""
+    runtime = get_runtime()
+    if runtime.settings.embedded:
+        return
+    try:
+        configure_celery(runtime.settings).control.revoke(task_id)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not revoke task %s: %s", task_id, exc)

@@ -1,0 +1,59 @@
+"""Model versions as loaded models: the built-in ImageNet row on demand, and a small per-process cache."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.store.blobs import LocalBlobStore
+from worker.store.models import ModelVersion
+
+IMAGENET_PREFIX = "imagenet-"
+_CACHE_SIZE = 2
+_lock = threading.Lock()
+_cache: "OrderedDict[tuple[int, str], tuple[Any, Any]]" = OrderedDict()
+
+
+def builtin_imagenet_version(session: Session, *, arch: str = "efficientnet_lite0") -> ModelVersion:
+    """The ImageNet-1k classifier's model-version row (``collection_id`` NULL), created on first use."""
+    name = f"{IMAGENET_PREFIX}{arch}"
+    found = session.scalars(select(ModelVersion).where(ModelVersion.name == name, ModelVersion.collection_id.is_(None),
+                                                       ModelVersion.checkpoint_key.is_(None)).order_by(ModelVersion.id)).first()
+    if found is not None:
+        return found
+    from camcore.models import ModelSpec, imagenet_class_names
+
+    spec = ModelSpec(arch=arch, class_names=imagenet_class_names())
+    version = ModelVersion(collection_id=None, name=name, arch=arch, spec=spec.to_dict(), class_names=list(spec.class_names),
+                           checkpoint_key=None, metrics={"source": "ImageNet-1k pretrained"})
+    session.add(version)
+    session.flush()
+    return version
+
+
+def load_model(version: ModelVersion, blobs: LocalBlobStore, device: str) -> tuple[Any, Any]:
+    """``(model, spec)`` of a model version on ``device`` (cached: at most two per process)."""
+    key = (version.id, device)
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    from camcore.models import imagenet_classifier, load_checkpoint
+
+    if version.checkpoint_key:
+        with blobs.open(version.checkpoint_key) as fh:
+            model, spec = load_checkpoint(fh, map_location=device)
+    elif version.name.startswith(IMAGENET_PREFIX):
+        model, spec = imagenet_classifier(arch=version.arch)
+        model = model.to(device)
+    else:
+        raise ValueError(f"model version {version.id} has no checkpoint")
+    with _lock:
+        _cache[key] = (model, spec)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return model, spec
