@@ -27,10 +27,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
-from sqlalchemy import create_engine, text
-
 ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# ``web`` package: put the checkout there instead.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import requests  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
 PG_ADMIN = os.environ.get("CAMLABEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -165,9 +169,9 @@ def main() -> None:
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                    if requests.get(base + "/healthz", timeout=5).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except requests.RequestException:
                     time.sleep(0.3)
                 if time.monotonic() > deadline:
                     raise RuntimeError("gunicorn did not start")

@@ -111,6 +111,7 @@ def _decode(img: Image.Image, source: ImageSource, label: str | None) -> Image.I
             img.load()
         return img
     except OSError as first:
+        img.close()
         if isinstance(source, (str, os.PathLike, bytes)):
             retry = _open(source)
         else:
@@ -128,6 +129,7 @@ def _decode(img: Image.Image, source: ImageSource, label: str | None) -> Image.I
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                     retry.load()
             except (OSError, SyntaxError, ValueError) as second:
+                retry.close()
                 raise ImageLoadError(
                     f"truncated or corrupt image that cannot be decoded: {second}", label
                 ) from second
@@ -181,18 +183,31 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         ImageLoadError: missing file, unknown format, too many pixels, or undecodable content.
     """
     label = _describe(source)
-    img = _open(source)
-    _check_pixels(img, max_pixels, label)
-    img = _decode(img, source, label)
-    truncated = bool(img.info.get("camlabel_truncated", False))
+    opened = _open(source)
+    try:
+        _check_pixels(opened, max_pixels, label)
+    except ImageLoadError:
+        opened.close()
+        raise
+    opened = _decode(opened, source, label)
+    truncated = bool(opened.info.get("camlabel_truncated", False))
+    img = opened
     try:
         img = ImageOps.exif_transpose(img)
-    except Exception as exc:  # noqa: BLE001 - broken EXIF blocks are common; keep the pixels
-        warnings.warn(f"{label}: ignoring unreadable EXIF orientation ({exc})", RuntimeWarning, stacklevel=2)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is common; keep the pixels unrotated
+        img = opened
     try:
         rgb = _to_rgb(img)
     except (OSError, ValueError) as exc:
+        opened.close()
         raise ImageLoadError(f"cannot convert image mode {img.mode!r} to RGB: {exc}", label) from exc
+    if rgb is opened:
+        # Same object as the opened file: detach it from the file (multi-frame formats keep it open).
+        if getattr(opened, "n_frames", 1) > 1:
+            rgb = opened.copy()
+            opened.close()
+    else:
+        opened.close()
     if truncated:
         rgb.info["camlabel_truncated"] = True
     return rgb

@@ -12,6 +12,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Select, and_, exists, select, tuple_
 from sqlalchemy.orm import Session
@@ -203,6 +204,31 @@ def boxes_for_images(session: Session, image_ids: Sequence[int], *, include_grou
         stmt = stmt.where(Box.source != BoxSource.ground_truth)
     for box in session.scalars(stmt.order_by(Box.image_id, Box.id)):
         result[box.image_id].append(box)
+    return result
+
+
+def box_rects_for_images(session: Session, image_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Light rows ``(image_id, x1, y1, x2, y2, status)`` of CAM and human boxes per image (grid drawing)."""
+    result: dict[int, list[Any]] = {i: [] for i in image_ids}
+    if not image_ids:
+        return result
+    stmt = (select(Box.image_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.status)
+            .where(Box.image_id.in_(list(image_ids)), Box.source != BoxSource.ground_truth).order_by(Box.image_id, Box.id))
+    for row in session.execute(stmt):
+        result[row.image_id].append(row)
+    return result
+
+
+def overlay_keys_for_images(session: Session, image_ids: Sequence[int]) -> dict[int, str]:
+    """The overlay PNG key of each image's newest concept map (one per image, for the grid)."""
+    result: dict[int, str] = {}
+    if not image_ids:
+        return result
+    stmt = (select(ConceptMap.image_id, ConceptMap.overlay_key)
+            .where(ConceptMap.image_id.in_(list(image_ids)), ConceptMap.overlay_key.is_not(None))
+            .order_by(ConceptMap.image_id, ConceptMap.model_version_id.desc(), ConceptMap.category_id))
+    for image_id, key in session.execute(stmt):
+        result.setdefault(image_id, key)
     return result
 
 

@@ -3,12 +3,17 @@ and the single-image editor (Annotorious; edits go to the JSON API with the row 
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from web.db import db
 from web.errors import ApiError
-from web.queries import Cursor, QueryError, boxes_for_images, filter_from_args, list_images, neighbour, overlays_for_images
+from web.queries import (
+    Cursor, QueryError, box_rects_for_images, boxes_for_images, filter_from_args, list_images, neighbour, overlay_keys_for_images,
+    overlays_for_images,
+)
 from web.services import box_json, get_collection
 from worker.store.models import Image
 
@@ -33,11 +38,12 @@ def grid(collection_id: int) -> str:
         raise ApiError(400, "bad_query", str(exc)) from exc
     page = list_images(session, f, limit=int(current_app.config["PAGE_SIZE"]), after=cursor)
     ids = [i.id for i in page.items]
-    boxes = boxes_for_images(session, ids)
-    overlays = overlays_for_images(session, ids)
+    boxes = box_rects_for_images(session, ids)
+    overlays = overlay_keys_for_images(session, ids)
     categories = {c.id: c.name for c in collection.categories}
     return render_template("review/grid.html", collection=collection, images=page.items, boxes=boxes, overlays=overlays,
-                           categories=categories, filter=f, next_cursor=page.next_cursor, has_cursor=cursor is not None)
+                           categories=categories, filter=f, query=urlencode(f.query_args()), next_cursor=page.next_cursor,
+                           has_cursor=cursor is not None)
 
 
 @bp.get("/images/<int:image_id>")

@@ -55,3 +55,19 @@ def run_inline(job_id: int) -> str:
     from worker.execution import execute
 
     return execute(job_id)
+
+
+def stop_worker(timeout_s: float = 15.0) -> None:
+    """Stop the in-process worker (tests, shutdown); a later ``ensure_worker`` starts a new one."""
+    global _worker, _thread
+    with _lock:
+        worker, thread = _worker, _thread
+        _worker = _thread = None
+    if worker is None or thread is None:
+        return
+    worker.stop(in_sighandler=False)
+    thread.join(timeout_s)
+    from celery.worker import state
+
+    state.should_stop = None
+    state.should_terminate = None

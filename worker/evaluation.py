@@ -26,9 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from torchvision.ops import box_iou
 
-from worker.formats.selection import BOX_STATUSES, FormatError, box_filter, category_map, load_collection, stream
+from worker.formats.selection import BOX_STATUSES, IMAGE_OK, FormatError, box_filter, category_map, load_collection, stream
 from worker.store.blobs import LocalBlobStore
-from worker.store.models import Box, ConceptMap, Evaluation, ImageStatus
+from worker.store.models import Box, ConceptMap, Evaluation
 from worker.store.models import Image as ImageRow
 
 IOU_THRESHOLD = 0.5
@@ -42,7 +42,7 @@ def _load_ground_truth(session: Session, collection_id: int) -> tuple[Boxes, dic
     stmt = (
         select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, ImageRow.width, ImageRow.height)
         .join(ImageRow, Box.image_id == ImageRow.id)
-        .where(ImageRow.collection_id == collection_id, ImageRow.status == ImageStatus.ok, box_filter("ground_truth"))
+        .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter("ground_truth"))
         .order_by(Box.id)
     )
     for image_id, category_id, x1, y1, x2, y2, width, height in stream(session, stmt):
@@ -56,7 +56,7 @@ def _load_predictions(session: Session, collection_id: int, box_status: str, mod
     stmt = (
         select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score, Box.model_version_id)
         .join(ImageRow, Box.image_id == ImageRow.id)
-        .where(ImageRow.collection_id == collection_id, ImageRow.status == ImageStatus.ok, box_filter(box_status))
+        .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(box_status))
         .order_by(Box.id)
     )
     if model_version_id is not None:
@@ -227,7 +227,7 @@ def evaluate_collection(
         versions_stmt = (
             select(Box.model_version_id)
             .join(ImageRow, Box.image_id == ImageRow.id)
-            .where(ImageRow.collection_id == collection_id, ImageRow.status == ImageStatus.ok, box_filter(box_status), Box.model_version_id.is_not(None))
+            .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(box_status), Box.model_version_id.is_not(None))
             .distinct()
         )
         versions = sorted(v for (v,) in session.execute(versions_stmt).all())

@@ -177,7 +177,7 @@ def upgrade() -> None:
     with op.batch_alter_table('boxes', schema=None) as batch_op:
         batch_op.create_index('ix_boxes_category_status_score', ['category_id', 'status', 'score'], unique=False)
         batch_op.create_index('ix_boxes_image_source', ['image_id', 'source'], unique=False)
-        batch_op.create_index(batch_op.f('ix_boxes_model_version_id'), ['model_version_id'], unique=False)
+        batch_op.create_index('ix_boxes_model_version_image', ['model_version_id', 'image_id'], unique=False)
 
     op.create_table('concept_maps',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -230,7 +230,7 @@ def downgrade() -> None:
 
     op.drop_table('concept_maps')
     with op.batch_alter_table('boxes', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_boxes_model_version_id'))
+        batch_op.drop_index('ix_boxes_model_version_image')
         batch_op.drop_index('ix_boxes_image_source')
         batch_op.drop_index('ix_boxes_category_status_score')
 

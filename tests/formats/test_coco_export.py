@@ -125,3 +125,26 @@ def test_bad_requests_raise_clear_errors(runtime, scene: Built, tmp_path: Path) 
             export_collection(session, runtime.blobs, scene.collection_id, "coco", tmp_path / "x.json", status="maybe")
         with pytest.raises(FormatError, match="no collection with id 999"):
             export_collection(session, runtime.blobs, 999, "coco", tmp_path / "x.json")
+
+
+def test_info_names_the_model_version_and_thresholds(runtime, factory: Factory, tmp_path: Path) -> None:
+    from worker.store.models import BoxSource, Job, JobKind, JobStatus, ModelVersion, ReviewStatus
+
+    built = factory.collection("info", ["cat"], [("a.jpg", 40, 30)])
+    with runtime.sessions() as session:
+        mv = ModelVersion(name="cats-v1", arch="efficientnet_lite0", spec={"arch": "efficientnet_lite0", "input_size": 384}, class_names=["cat"],
+                          calibration={"cat": {"threshold": 0.3}})
+        session.add(mv)
+        session.flush()
+        session.add(Job(collection_id=built.collection_id, kind=JobKind.infer, status=JobStatus.succeeded,
+                        params={"model_version_id": None, "box_params": {"threshold": 0.25}}, result={"model_version_id": mv.id}))
+        session.commit()
+        mv_id = mv.id
+    factory.boxes(built, [("a.jpg", "cat", (1, 1, 20, 20), 0.8, BoxSource.cam, ReviewStatus.accepted)], model_version_id=mv_id)
+    summary, out = _export(runtime, built, tmp_path)
+    info = json.loads(out.read_text())["info"]
+    assert summary["model_versions"] == [mv_id]
+    [version] = info["model_versions"]
+    assert version["name"] == "cats-v1" and version["spec"]["input_size"] == 384
+    assert version["calibration"] == {"cat": {"threshold": 0.3}}
+    assert version["infer_params"]["box_params"] == {"threshold": 0.25}

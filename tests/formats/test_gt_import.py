@@ -179,3 +179,13 @@ def test_bad_arguments(runtime, factory: Factory, tmp_path: Path) -> None:
         with pytest.raises(FormatError, match="no such file or folder"):
             import_ground_truth(session, built.collection_id, tmp_path / "nope", "voc")
         assert session.scalar(select(func.count()).select_from(Box)) == 0
+
+
+def test_voc_filename_without_extension_matches_by_stem(runtime, factory: Factory, tmp_path: Path) -> None:
+    built = factory.collection("stem", ["thing"], IMAGES)
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    (folder / "x.xml").write_text(voc("c", [("thing", 1, 1, 20, 20)], width=50, height=40))
+    report = run_import(runtime, built, folder, "voc")
+    assert report.errors == [] and report.images_matched == 1
+    assert gt_boxes(runtime, built) == {"set/images/c.jpg": [("thing", 1, 1, 20, 20)]}

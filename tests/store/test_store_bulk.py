@@ -151,6 +151,8 @@ def test_replace_boxes_refuses_rows_outside_its_scope(session: Session, make_col
     img1, img2 = make_images(coll, 2)
     mv = make_model_version(coll)
     cat = cats["cat"]
+    replace_boxes(session, [img1], mv, [_box(img1, cat, 0.9)])
+    session.commit()
     with pytest.raises(ValueError, match="not among the images"):
         replace_boxes(session, [img1], mv, [_box(img2, cat, 0.5)])
     with pytest.raises(ValueError, match="CAM proposals only"):
@@ -158,9 +160,11 @@ def test_replace_boxes_refuses_rows_outside_its_scope(session: Session, make_col
     with pytest.raises(ValueError, match="x1 <= x2"):
         replace_boxes(session, [img1], mv, [{**_box(img1, cat, 0.5), "x1": 50.0}])
     with pytest.raises(ValueError, match="finite"):
-        replace_boxes(session, [img1], mv, [{**_box(img1, cat, 0.5), "y2": float("nan")}])
-    session.commit()
-    assert _count(session, Box) == 0
+        replace_boxes(session, [img1], mv, [_box(img1, cat, 0.5), {**_box(img1, cat, 0.5), "y2": float("nan")}])
+    with pytest.raises(ValueError, match="score must be finite"):
+        replace_boxes(session, [img1], mv, [_box(img1, cat, float("inf"))])
+    session.commit()  # a caller that commits after the error still loses nothing
+    assert session.execute(select(Box.score)).scalars().all() == [pytest.approx(0.9)]
 
 
 def test_refresh_stats_of_image_without_boxes(session: Session, make_collection, make_images, make_model_version) -> None:  # type: ignore[no-untyped-def]

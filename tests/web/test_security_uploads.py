@@ -109,3 +109,30 @@ def test_multi_file_upload_imports_real_photos_with_per_image_errors(app: Flask,
     assert sorted(i["rel_path"] for i in images) == sorted(f"raccoon/{p.name}" for p in photos)
     with reviewer.client.get(images[0]["thumb_url"]) as thumb:
         assert thumb.status_code == 200 and thumb.headers["Content-Type"] == "image/jpeg"
+
+
+def test_zip_folder_layout_and_csv_manifest_uploads(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
+    cid, _ = factory.collection("zipped", categories=())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("raccoon/images/r1.png", factory.png(40, 30, (10, 20, 30)))
+        archive.writestr("kangaroo/k1.png", factory.png(40, 30, (40, 50, 60)))
+        archive.writestr("notes.txt", b"not an image")
+    buf.seek(0)
+    response = reviewer.api("POST", f"/api/v1/collections/{cid}/uploads", data={"files": (buf, "photos.zip")}, content_type="multipart/form-data")
+    assert response.status_code == 202
+    assert _wait_job(reviewer, response.get_json()["job"]["id"])["status"] == "succeeded"
+    detail = reviewer.api("GET", f"/api/v1/collections/{cid}").get_json()
+    assert sorted(c["name"] for c in detail["categories"]) == ["kangaroo", "raccoon"] and detail["images"]["ok"] == 2
+
+    manifest = io.BytesIO(b"file_name,tags\na.png,cat;dog\nb.png,dog\n")
+    files = [(io.BytesIO(factory.png(30, 30, (1, 2, 3))), "a.png"), (io.BytesIO(factory.png(30, 30, (4, 5, 6))), "b.png")]
+    response = reviewer.api("POST", f"/api/v1/collections/{cid}/uploads", data={"files": files, "manifest": (manifest, "tags.csv")},
+                            content_type="multipart/form-data")
+    assert response.status_code == 202
+    assert _wait_job(reviewer, response.get_json()["job"]["id"])["status"] == "succeeded"
+    detail = reviewer.api("GET", f"/api/v1/collections/{cid}").get_json()
+    assert sorted(c["name"] for c in detail["categories"]) == ["cat", "dog", "kangaroo", "raccoon"] and detail["images"]["ok"] == 4
+    page = reviewer.form(f"/collections/{cid}/upload", {"files": [(io.BytesIO(factory.png(20, 20, (9, 9, 9))), "c.png")], "tag": "bird"},
+                         content_type="multipart/form-data", follow_redirects=True).get_data(as_text=True)
+    assert "Uploaded 1 file(s); import job" in page

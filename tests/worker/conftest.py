@@ -88,9 +88,9 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, queues: str = "gpu,cpu") -> subprocess.Popen[bytes]:
-        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen([CAMLABEL, "worker", "--queues", queues, "--loglevel", "INFO"], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        with (self.logs / f"worker-{len(self.procs)}.log").open("wb") as log:
+            proc = subprocess.Popen([CAMLABEL, "worker", "--queues", queues, "--loglevel", "INFO"], env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -107,6 +107,16 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def db_sessions(queue_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Sessions on the test's PostgreSQL database (for checking what workers wrote)."""
+    from worker.store.db import make_engine, make_session_factory
+
+    engine = make_engine(queue_env["DATABASE_URL"])
+    yield make_session_factory(engine)
+    engine.dispose()
 
 
 @pytest.fixture

@@ -32,6 +32,17 @@ def page_limit(default: int = 50) -> int:
     return limit
 
 
+def int_cursor() -> int | None:
+    """``cursor`` query argument of id-keyed lists (the last id seen), or ``None``."""
+    raw = request.args.get("cursor")
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_cursor", f"bad cursor {raw!r}") from exc
+
+
 def json_body() -> dict:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):

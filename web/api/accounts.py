@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import request
 from flask_login import current_user
 from sqlalchemy import select
 
-from web.api import bp, json_body, page_limit
+from web.api import bp, int_cursor, json_body, page_limit
 from web.auth import admin_required, create_token, create_user
 from web.db import db
 from web.errors import ApiError
@@ -56,8 +55,9 @@ def revoke_token(token_id: int) -> tuple[str, int]:
 def list_users() -> dict:
     limit = page_limit()
     stmt = select(User).order_by(User.id).limit(limit + 1)
-    if request.args.get("cursor"):
-        stmt = stmt.where(User.id > int(request.args["cursor"]))
+    after = int_cursor()
+    if after is not None:
+        stmt = stmt.where(User.id > after)
     rows = list(db().scalars(stmt))
     more = len(rows) > limit
     rows = rows[:limit]

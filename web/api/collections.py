@@ -9,7 +9,7 @@ from flask import Response, after_this_request, request, send_file
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from web.api import bp, json_body, page_limit
+from web.api import bp, int_cursor, json_body, page_limit
 from web.auth import admin_required
 from web.db import blobs, db, runtime
 from web.errors import ApiError
@@ -20,21 +20,11 @@ from web.services import (
 from worker.store.models import Collection, Evaluation, Image, ImageStatus
 
 
-def _after_id() -> int | None:
-    raw = request.args.get("cursor")
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ApiError(400, "bad_cursor", f"bad cursor {raw!r}") from exc
-
-
 @bp.get("/collections")
 def list_collections() -> dict:
     limit = page_limit()
     stmt = select(Collection).order_by(Collection.id).limit(limit + 1)
-    after = _after_id()
+    after = int_cursor()
     if after is not None:
         stmt = stmt.where(Collection.id > after)
     rows = list(db().scalars(stmt))
@@ -121,7 +111,7 @@ def evaluations(collection_id: int) -> dict:
     get_collection(session, collection_id)
     limit = page_limit(20)
     stmt = select(Evaluation).where(Evaluation.collection_id == collection_id).order_by(Evaluation.id.desc()).limit(limit + 1)
-    after = _after_id()
+    after = int_cursor()
     if after is not None:
         stmt = stmt.where(Evaluation.id < after)
     rows = list(session.scalars(stmt))
@@ -141,7 +131,7 @@ def failed_images(collection_id: int) -> dict:
     get_collection(session, collection_id)
     limit = page_limit()
     stmt = select(Image).where(Image.collection_id == collection_id, Image.status == ImageStatus.failed).order_by(Image.id).limit(limit + 1)
-    after = _after_id()
+    after = int_cursor()
     if after is not None:
         stmt = stmt.where(Image.id > after)
     rows = list(session.scalars(stmt))

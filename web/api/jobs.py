@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask import request
 from flask_login import current_user
 from sqlalchemy import select
 
-from web.api import bp, json_body, page_limit
+from web.api import bp, int_cursor, json_body, page_limit
 from web.db import db
 from web.errors import ApiError
 from web.services import JOB_KINDS_FROM_UI, cancel_job, get_collection, job_json, job_params_from, submit_job
@@ -20,11 +19,9 @@ def list_jobs(collection_id: int) -> dict:
     get_collection(session, collection_id)
     limit = page_limit()
     stmt = select(Job).where(Job.collection_id == collection_id).order_by(Job.id.desc()).limit(limit + 1)
-    if request.args.get("cursor"):
-        try:
-            stmt = stmt.where(Job.id < int(request.args["cursor"]))
-        except ValueError as exc:
-            raise ApiError(400, "bad_cursor", "bad cursor") from exc
+    after = int_cursor()
+    if after is not None:
+        stmt = stmt.where(Job.id < after)
     rows = list(session.scalars(stmt))
     more = len(rows) > limit
     rows = rows[:limit]

@@ -6,7 +6,7 @@ from flask import request
 from flask_login import current_user
 from sqlalchemy import select
 
-from web.api import bp, json_body, page_limit
+from web.api import bp, int_cursor, json_body, page_limit
 from web.db import db
 from web.errors import ApiError
 from web.queries import Cursor, QueryError, boxes_for_images, filter_from_args, list_boxes, list_images, overlays_for_images
@@ -133,8 +133,9 @@ def list_models() -> dict:
     """Model versions (trained and built-in) an infer job can apply."""
     limit = page_limit()
     stmt = select(ModelVersion).order_by(ModelVersion.id.desc()).limit(limit + 1)
-    if request.args.get("cursor"):
-        stmt = stmt.where(ModelVersion.id < int(request.args["cursor"]))
+    after = int_cursor()
+    if after is not None:
+        stmt = stmt.where(ModelVersion.id < after)
     rows = list(db().scalars(stmt))
     more = len(rows) > limit
     rows = rows[:limit]

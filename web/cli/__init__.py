@@ -18,9 +18,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from web.cli import db_commands, formats_commands, job_commands, user_commands
+    from web.cli import db_commands, demo_commands, formats_commands, job_commands, user_commands
 
-    for module in (db_commands, job_commands, formats_commands, user_commands):
+    for module in (db_commands, job_commands, formats_commands, user_commands, demo_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

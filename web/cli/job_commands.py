@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import threading
 import time
 import zipfile
@@ -109,7 +110,7 @@ def _poll(job_id: int, thread: threading.Thread | None, *, show: bool) -> Any:
             if job is None:
                 raise click.ClickException(f"job {job_id} disappeared")
             if show and job.total and bar is None:
-                bar = click.progressbar(length=job.total, label=f"{job.kind.value} job {job_id}", file=click.get_text_stream("stderr"))
+                bar = click.progressbar(length=job.total, label=f"{job.kind.value} job {job_id}", file=sys.stderr)
                 bar.__enter__()
             if bar is not None and job.total:
                 if job.total != bar.length:

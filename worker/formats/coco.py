@@ -32,7 +32,7 @@ def _write_array(fh: TextIO, items: Iterable[str | None], counts: dict[str, int]
     and the ``None`` ones under ``skipped_boxes``."""
     iterator = iter(items)
     first = True
-    while chunk := list(islice(iterator, 8192)):
+    while chunk := list(islice(iterator, 4096)):
         good = [t for t in chunk if t is not None]
         counts["skipped_boxes"] = counts.get("skipped_boxes", 0) + len(chunk) - len(good)
         if good:

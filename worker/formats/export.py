@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from worker.formats.coco import write_coco, write_coco_results
 from worker.formats.perimage import write_voc, write_yolo
-from worker.formats.selection import BOX_STATUSES, FormatError, box_filter, category_map, load_collection
+from worker.formats.selection import BOX_STATUSES, IMAGE_OK, FormatError, box_filter, category_map, load_collection
 from worker.formats.sink import ExportSink
 from worker.store.blobs import LocalBlobStore
-from worker.store.models import Box, ImageStatus, Job, JobKind, ModelVersion
+from worker.store.models import Box, Job, JobKind, ModelVersion
 from worker.store.models import Image as ImageRow
 
 EXPORT_FORMATS = ("coco", "coco-results", "yolo", "voc")
@@ -38,7 +38,7 @@ def model_versions_info(session: Session, collection_id: int, selection: str, mo
     stmt = (
         select(Box.model_version_id)
         .join(ImageRow, Box.image_id == ImageRow.id)
-        .where(ImageRow.collection_id == collection_id, ImageRow.status == ImageStatus.ok, box_filter(selection), Box.model_version_id.is_not(None))
+        .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(selection), Box.model_version_id.is_not(None))
         .distinct()
     )
     if model_version_id is not None:
@@ -47,10 +47,13 @@ def model_versions_info(session: Session, collection_id: int, selection: str, mo
     if not ids:
         return []
     infer_params: dict[int, dict[str, Any]] = {}
-    jobs = session.execute(select(Job.params).where(Job.collection_id == collection_id, Job.kind == JobKind.infer).order_by(Job.id)).all()
-    for (params,) in jobs:
-        if isinstance(params, dict) and params.get("model_version_id") in ids:
-            infer_params[int(params["model_version_id"])] = params  # the latest infer job wins
+    jobs = session.execute(select(Job.params, Job.result).where(Job.collection_id == collection_id, Job.kind == JobKind.infer).order_by(Job.id)).all()
+    for params, result in jobs:  # the version an infer job used is in its result (its params may say "imagenet")
+        used = (result or {}).get("model_version_id") if isinstance(result, dict) else None
+        if used is None and isinstance(params, dict):
+            used = params.get("model_version_id")
+        if isinstance(used, int) and used in ids:
+            infer_params[used] = params if isinstance(params, dict) else {}  # the latest infer job wins
     out = []
     for mv in session.execute(select(ModelVersion).where(ModelVersion.id.in_(ids)).order_by(ModelVersion.id)).scalars():
         out.append(

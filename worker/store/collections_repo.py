@@ -9,7 +9,7 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from worker.store.blob_refs import keys_in_json, unreferenced_keys
-from worker.store.blobs import LocalBlobStore
+from worker.store.blobs import LocalBlobStore, is_blob_key
 from worker.store.dialect import chunked, upsert_insert
 from worker.store.models import Box, Category, Collection, ConceptMap, Evaluation, Image, Job, ModelVersion
 
@@ -143,6 +143,7 @@ def delete_collection(session: Session, blobs: LocalBlobStore, collection_id: in
     session.commit()
     session.expire_all()
 
+    candidates = {key for key in candidates if is_blob_key(key)}  # a malformed stored value is never a path
     removable = unreferenced_keys(session, candidates)
     session.commit()  # end the read transaction before touching files
     report.blobs_removed = blobs.delete_many(sorted(removable))

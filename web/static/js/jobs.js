@@ -15,6 +15,13 @@
     if (FINISHED.includes(job.status)) {
       const cancel = row.querySelector(".job-cancel");
       if (cancel) cancel.remove();
+      const download = row.querySelector(".job-download");
+      if (job.result && job.result.export_key && download && !download.firstChild) {
+        const link = document.createElement("a");
+        link.href = "/blobs/" + encodeURI(job.result.export_key);
+        link.textContent = "download " + (job.result.filename || "export");
+        download.appendChild(link);
+      }
     }
   }
 

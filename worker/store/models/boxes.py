@@ -21,6 +21,8 @@ class Box(Base):
     __table_args__ = (
         Index("ix_boxes_image_source", "image_id", "source"),
         Index("ix_boxes_category_status_score", "category_id", "status", "score"),
+        # FK lookups by model version, and replace_boxes' "this model's proposals of these images".
+        Index("ix_boxes_model_version_image", "model_version_id", "image_id"),
         CheckConstraint("x1 <= x2 AND y1 <= y2", name="xyxy_ordered"),
         CheckConstraint("version >= 1", name="version_positive"),
     )
@@ -38,7 +40,7 @@ class Box(Base):
         Enum(ReviewStatus, name="review_status", values_callable=enum_values, native_enum=False, length=16),
         default=ReviewStatus.proposed,
     )
-    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"), index=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
     reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,206 @@
+"""Infer-job throughput end to end vs the camcore pipeline alone, on the same images in one run.
+
+End to end = an ``infer`` job submitted through the queue to a real ``camlabel worker`` process
+(Redis + PostgreSQL when reachable, else the embedded worker on SQLite), which reads the images
+from blob storage, runs the model, writes maps (float16 + heatmap PNG), boxes and progress per
+chunk; timed from ``submit`` until the job row says ``succeeded``. Pipeline alone = the same
+model (``camcore.pipeline.Localizer``) over the same image files, loading included, in this
+process. The worker is warmed first (one small job) so both sides have the model loaded.
+
+    .venv/bin/python bench/jobs.py [--images 96] [--model imagenet] [--chunk 64]
+
+Prints images/s of both and the overhead ratio (goal: <= 15 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = ROOT.parent / "shared" / "datasets" / "raccoon-kangaroo"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _copy_images(dest: Path, n: int) -> list[Path]:
+    photos = sorted((DATASET / "raccoon" / "images").glob("*.jpg")) + sorted((DATASET / "kangaroo" / "images").glob("*.jpg"))
+    photos = [p for p in photos if p.name != "00090.jpg"]
+    # alternate classes so any n is balanced
+    half = len(photos) // 2
+    mixed = [p for pair in zip(photos[:half], photos[half:]) for p in pair][:n]
+    out = []
+    for photo in mixed:
+        target = dest / photo.parent.parent.name / "images" / photo.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(photo, target)
+        out.append(target)
+    return out
+
+
+def _wait(sessions, job_id: int, timeout: float = 3600) -> object:  # type: ignore[no-untyped-def]
+    from worker.store.models import Job
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            job = session.get(Job, job_id)
+            if job.status.finished:
+                return job
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} did not finish")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=96, help="images from the shared dev collection (max 363)")
+    parser.add_argument("--model", default="imagenet", help="'imagenet' (built-in EfficientNet-Lite0) or 'tiny' (trained tiny_cnn)")
+    parser.add_argument("--chunk", type=int, default=64, help="images per chunk (CAMLABEL_CHUNK_SIZE)")
+    parser.add_argument("--embedded", action="store_true", help="force the embedded worker on SQLite")
+    args = parser.parse_args()
+
+    os.environ["CAMLABEL_CHUNK_SIZE"] = str(args.chunk)
+    os.environ.setdefault("CAMLABEL_DEVICE", "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="camlabel-bench-jobs-"))
+    use_services = not args.embedded and _reachable(5432) and _reachable(6379)
+    db_name = None
+    worker_proc = None
+    admin = None
+    try:
+        from sqlalchemy import create_engine, text
+
+        if use_services:
+            db_name = f"camlabel_bench_{uuid.uuid4().hex[:10]}"
+            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{db_name}"'))
+            database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{db_name}"
+            redis_url = "redis://127.0.0.1:6379/9"
+            import redis
+
+            redis.Redis.from_url(redis_url).flushdb()
+        else:
+            database_url = f"sqlite:///{tmp / 'bench.db'}"
+            redis_url = None
+        os.environ["DATABASE_URL"] = database_url
+        os.environ["CAMLABEL_DATA_DIR"] = str(tmp / "data")
+        if redis_url:
+            os.environ["REDIS_URL"] = redis_url
+        else:
+            os.environ.pop("REDIS_URL", None)
+
+        from worker.config import Settings
+        from worker.execution import execute
+        from worker.jobs import submit
+        from worker.runtime import configure
+        from worker.store.migrate import upgrade
+        from worker.store.models import Collection, Image, ImageStatus, JobStatus
+
+        upgrade(database_url)
+        runtime = configure(Settings.from_env())
+        files = _copy_images(tmp / "photos", args.images)
+        warm = _copy_images(tmp / "warm", 4)
+        with runtime.sessions() as session:
+            main_c, warm_c = Collection(name="bench"), Collection(name="warm")
+            session.add_all([main_c, warm_c])
+            session.commit()
+            ids = (main_c.id, warm_c.id)
+            for cid, path in ((ids[0], tmp / "photos"), (ids[1], tmp / "warm")):
+                job = submit(session, kind="import", collection_id=cid, params={"path": str(path)}, inline=True)
+                assert execute(job.id) == "succeeded"
+        model = "imagenet"
+        if args.model == "tiny":
+            with runtime.sessions() as session:
+                job = submit(session, kind="train", collection_id=ids[0], params={"arch": "tiny_cnn", "input_size": 224, "epochs": 30}, inline=True)
+            assert execute(job.id) == "succeeded"
+            with runtime.sessions() as session:
+                from worker.store.models import Job
+
+                model = session.get(Job, job.id).result["model_version_id"]
+        with runtime.sessions() as session:
+            keys = [runtime.blobs.local_path(k) for k in session.query(Image.storage_key).filter(
+                Image.collection_id == ids[0], Image.status == ImageStatus.ok).order_by(Image.id).all() for k in k]
+
+        if use_services:
+            log = (tmp / "worker.log").open("wb")
+            worker_proc = subprocess.Popen([str(Path(sys.executable).with_name("camlabel")), "worker", "--loglevel", "WARNING"],
+                                           stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        mode = "Redis + PostgreSQL, camlabel worker process" if use_services else "embedded worker thread, SQLite"
+        print(f"{len(keys)} images, model {args.model}, chunk {args.chunk}, {mode}, torch threads {__import__('torch').get_num_threads()}")
+
+        # warm the worker: model loaded and cached, first-call costs paid
+        with runtime.sessions() as session:
+            job = submit(session, kind="infer", collection_id=ids[1], params={"model_version_id": model})
+            warmed = _wait(runtime.sessions, job.id)
+        assert warmed.status is JobStatus.succeeded, warmed.error
+
+        # camcore pipeline alone, same model and images
+        from camcore.images import load_image
+        from camcore.pipeline import BoxParams, Localizer
+        from worker.models_cache import load_model
+        from worker.store.models import ModelVersion
+
+        with runtime.sessions() as session:
+            version = session.get(ModelVersion, int(warmed.result["model_version_id"]))
+            session.expunge(version)
+        net, spec = load_model(version, runtime.blobs, "cpu")
+        localizer = Localizer(net, spec, device="cpu", params=BoxParams())
+
+        def pipeline_alone() -> float:
+            start = time.perf_counter()
+            for i in range(0, len(keys), args.chunk):
+                images = [load_image(p) for p in keys[i : i + args.chunk]]
+                localizer.localize(images, None, top_k=1)
+            return time.perf_counter() - start
+
+        def job_end_to_end() -> float:
+            start = time.perf_counter()
+            with runtime.sessions() as session:
+                job = submit(session, kind="infer", collection_id=ids[0], params={"model_version_id": model})
+            done = _wait(runtime.sessions, job.id)
+            assert done.status is JobStatus.succeeded, done.error
+            return time.perf_counter() - start
+
+        alone_1 = pipeline_alone()
+        e2e_1 = job_end_to_end()
+        alone_2 = pipeline_alone()
+        e2e_2 = job_end_to_end()  # a re-run: replaces the first run's results
+        alone, e2e = min(alone_1, alone_2), min(e2e_1, e2e_2)
+        n = len(keys)
+        print(f"pipeline alone : {alone_1:7.2f} s, {alone_2:7.2f} s  -> best {n / alone:6.2f} images/s")
+        print(f"infer job e2e  : {e2e_1:7.2f} s, {e2e_2:7.2f} s  -> best {n / e2e:6.2f} images/s")
+        print(f"overhead (queue + database + storage): {100 * (e2e / alone - 1):+.1f} %  (goal <= 15 %)")
+    finally:
+        if worker_proc is not None:
+            worker_proc.terminate()
+            worker_proc.wait(timeout=30)
+        from worker.runtime import get_runtime
+
+        try:
+            get_runtime().dispose()
+        except Exception:  # noqa: BLE001
+            pass
+        if admin is not None and db_name:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+            admin.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Throughput of the whole camcore pipeline against the bare forward pass, torch-cam and grad-cam.
+
+Usage::
+
+    python bench/pipeline.py --device cpu|cuda [--images N] [--batch-size B] [--input-size S]
+
+On the same images (the shared raccoon-kangaroo photos), the same model (EfficientNet-Lite0 with
+ImageNet weights and a 2-class GAP head) and the same batches, in one run, it measures images/s of:
+
+1. ``forward``: the bare ``model(x)`` on pre-decoded, pre-resized batches (normalisation included);
+2. ``pipeline``: decode -> resize -> forward + CAM -> boxes -> PNG heatmap per box map, from the
+   files; decoding of the next batch and PNG rendering of the previous one run in a thread pool
+   while the current batch is on the model;
+3. ``camlabel maps``: forward + CAM of the top class (no boxes/PNG) on the same batches as 1;
+4. ``torchcam CAM`` and ``grad-cam GradCAM``: the same maps with those libraries.
+
+The last line is ``pipeline_vs_forward=<ratio>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from camcore.cam import forward_with_cams
+from camcore.concept_maps import render_heatmap_png
+from camcore.images import load_image
+from camcore.models import ModelSpec, build_model
+from camcore.pipeline import ImageResult, Localizer, preprocess
+
+DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo"
+DISPLAY_MAX = 640  # heatmap PNGs are rendered at the image size capped to this longest side
+
+
+def _files(n: int) -> list[Path]:
+    raccoon = sorted((DATASET / "raccoon" / "images").glob("*.jpg"))
+    kangaroo = sorted((DATASET / "kangaroo" / "images").glob("*.jpg"))
+    mixed = [f for pair in zip(raccoon, kangaroo) for f in pair] + raccoon[len(kangaroo):]
+    if not mixed:
+        sys.exit(f"no images under {DATASET}")
+    return mixed[:n]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _display_size(size: tuple[int, int]) -> tuple[int, int]:
+    w, h = size
+    scale = min(1.0, DISPLAY_MAX / max(w, h))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _load_batch(paths: list[Path], input_size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    images = [load_image(p) for p in paths]
+    return preprocess(images, input_size), [im.size for im in images]
+
+
+def _render(results: list[ImageResult]) -> int:
+    total = 0
+    for r in results:
+        for m in r.maps.values():
+            total += len(render_heatmap_png(m, _display_size(r.image_size)))
+    return total
+
+
+def run_pipeline(loc: Localizer, files: list[Path], batch_size: int, workers: int) -> float:
+    """Seconds for decode -> resize -> forward+CAM -> boxes -> PNG over ``files``, overlapped."""
+    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    device = loc.device
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending_render: list[Future[int]] = []
+        next_batch = pool.submit(_load_batch, chunks[0], loc.spec.input_size)
+        for i in range(len(chunks)):
+            batch, sizes = next_batch.result()
+            if i + 1 < len(chunks):
+                next_batch = pool.submit(_load_batch, chunks[i + 1], loc.spec.input_size)
+            results = loc.localize_batch(batch, sizes, None, top_k=1)
+            pending_render.append(pool.submit(_render, results))
+        for f in pending_render:
+            f.result()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _timed(fn: Callable[[], None], device: torch.device, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--input-size", type=int, default=384)
+    parser.add_argument("--workers", type=int, default=2, help="threads for decoding and PNG rendering")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (best kept)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (forward and pipeline alike)")
+    parser.add_argument("--skip-libraries", action="store_true", help="skip the torch-cam / grad-cam comparison")
+    args = parser.parse_args(argv)
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device available")
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    spec = ModelSpec(class_names=["raccoon", "kangaroo"], input_size=args.input_size)
+    model = build_model(spec, weights="imagenet").to(device).eval()
+    amp = torch.bfloat16 if (args.amp and device.type == "cuda") else None
+    loc = Localizer(model, spec, device=device, autocast_dtype=amp)
+    files = _files(args.images)
+    n = len(files)
+    print(f"device={device} torch_threads={torch.get_num_threads()} images={n} batch={args.batch_size} "
+          f"input={args.input_size} amp={amp}")
+
+    # Pre-decoded, pre-resized batches for the forward-only measurements.
+    batches = [_load_batch(files[i : i + args.batch_size], args.input_size) for i in range(0, n, args.batch_size)]
+
+    def bare_forward() -> None:
+        with torch.inference_mode(), loc._autocast():
+            for b, _ in batches:
+                model(loc.normalize(b))
+
+    def camlabel_maps() -> None:
+        with loc._autocast():
+            for b, _ in batches:
+                forward_with_cams(model, loc.normalize(b), None, top_k=1).maps.cpu()
+
+    # warm-up (allocator, kernels, thread pools)
+    with torch.inference_mode():
+        model(loc.normalize(batches[0][0]))
+    loc.localize_batch(*batches[0])
+
+    t_fwd = _timed(bare_forward, device, args.repeats)
+    t_pipe = min(run_pipeline(loc, files, args.batch_size, args.workers) for _ in range(args.repeats))
+    t_maps = _timed(camlabel_maps, device, args.repeats)
+    ips = {"forward": n / t_fwd, "pipeline": n / t_pipe, "camlabel_maps": n / t_maps}
+    print(f"forward only                      : {ips['forward']:8.2f} images/s")
+    print(f"camlabel pipeline (decode..PNG)   : {ips['pipeline']:8.2f} images/s")
+    print(f"camlabel forward+CAM (top-1 maps) : {ips['camlabel_maps']:8.2f} images/s")
+
+    if not args.skip_libraries:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        from torchcam.methods import CAM
+
+        def torchcam_maps() -> None:
+            with CAM(model, target_layer=model.backbone, fc_layer=model.classifier) as extractor:
+                for b, _ in batches:
+                    with torch.no_grad(), loc._autocast():
+                        scores = model(loc.normalize(b))
+                    extractor(scores.argmax(1).tolist(), scores)[0].cpu()
+
+        def gradcam_maps() -> None:
+            with GradCAM(model=model, target_layers=[model.backbone]) as cam:
+                for b, _ in batches:
+                    x = loc.normalize(b)
+                    with torch.no_grad():
+                        top = model(x).argmax(1).tolist()
+                    cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in top])
+
+        t_tc = _timed(torchcam_maps, device, args.repeats)
+        t_gc = _timed(gradcam_maps, device, args.repeats)
+        ips["torchcam"] = n / t_tc
+        ips["gradcam"] = n / t_gc
+        print(f"torch-cam CAM (forward+maps)      : {ips['torchcam']:8.2f} images/s")
+        print(f"grad-cam GradCAM (fwd+bwd+maps)   : {ips['gradcam']:8.2f} images/s")
+        print(f"camlabel_maps_vs_torchcam={ips['camlabel_maps'] / ips['torchcam']:.3f}")
+        print(f"camlabel_maps_vs_gradcam={ips['camlabel_maps'] / ips['gradcam']:.3f}")
+        print(f"pipeline_vs_torchcam_maps={ips['pipeline'] / ips['torchcam']:.3f}")
+        print(f"pipeline_vs_gradcam_maps={ips['pipeline'] / ips['gradcam']:.3f}")
+    print(f"pipeline_vs_forward={ips['pipeline'] / ips['forward']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Jobs through the API (start, progress JSON, cancel) and export downloads (COCO of accepted
+boxes by default, every box with scores on request)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+from flask import Flask
+from web_helpers import Browser, Factory
+
+from worker.store.models import Job, JobKind, JobStatus
+
+
+def _wait(browser: Browser, job_id: int, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = browser.api("GET", f"/api/v1/jobs/{job_id}").get_json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(job)
+
+
+def _job_row(factory: Factory, collection_id: int, status: JobStatus) -> int:
+    with factory.session() as s:
+        job = Job(collection_id=collection_id, kind=JobKind.infer, status=status, done=2, total=9, params={})
+        s.add(job)
+        s.commit()
+        return job.id
+
+
+def test_job_progress_and_cancel(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
+    cid, _ = factory.collection()
+    queued = _job_row(factory, cid, JobStatus.queued)
+    running = _job_row(factory, cid, JobStatus.running)
+    body = reviewer.api("GET", f"/api/v1/jobs/{running}").get_json()
+    assert {k: body[k] for k in ("kind", "status", "done", "total", "error")} == {"kind": "infer", "status": "running", "done": 2, "total": 9, "error": None}
+    assert reviewer.api("POST", f"/api/v1/jobs/{queued}/cancel").get_json()["status"] == "cancelled"
+    cancelling = reviewer.api("POST", f"/api/v1/jobs/{running}/cancel").get_json()
+    assert cancelling["status"] == "running" and cancelling["cancel_requested"] is True
+    page = reviewer.form(f"/jobs/{running}/cancel", {}, follow_redirects=True).get_data(as_text=True)
+    assert f"Cancel requested for job {running}" in page
+    listed = reviewer.api("GET", f"/api/v1/collections/{cid}/jobs?limit=1").get_json()
+    assert [j["id"] for j in listed["items"]] == [running] and listed["next_cursor"] == str(running)
+    rest = reviewer.api("GET", f"/api/v1/collections/{cid}/jobs?limit=1&cursor={listed['next_cursor']}").get_json()
+    assert [j["id"] for j in rest["items"]] == [queued]
+    assert reviewer.api("POST", "/api/v1/jobs/99999/cancel").status_code == 404
+
+
+def test_start_job_validation_and_a_failing_job_reports_its_error(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
+    cid, _ = factory.collection()
+    assert reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "import"}).status_code == 400
+    assert reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "export", "params": {"format": "pdf"}}).status_code == 400
+    assert reviewer.api("POST", "/api/v1/collections/424242/jobs", {"kind": "train"}).status_code == 404
+    started = reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "evaluate"})
+    assert started.status_code == 202
+    job = _wait(reviewer, started.get_json()["id"])
+    assert job["status"] == "failed" and job["error"], job  # no ground truth in this collection
+    page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
+    assert job["error"].split("'")[0][:30] in page
+
+
+def test_export_download_accepted_by_default_all_with_scores(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
+    cid, cats = factory.collection()
+    image_id = factory.image(cid, "raccoon/a.png")
+    factory.image(cid, "kangaroo/empty.png", seed=3)
+    factory.box(image_id, cats["raccoon"], score=0.9, status="accepted", xyxy=(1, 2, 11, 22))
+    factory.box(image_id, cats["raccoon"], score=0.4, status="proposed", xyxy=(5, 5, 25, 25))
+    factory.box(image_id, cats["kangaroo"], score=0.3, status="rejected", xyxy=(3, 3, 9, 9))
+    with reviewer.client.get(f"/api/v1/collections/{cid}/export") as response:
+        assert response.status_code == 200 and response.mimetype == "application/json"
+        assert "attachment" in response.headers["Content-Disposition"]
+        coco = json.loads(response.data)
+    assert len(coco["images"]) == 2
+    assert [a["bbox"] for a in coco["annotations"]] == [[1, 2, 10, 20]]
+    with reviewer.client.get(f"/api/v1/collections/{cid}/export?status=all") as response:
+        everything = json.loads(response.data)
+    assert sorted(a["score"] for a in everything["annotations"]) == [0.4, 0.9]
+    with reviewer.client.get(f"/api/v1/collections/{cid}/export?format=yolo") as response:
+        assert response.mimetype == "application/zip" and response.data[:2] == b"PK"
+    assert reviewer.api("GET", f"/api/v1/collections/{cid}/export?format=pdf").status_code == 400
+    started = reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "export", "params": {"format": "coco"}})
+    job = _wait(reviewer, started.get_json()["id"])
+    assert job["status"] == "succeeded", job
+    with reviewer.client.get(f"/blobs/{job['result']['export_key']}") as response:
+        assert response.headers["Content-Type"] == "application/json" and "attachment" in response.headers["Content-Disposition"]
+        assert json.load(io.BytesIO(response.data))["annotations"][0]["bbox"] == [1, 2, 10, 20]
+    page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
+    assert f"/blobs/{job['result']['export_key']}" in page

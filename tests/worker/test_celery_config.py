@@ -1,0 +1,68 @@
+"""Celery settings, routing, device choice, and the embedded in-process worker."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from worker.celery_app import celery_config, queue_for
+from worker.config import Settings
+from worker.device import select_device
+from worker.store.models import JobKind
+
+
+def test_long_task_settings_and_queues(tmp_path: Path) -> None:
+    redis = celery_config(Settings(data_dir=tmp_path, database_url="sqlite://", redis_url="redis://127.0.0.1:6379/3"))
+    assert redis["broker_url"] == redis["result_backend"] == "redis://127.0.0.1:6379/3"
+    assert redis["task_acks_late"] and redis["task_reject_on_worker_lost"] and redis["worker_prefetch_multiplier"] == 1
+    assert redis["broker_transport_options"]["visibility_timeout"] >= 3600
+    assert {q.name for q in redis["task_queues"]} >= {"gpu", "cpu"}
+    embedded = celery_config(Settings(data_dir=tmp_path, database_url="sqlite://", redis_url=None))
+    assert embedded["broker_url"] == "memory://"
+
+
+def test_routing_defaults_and_env_override() -> None:
+    assert [queue_for(k, {}) for k in (JobKind.train, JobKind.infer)] == ["gpu", "gpu"]
+    assert {queue_for(k, {}) for k in (JobKind.import_, JobKind.export, JobKind.evaluate, JobKind.calibrate)} == {"cpu"}
+    assert queue_for("infer", {"CAMLABEL_QUEUE_INFER": "big-gpu"}) == "big-gpu"
+
+
+def test_device_selection() -> None:
+    import torch
+
+    assert select_device({}) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert select_device({"CAMLABEL_DEVICE": "cpu"}) == "cpu"
+    with pytest.raises(ValueError, match="not a torch device"):
+        select_device({"CAMLABEL_DEVICE": "toaster"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            select_device({"CAMLABEL_DEVICE": "cuda"})
+
+
+def test_embedded_worker_thread_runs_submitted_jobs(sqlite_runtime, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    """No Redis: ``submit`` (not inline) hands the job to the in-process Celery worker thread."""
+    from worker.embedded import ensure_worker, stop_worker
+    from worker.jobs import submit
+    from worker.store.models import Collection, Job, JobStatus
+
+
+    with sqlite_runtime.sessions() as session:
+        collection = Collection(name="embedded")
+        session.add(collection)
+        session.commit()
+        try:
+            job = submit(session, kind="import", collection_id=collection.id, params={"path": str(photos)})
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with sqlite_runtime.sessions() as check:
+                    row = check.get(Job, job.id)
+                    if row.status.finished:
+                        break
+                time.sleep(0.2)
+            assert ensure_worker() is not None
+        finally:
+            stop_worker()
+    assert row.status is JobStatus.succeeded, row.error
+    assert row.result["imported"] == 8

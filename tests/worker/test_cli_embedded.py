@@ -1,0 +1,90 @@
+"""The CLI contract in embedded mode (SQLite, no Redis): jobs run in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from web.cli import main
+
+
+@pytest.fixture
+def run(sqlite_runtime, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Invoke ``camlabel`` in-process against the migrated SQLite runtime."""
+    settings = sqlite_runtime.settings
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CAMLABEL_DATA_DIR", str(settings.data_dir))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("CAMLABEL_CHUNK_SIZE", "3")
+    monkeypatch.setenv("CAMLABEL_DEVICE", "cpu")
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0):  # type: ignore[no-untyped-def]
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == code, f"camlabel {' '.join(args)} -> {result.exit_code}\n{result.output}"
+        return result
+
+    return invoke
+
+
+def test_collections_create_and_list(run) -> None:  # type: ignore[no-untyped-def]
+    assert "created collection" in run("collections", "create", "birds").output
+    duplicate = run("collections", "create", "birds", code=1)
+    assert "already exists" in duplicate.output
+    listed = json.loads(run("collections", "list", "--json").output)
+    assert listed == [{"id": listed[0]["id"], "name": "birds", "images": 0}]
+
+
+def test_clear_errors_with_exit_1(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert "no collection named 'nope'" in run("import", "nope", str(tmp_path), code=1).output
+    run("collections", "create", "c")
+    assert "does not exist" in run("import", "c", str(tmp_path / "missing"), code=1).output
+    (tmp_path / "file.txt").write_text("x")
+    assert "neither a folder nor a .zip" in run("import", "c", str(tmp_path / "file.txt"), code=1).output
+    assert "job 999 does not exist" in run("jobs", "cancel", "999", code=1).output
+    assert "REDIS_URL is not set" in run("worker", code=1).output
+    assert "--model must be" in run("infer", "c", "--model", "resnet!", code=1).output
+
+
+def test_import_train_infer_export_in_process(run, photos: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (photos / "raccoon" / "README.txt").write_text("not an image")
+    run("collections", "create", "rk")
+    imported = run("import", "rk", str(photos))
+    assert "imported 8, duplicates 0, failed 0, non-image files skipped 1" in imported.output
+    trained = run("train", "rk", "--arch", "tiny_cnn", "--input-size", "96", "--epochs", "10", "--wait")
+    assert "model version" in trained.output
+    inferred = run("infer", "rk", "--wait")
+    assert "8 images, 8 boxes, 0 failed" in inferred.output
+    out = tmp_path / "out" / "coco.json"
+    run("export", "rk", "--format", "coco", "--status", "all", "-o", str(out))
+    coco = json.loads(out.read_text())
+    assert len(coco["images"]) == 8 and len(coco["annotations"]) == 8
+    yolo = tmp_path / "yolo"
+    run("export", "rk", "--format", "yolo", "--status", "all", "-o", str(yolo))
+    assert (yolo / "data.yaml").is_file() and len(list((yolo / "labels").rglob("*.txt"))) == 8
+
+    jobs = json.loads(run("jobs", "rk", "--json").output)
+    assert [j["kind"] for j in jobs] == ["import", "train", "infer", "export", "export"]
+    for job in jobs:
+        assert set(job) == {"id", "kind", "status", "done", "total", "error"}
+        assert job["status"] == "succeeded" and job["error"] is None and job["done"] == job["total"] > 0
+    # cancelling a finished job changes nothing
+    assert f"job {jobs[0]['id']}: succeeded" in run("jobs", "cancel", str(jobs[0]["id"])).output
+
+
+def test_wait_exits_nonzero_when_the_job_fails(run, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    run("collections", "create", "empty")
+    failed_train = run("train", "empty", "--arch", "tiny_cnn", "--wait", code=1)
+    assert "failed" in failed_train.output and "no tagged images" in failed_train.output
+    run("collections", "create", "rk")
+    run("import", "rk", str(photos))
+    failed_infer = run("infer", "rk", "--model", "999", "--wait", code=1)
+    assert "model version 999 does not exist" in failed_infer.output
+    jobs = json.loads(run("jobs", "rk", "--json").output)
+    assert jobs[-1]["kind"] == "infer" and jobs[-1]["status"] == "failed"
+    assert jobs[-1]["error"] == "model version 999 does not exist"
+    untrained = run("infer", "rk", "--wait", code=1)
+    assert "no model has been trained on this collection" in untrained.output

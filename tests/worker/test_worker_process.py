@@ -1,0 +1,148 @@
+"""Real ``camlabel worker`` processes on Redis + PostgreSQL: the pipeline, cancel, and SIGKILL resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.worker.conftest import Cli, Workers, copy_photos, wait_for
+from worker.store.models import Box, BoxSource, ConceptMap, Image, ImageStatus, Job, JobStatus, ModelVersion, ReviewStatus
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+
+
+def _job(db_sessions, job_id: int) -> Job:  # type: ignore[no-untyped-def]
+    with db_sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def _per_image(db_sessions, model: type, model_version_id: int) -> Counter[int]:  # type: ignore[no-untyped-def]
+    clause = [model.model_version_id == model_version_id]
+    if model is Box:
+        clause += [Box.source == BoxSource.cam, Box.status == ReviewStatus.proposed]
+    with db_sessions() as session:
+        return Counter(dict(session.execute(select(model.image_id, func.count()).where(*clause).group_by(model.image_id)).all()))
+
+
+def test_import_train_infer_export_through_a_worker(cli: Cli, workers: Workers, db_sessions,  # type: ignore[no-untyped-def]
+    photos: Path, tmp_path: Path) -> None:
+    workers.start()
+    cli("collections", "create", "rk")
+    imported = cli("import", "rk", str(photos))
+    assert "imported 8," in imported.stdout
+    trained = cli("train", "rk", "--arch", "tiny_cnn", "--input-size", "128", "--epochs", "20", "--wait")
+    version_id = int(trained.stdout.strip().splitlines()[-1].split()[-1])
+    cli("infer", "rk", "--wait")
+    out = tmp_path / "coco.json"
+    cli("export", "rk", "--format", "coco", "--status", "all", "-o", str(out))
+
+    jobs = json.loads(cli("jobs", "rk", "--json").stdout)
+    assert [j["kind"] for j in jobs] == ["import", "train", "infer", "export"]
+    assert all(j["status"] == "succeeded" and j["error"] is None and j["done"] == j["total"] for j in jobs), jobs
+    assert set(jobs[0]) == {"id", "kind", "status", "done", "total", "error"}
+
+    with db_sessions() as session:
+        version = session.get(ModelVersion, version_id)
+        assert version is not None and version.class_names == ["kangaroo", "raccoon"] and version.checkpoint_key
+        image_ids = session.scalars(select(Image.id).where(Image.status == ImageStatus.ok)).all()
+    assert len(image_ids) == 8
+    maps = _per_image(db_sessions, ConceptMap, version_id)
+    boxes = _per_image(db_sessions, Box, version_id)
+    # every image is tagged with one of the model's classes: one map and one (largest-component) box each
+    assert maps == Counter({i: 1 for i in image_ids})
+    assert boxes == Counter({i: 1 for i in image_ids})
+
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(out))
+    assert len(coco.getImgIds()) == 8
+    assert len(coco.getAnnIds()) == sum(boxes.values())
+    assert "succeeded" in workers.log_text()
+
+
+def _start_infer(cli: Cli) -> int:
+    """Queue an ImageNet-classifier infer job (slow enough on a CPU to act on mid-way); its id."""
+    done = cli("infer", "rk", "--model", "imagenet")
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_cancel_a_queued_and_a_running_job(cli: Cli, workers: Workers, db_sessions,  # type: ignore[no-untyped-def]
+    shared_dataset: Path, tmp_path: Path) -> None:
+    photos = copy_photos(shared_dataset, tmp_path / "twenty", 10)
+    cli("collections", "create", "rk")
+    workers.start()
+    cli("import", "rk", str(photos))
+    infer_id = _start_infer(cli)
+    queued_id = _start_infer(cli)  # the solo worker is busy: this one waits in Redis
+    wait_for(lambda: _job(db_sessions, infer_id).done >= 2, 240, "the infer job to finish its first chunk")
+    assert _job(db_sessions, queued_id).status is JobStatus.queued
+
+    cancelled_queued = cli("jobs", "cancel", str(queued_id))
+    assert f"job {queued_id}: cancelled" in cancelled_queued.stdout
+    assert _job(db_sessions, queued_id).status is JobStatus.cancelled
+    requested = cli("jobs", "cancel", str(infer_id))
+    assert "cancel requested" in requested.stdout
+
+    job = wait_for(lambda: (j := _job(db_sessions, infer_id)).status.finished and j, 120, "the running job to stop")
+    assert job.status is JobStatus.cancelled and job.error is None
+    assert 2 <= job.done < job.total == 20
+    version_id = job.result["model_version_id"]
+    # what it finished is kept: exactly the first `done` images have maps and boxes
+    with db_sessions() as session:
+        ids = session.scalars(select(Image.id).where(Image.status == ImageStatus.ok).order_by(Image.id)).all()
+    maps = _per_image(db_sessions, ConceptMap, version_id)
+    assert set(maps) == set(ids[: job.done]) and set(maps.values()) == {1}
+    # the worker then receives the cancelled job's message and leaves it alone
+    wait_for(lambda: "camlabel.infer[" in workers.log_text() and workers.log_text().count("received") >= 3, 60, "the second message")
+    wait_for(lambda: "already cancelled" in workers.log_text(), 60, "the cancelled job's message to be dropped")
+    final = _job(db_sessions, queued_id)
+    assert final.status is JobStatus.cancelled and final.done == 0 and final.started_at is None
+
+
+def test_sigkill_mid_infer_resumes_on_a_new_worker_with_one_set_of_results(cli: Cli, workers: Workers, db_sessions,  # type: ignore[no-untyped-def]
+    shared_dataset: Path, tmp_path: Path) -> None:
+    from camcore.concept_maps import decode_map
+    from camcore.pipeline import BoxParams, boxes_from_maps
+
+    photos = copy_photos(shared_dataset, tmp_path / "ten", 5)
+    cli("collections", "create", "rk")
+    first = workers.start()
+    cli("import", "rk", str(photos))
+    job_id = _start_infer(cli)
+    wait_for(lambda: _job(db_sessions, job_id).done >= 2, 240, "the infer job to commit a chunk")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    at_kill = _job(db_sessions, job_id)
+    assert at_kill.status is JobStatus.running and at_kill.done < at_kill.total == 10
+
+    second = workers.start()
+    job = wait_for(lambda: (j := _job(db_sessions, job_id)).status.finished and j, 300, "the job to resume and finish")
+    assert job.status is JobStatus.succeeded, job.error
+    assert job.done == job.total == 10
+    assert job.attempts >= 2 and f":{second.pid}:" in (job.worker_id or "")
+    assert "re-enqueued" in workers.log_text()
+
+    version_id = job.result["model_version_id"]
+    blobs_root = Path(cli.env["CAMLABEL_DATA_DIR"]) / "blobs"
+    params = BoxParams.from_dict(job.result["box_params"])
+    with db_sessions() as session:
+        images = {i.id: i for i in session.scalars(select(Image).where(Image.status == ImageStatus.ok))}
+        maps = session.execute(select(ConceptMap.image_id, ConceptMap.raw_key).where(ConceptMap.model_version_id == version_id)).all()
+    assert sorted(m[0] for m in maps) == sorted(images), "exactly one map per image (top-1 class)"
+    expected = Counter()
+    for image_id, raw_key in maps:
+        cam = decode_map((blobs_root / raw_key).read_bytes())
+        boxes, _scores, _labels = boxes_from_maps({0: cam}, (images[image_id].width, images[image_id].height), params)
+        expected[image_id] += int(boxes.shape[0])
+    boxes_now = _per_image(db_sessions, Box, version_id)
+    assert boxes_now == +expected, "one set of proposals per image: what its stored map gives, never twice"
+    assert sum(boxes_now.values()) == job.result["boxes"]
