@@ -1,0 +1,15 @@
+"""camcore: GAP classifiers, class activation maps in the forward pass, CAM boxes, concept maps.
+
+Pure PyTorch (torch, torchvision, numpy, PIL, scipy; pycocotools for metrics). Modules:
+
+- ``camcore.images``: ``load_image`` (robust to real files), ``ImageLoadError``
+- ``camcore.models``: ``ModelSpec``, ``GapClassifier``, ``build_model``, checkpoints, ImageNet
+- ``camcore.cam``: CAM in the same forward pass as the logits
+- ``camcore.boxes``: box rules on maps, class-aware NMS
+- ``camcore.pipeline``: ``Localizer``, ``BoxParams``, ``boxes_from_maps``
+- ``camcore.concept_maps``: float16 map storage and Turbo heatmap PNGs
+- ``camcore.training``: ``train_head`` (linear probe / fine-tune, multi-label)
+- ``camcore.metrics``: CorLoc, MaxBoxAccV2, COCO AP
+
+See ``camcore/README.md``.
+"""

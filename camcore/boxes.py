@@ -18,9 +18,10 @@ map yields the whole image. :func:`nms` is class-aware NMS (``torchvision.ops.ba
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 from torchvision.ops import batched_nms
@@ -30,6 +31,7 @@ __all__ = [
     "largest_component_box",
     "nms",
     "normalize_map",
+    "object_component_boxes",
     "upsample_map",
     "working_shape",
 ]
@@ -52,11 +54,32 @@ def working_shape(image_size: tuple[int, int], working_size: int) -> tuple[int, 
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
+@lru_cache(maxsize=512)
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """``float64[n_out, n_in]`` bilinear weights, half-pixel centres (``align_corners=False``)."""
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = src - i0
+    m = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, i0), 1.0 - frac)
+    np.add.at(m, (rows, i1), frac)
+    m.setflags(write=False)
+    return m
+
+
 def upsample_map(cam: Tensor, shape: tuple[int, int]) -> Tensor:
-    """Bilinear upsampling of ``Tensor[h, w]`` to ``Tensor[H, W]`` (float32, same device)."""
+    """Bilinear upsampling of ``Tensor[h, w]`` to ``Tensor[H, W]`` float32 on the CPU.
+
+    Same values as ``F.interpolate(..., mode="bilinear", align_corners=False)``, computed as two
+    small matrix products in numpy (cheaper than torch for one small map).
+    """
     if cam.dim() != 2:
         raise ValueError(f"map must be Tensor[h, w], got shape {tuple(cam.shape)}")
-    return F.interpolate(cam.float()[None, None], size=shape, mode="bilinear", align_corners=False)[0, 0]
+    arr = cam.detach().cpu().numpy().astype(np.float64)
+    out = _interp_matrix(int(shape[0]), arr.shape[0]) @ arr @ _interp_matrix(int(shape[1]), arr.shape[1]).T
+    return torch.from_numpy(out.astype(np.float32))
 
 
 def normalize_map(cam: Tensor, mode: str = "max") -> Tensor | None:
@@ -66,17 +89,18 @@ def normalize_map(cam: Tensor, mode: str = "max") -> Tensor | None:
     ``None`` if ``max <= 0``. ``mode="minmax"``: ``(cam - min) / (max - min)``; a constant map
     becomes all ones if positive, ``None`` otherwise.
     """
-    hi = float(cam.max()) if cam.numel() else 0.0
-    if not np.isfinite(hi):
+    if mode not in ("max", "minmax"):
+        raise ValueError(f"normalize mode must be 'max' or 'minmax', got {mode!r}")
+    arr = cam.detach().cpu().numpy()
+    hi = float(arr.max()) if arr.size else 0.0
+    if not np.isfinite(hi) or not np.isfinite(arr).all():
         raise ValueError("map contains non-finite values")
     if mode == "max":
-        return cam / hi if hi > 0 else None
-    if mode == "minmax":
-        lo = float(cam.min())
-        if hi - lo <= 1e-12 * max(abs(hi), 1.0):
-            return torch.ones_like(cam) if hi > 0 else None
-        return (cam - lo) / (hi - lo)
-    raise ValueError(f"normalize mode must be 'max' or 'minmax', got {mode!r}")
+        return torch.from_numpy(arr / np.float32(hi)) if hi > 0 else None
+    lo = float(arr.min())
+    if hi - lo <= 1e-12 * max(abs(hi), 1.0):
+        return torch.ones_like(cam) if hi > 0 else None
+    return torch.from_numpy((arr - np.float32(lo)) / np.float32(hi - lo))
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -157,6 +181,49 @@ def component_boxes(
     slices = [objects[i] for i in keep]
     boxes = _scale_boxes(slices, arr.shape, image_size)  # type: ignore[arg-type]
     return boxes, torch.from_numpy(peaks[keep].astype(np.float32))
+
+
+def object_component_boxes(
+    norm: Tensor,
+    image_size: tuple[int, int],
+    *,
+    threshold: float,
+    min_area: float = 0.01,
+    secondary_mass: float = 0.25,
+) -> tuple[Tensor, Tensor]:
+    """Components above ``threshold`` ordered by activation mass (sum of the map inside).
+
+    The component with the largest mass is the main object (score 1.0); every further component
+    whose area is at least ``min_area`` of the image and whose mass is at least
+    ``secondary_mass`` of the main one is another instance, scored by its mass ratio (0..1).
+
+    Args:
+        norm: ``Tensor[H, W]`` normalised map on the working grid.
+        image_size: (width, height) of the original image in pixels.
+        threshold: absolute threshold on ``norm`` (0..1).
+
+    Returns:
+        ``(boxes[M, 4], scores[M])`` xyxy original pixels, scores descending.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if not 0.0 <= min_area <= 1.0 or not 0.0 <= secondary_mass <= 1.0:
+        raise ValueError(f"min_area and secondary_mass must be in [0, 1], got {min_area}, {secondary_mass}")
+    arr = norm.detach().float().cpu().numpy()
+    labels, count = _components(arr >= threshold)
+    if count == 0:
+        return torch.zeros((0, 4)), torch.zeros((0,))
+    idx = np.arange(1, count + 1)
+    mass = np.atleast_1d(np.asarray(ndimage.sum(np.clip(arr, 0, None), labels=labels, index=idx), dtype=np.float64))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    order = np.argsort(-mass, kind="stable")
+    main = order[0]
+    ratio = mass / max(mass[main], 1e-12)
+    keep = [int(main)] + [int(i) for i in order[1:] if areas[i] >= min_area * arr.size and ratio[i] >= secondary_mass]
+    objects = ndimage.find_objects(labels)
+    boxes = _scale_boxes([objects[i] for i in keep], arr.shape, image_size)  # type: ignore[misc]
+    scores = torch.tensor([1.0] + [float(ratio[i]) for i in keep[1:]], dtype=torch.float32)
+    return boxes, scores
 
 
 def nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:

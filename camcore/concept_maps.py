@@ -4,7 +4,7 @@
   ``.npy`` bytes (a 12x12 map is 416 bytes), so boxes can be recomputed at another threshold
   without running the model again.
 - :func:`render_heatmap_png`: min-max normalised map, bilinearly resized to the display size and
-  coloured with a Turbo colormap (Google's polynomial approximation, numpy only).
+  coloured with a Turbo colormap (Google's polynomial approximation, numpy only) as a palette PNG.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import io
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -79,11 +78,15 @@ def render_heatmap_png(
 ) -> bytes:
     """Colour-mapped PNG of a map at display size.
 
+    The low-resolution map is min-max normalised to 0..255, upsampled bilinearly to ``size`` and
+    written as a palette PNG whose palette is the Turbo colormap (small and fast to encode; any
+    PNG reader shows it in colour).
+
     Args:
-        cam: ``Tensor[h, w]`` raw map (any scale; min-max normalised here).
+        cam: ``Tensor[h, w]`` raw map (any scale).
         size: (width, height) of the PNG in pixels, e.g. the image's display size.
-        opacity: ``None`` for an opaque RGB PNG; otherwise an RGBA PNG whose alpha is
-            ``opacity * normalised value`` (for overlaying on the photo in a browser).
+        opacity: ``None`` for an opaque PNG; otherwise each palette entry ``i`` gets alpha
+            ``opacity * i`` (transparent where the map is low), for overlaying on the photo.
 
     Returns:
         PNG bytes.
@@ -91,20 +94,20 @@ def render_heatmap_png(
     width, height = int(size[0]), int(size[1])
     if width <= 0 or height <= 0:
         raise ValueError(f"size must be positive (width, height), got {size}")
-    t = _as_2d(cam)
-    if not torch.isfinite(t).all():
+    if opacity is not None and not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    arr = _as_2d(cam).numpy().astype(np.float64)
+    if not np.isfinite(arr).all():
         raise ValueError("map contains non-finite values")
-    up = F.interpolate(t[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-    lo, hi = float(up.min()), float(up.max())
-    norm = ((up - lo) / (hi - lo)).numpy() if hi > lo else np.zeros((height, width), dtype=np.float32)
-    rgb = colorize(norm)
-    if opacity is None:
-        img = Image.fromarray(rgb)
-    else:
-        if not 0.0 <= opacity <= 1.0:
-            raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-        alpha = np.clip(np.rint(norm * opacity * 255.0), 0, 255).astype(np.uint8)
-        img = Image.fromarray(np.dstack([rgb, alpha]))
+    lo, hi = float(arr.min()), float(arr.max())
+    norm = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    small = Image.fromarray(np.clip(np.rint(norm * 255.0), 0, 255).astype(np.uint8))
+    img = small.resize((width, height), Image.Resampling.BILINEAR)
+    img.putpalette(TURBO_LUT.tobytes())
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
+    if opacity is None:
+        img.save(buf, format="PNG", compress_level=1)
+    else:
+        alpha = np.clip(np.rint(np.arange(256) * opacity), 0, 255).astype(np.uint8)
+        img.save(buf, format="PNG", compress_level=1, transparency=alpha.tobytes())
     return buf.getvalue()

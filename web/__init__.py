@@ -27,7 +27,6 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_HTTPONLY": True,
-    "JSON_SORT_KEYS": False,
 }
 
 _SETTINGS_KEYS = {"DATABASE_URL": "database_url", "REDIS_URL": "redis_url", "CAMLABEL_DATA_DIR": "data_dir"}
@@ -53,8 +52,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = Settings.from_env(env, **overrides)
     runtime = configure(settings)
     app.extensions["camlabel"] = runtime
+    from worker.celery_app import configure_celery
+
+    app.extensions["celery"] = configure_celery(settings)  # bound once: Redis broker, or memory + embedded worker
     app.config["DATA_DIR"] = str(settings.data_dir)
-    if not app.config.get("SECRET_KEY"):
+    if app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = str(app.config["SECRET_KEY"])  # from_prefixed_env JSON-decodes "123" to an int
+    else:
         app.config["SECRET_KEY"] = _persistent_secret(settings.data_dir)
 
     from web import auth, errors, security

@@ -165,32 +165,35 @@ def _scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor | None
     scored = base.where(Image.min_score.is_not(None))
     unscored = base.where(Image.min_score.is_(None))
     key = tuple_(Image.min_score, Image.id)
+    by_score = (Image.min_score.asc(), Image.id.asc()) if forward else (Image.min_score.desc(), Image.id.desc())
+    by_id = (Image.id.asc(),) if forward else (Image.id.desc(),)
+    # Parts in scan order: (is_unscored, statement). Forward: scored images, then unscored ones.
+    parts: list[tuple[bool, Select[tuple[Image]]]]
     if forward:
-        parts: list[Select[tuple[Image]]] = []
         if cursor is None:
-            parts = [scored, unscored.order_by(None)]
+            parts = [(False, scored), (True, unscored)]
         elif cursor.score is not None:
-            parts = [scored.where(key > tuple_(cursor.score, cursor.id)), unscored]
+            parts = [(False, scored.where(key > tuple_(cursor.score, cursor.id))), (True, unscored)]
         else:
-            parts = [unscored.where(Image.id > cursor.id)]
-        orders = [(Image.min_score.asc(), Image.id.asc()), (Image.id.asc(),)]
-        if cursor is not None and cursor.score is None:
-            orders = [(Image.id.asc(),)]
+            parts = [(True, unscored.where(Image.id > cursor.id))]
     else:
         if cursor is None:
-            parts = [unscored, scored]
-            orders = [(Image.id.desc(),), (Image.min_score.desc(), Image.id.desc())]
+            parts = [(True, unscored), (False, scored)]
         elif cursor.score is None:
-            parts = [unscored.where(Image.id < cursor.id), scored]
-            orders = [(Image.id.desc(),), (Image.min_score.desc(), Image.id.desc())]
+            parts = [(True, unscored.where(Image.id < cursor.id)), (False, scored)]
         else:
-            parts = [scored.where(key < tuple_(cursor.score, cursor.id))]
-            orders = [(Image.min_score.desc(), Image.id.desc())]
+            parts = [(False, scored.where(key < tuple_(cursor.score, cursor.id)))]
+    # A filter can rule a part out: ``no_box`` images have no score, a score range excludes
+    # unscored ones. Skipping that part saves a fruitless scan of the index.
+    if f.no_box:
+        parts = [p for p in parts if p[0]]
+    if f.min_score is not None or f.max_score is not None:
+        parts = [p for p in parts if not p[0]]
     found: list[Image] = []
-    for part, order in zip(parts, orders):
+    for is_unscored, part in parts:
         if len(found) >= limit:
             break
-        found.extend(session.scalars(part.order_by(*order).limit(limit - len(found))))
+        found.extend(session.scalars(part.order_by(*(by_id if is_unscored else by_score)).limit(limit - len(found))))
     return found
 
 

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
+from markupsafe import Markup
 
 from web.db import db
 from web.errors import ApiError
@@ -15,7 +16,7 @@ from web.queries import (
     overlays_for_images,
 )
 from web.services import box_json, get_collection
-from worker.store.models import Image
+from worker.store.models import Image, ReviewStatus
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -38,12 +39,24 @@ def grid(collection_id: int) -> str:
         raise ApiError(400, "bad_query", str(exc)) from exc
     page = list_images(session, f, limit=int(current_app.config["PAGE_SIZE"]), after=cursor)
     ids = [i.id for i in page.items]
-    boxes = box_rects_for_images(session, ids)
+    boxes = {image_id: _svg_rects(rows) for image_id, rows in box_rects_for_images(session, ids).items()}
     overlays = overlay_keys_for_images(session, ids)
     categories = {c.id: c.name for c in collection.categories}
     return render_template("review/grid.html", collection=collection, images=page.items, boxes=boxes, overlays=overlays,
                            categories=categories, filter=f, query=urlencode(f.query_args()), next_cursor=page.next_cursor,
                            has_cursor=cursor is not None)
+
+
+def _svg_rects(rows: list) -> Markup:  # type: ignore[type-arg]
+    """SVG ``<rect>`` elements of one thumbnail's boxes (xyxy pixels -> x, y, width, height).
+
+    Built here rather than in Jinja: every value is a number or an enum member from the
+    database, so nothing needs escaping, and the grid renders 48 images x ~3 boxes per page."""
+    return Markup("".join(
+        f'<rect class="box status-{ReviewStatus(r.status).value}" x="{r.x1:.1f}" y="{r.y1:.1f}" width="{r.x2 - r.x1:.1f}" '
+        f'height="{r.y2 - r.y1:.1f}" vector-effect="non-scaling-stroke"></rect>'
+        for r in rows
+    ))
 
 
 @bp.get("/images/<int:image_id>")

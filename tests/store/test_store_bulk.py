@@ -18,7 +18,7 @@ from worker.store.bulk import (
     upsert_concept_maps,
 )
 from worker.store.collections_repo import CollectionNotFoundError, get_or_create_categories, get_or_create_category
-from worker.store.models import Box, Category, ConceptMap, Image, ImageTag
+from worker.store.models import Box, BoxSource, Category, ConceptMap, Image, ImageTag, ReviewStatus
 
 
 def sha(text: str) -> str:
@@ -217,3 +217,25 @@ def test_categories_keep_stable_ids(session: Session, make_collection) -> None: 
             get_or_create_categories(session, coll, [bad])  # type: ignore[list-item]
     with pytest.raises(CollectionNotFoundError):
         get_or_create_categories(session, 987654, ["cat"])
+
+
+def test_insert_boxes_refuses_bad_rows_and_writes_nothing(session: Session, make_collection, make_images) -> None:  # type: ignore[no-untyped-def]
+    coll, cats = make_collection("a")
+    (img,) = make_images(coll, 1)
+    good = _box(img, cats["cat"], 0.5, source="ground_truth", status="accepted")
+    for bad, message in [
+        ({**good, "source": "robot"}, "bad source"),
+        ({**good, "status": "maybe"}, "bad source 'ground_truth' or status 'maybe'"),
+        ({**good, "x1": "left"}, "must be numbers"),
+        ({**good, "score": "high"}, "score must be a number"),
+        ({k: v for k, v in good.items() if k != "y2"}, "y2 is required"),
+        ({**good, "image_id": None}, "image_id and category_id are required"),
+        ({**good, "angle": 3}, "unknown fields"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            insert_boxes(session, [good, bad])
+    session.commit()
+    assert _count(session, Box) == 0
+    assert insert_boxes(session, [good, {**good, "source": BoxSource.human, "status": ReviewStatus.edited}]) == 2
+    session.commit()
+    assert sorted(s.value for s in session.execute(select(Box.source)).scalars()) == ["ground_truth", "human"]

@@ -137,3 +137,34 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def expected_box_counts(sessions, blobs_root: Path, model_version_id: int, box_params: dict) -> "Counter[int]":  # type: ignore[no-untyped-def]
+    """Boxes per image that the stored concept maps give under ``box_params`` (recomputed with
+    camcore, no model pass): what one complete set of proposals must hold."""
+    from collections import Counter
+
+    from sqlalchemy import select
+
+    from camcore.concept_maps import decode_map
+    from camcore.pipeline import BoxParams, boxes_from_maps
+    from worker.store.models import Category, ConceptMap, Image, ModelVersion
+
+    params = BoxParams.from_dict(box_params)
+    with sessions() as session:
+        class_names = session.get(ModelVersion, model_version_id).class_names
+        rows = session.execute(
+            select(ConceptMap.image_id, Category.name, ConceptMap.raw_key, Image.width, Image.height)
+            .join(Category, Category.id == ConceptMap.category_id).join(Image, Image.id == ConceptMap.image_id)
+            .where(ConceptMap.model_version_id == model_version_id)
+        ).all()
+    maps: dict[int, dict[int, object]] = {}
+    sizes: dict[int, tuple[int, int]] = {}
+    for image_id, name, raw_key, width, height in rows:
+        maps.setdefault(image_id, {})[class_names.index(name)] = decode_map((blobs_root / raw_key).read_bytes())
+        sizes[image_id] = (width, height)
+    counts: Counter[int] = Counter()
+    for image_id, per_class in maps.items():
+        boxes, _scores, _labels = boxes_from_maps(per_class, sizes[image_id], params)  # type: ignore[arg-type]
+        counts[image_id] = int(boxes.shape[0])
+    return +counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -57,11 +58,14 @@ def test_import_train_infer_export_in_process(run, photos: Path, tmp_path: Path)
     trained = run("train", "rk", "--arch", "tiny_cnn", "--input-size", "96", "--epochs", "10", "--wait")
     assert "model version" in trained.output
     inferred = run("infer", "rk", "--wait")
-    assert "8 images, 8 boxes, 0 failed" in inferred.output
+    found = re.search(r"8 images, (\d+) boxes, 0 failed", inferred.output)
+    assert found, inferred.output
+    n_boxes = int(found.group(1))
+    assert n_boxes >= 8  # at least one box per tagged image
     out = tmp_path / "out" / "coco.json"
     run("export", "rk", "--format", "coco", "--status", "all", "-o", str(out))
     coco = json.loads(out.read_text())
-    assert len(coco["images"]) == 8 and len(coco["annotations"]) == 8
+    assert len(coco["images"]) == 8 and len(coco["annotations"]) == n_boxes
     yolo = tmp_path / "yolo"
     run("export", "rk", "--format", "yolo", "--status", "all", "-o", str(yolo))
     assert (yolo / "data.yaml").is_file() and len(list((yolo / "labels").rglob("*.txt"))) == 8

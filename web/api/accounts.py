@@ -25,9 +25,17 @@ def me() -> dict:
 
 @bp.get("/tokens")
 def list_tokens() -> dict:
-    rows = db().scalars(select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id))
+    limit = page_limit()
+    stmt = select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id).limit(limit + 1)
+    after = int_cursor()
+    if after is not None:
+        stmt = stmt.where(ApiToken.id > after)
+    rows = list(db().scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
     return {"items": [{"id": t.id, "prefix": t.prefix, "name": t.name, "revoked": t.revoked_at is not None,
-                       "created_at": t.created_at.isoformat() if t.created_at else None} for t in rows], "next_cursor": None}
+                       "created_at": t.created_at.isoformat() if t.created_at else None} for t in rows],
+            "next_cursor": str(rows[-1].id) if more else None}
 
 
 @bp.post("/tokens")

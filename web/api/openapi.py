@@ -64,7 +64,7 @@ ENDPOINTS: list[tuple[str, str, str, str, list[dict[str, Any]], Any, str]] = [
     ("post", "/jobs/{job_id}/cancel", "Cancel a job (queued: revoked; running: stops at its next chunk)", "Job", [], None, "200"),
     ("get", "/models", "Model versions infer can apply", "Page", _PAGE_PARAMS, None, "200"),
     ("get", "/me", "The signed-in user", "Object", [], None, "200"),
-    ("get", "/tokens", "Your API tokens", "Page", [], None, "200"),
+    ("get", "/tokens", "Your API tokens", "Page", _PAGE_PARAMS, None, "200"),
     ("post", "/tokens", "Create an API token (the secret is returned once)", "Object", [], _obj(name={"type": "string"}), "201"),
     ("delete", "/tokens/{token_id}", "Revoke an API token", None, [], None, "204"),
     ("get", "/users", "Users (admin)", "Page", _PAGE_PARAMS, None, "200"),

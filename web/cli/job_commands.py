@@ -87,7 +87,14 @@ def _run_and_wait(job_id: int, *, inline: bool, wait: bool, quiet: bool = False)
 
         thread = threading.Thread(target=target, name=f"camlabel-job-{job_id}", daemon=True)
         thread.start()
-    job = _poll(job_id, thread, show=not quiet)
+    try:
+        job = _poll(job_id, thread, show=not quiet)
+    except KeyboardInterrupt:
+        from worker.jobs import request_cancel
+
+        with _runtime().sessions() as session:
+            request_cancel(session, job_id)
+        raise click.ClickException(f"interrupted: cancel of job {job_id} requested (it stops at its next chunk)") from None
     if thread is not None:
         thread.join()
         job = _job_row(job_id)
@@ -348,7 +355,6 @@ def worker_command(queues: str, pool: str, concurrency: int, loglevel: str, host
     if not names:
         raise click.ClickException("--queues names no queue")
     app = configure_celery(runtime.settings)
-    app.conf.task_queues = tuple({q.name: q for q in app.conf.task_queues}.values())
     argv = ["worker", "-Q", ",".join(names), "--pool", pool, "--concurrency", str(concurrency), "--loglevel", loglevel,
             "-n", hostname or f"camlabel-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
     app.worker_main(argv)

@@ -3,7 +3,8 @@
 Params: ``model_version_id`` (an id, ``"imagenet"`` for the built-in ImageNet-1k classifier,
 or absent for the newest model trained on this collection), ``top_k`` (classes per image when
 it has no tag the model knows; default 1), optional ``box_params`` (camcore ``BoxParams``
-fields; default: the model version's calibration, else camcore's defaults).
+fields; default: the model version's ``calibration`` (a ``BoxParams`` dict, as
+``camcore.calibration`` makes it), else camcore's defaults).
 
 Images are visited in id order, ``ctx.chunk_size`` at a time. An image's tags are mapped by
 category *name* onto the model's classes; an image with no matching tag gets its top-k
@@ -15,6 +16,8 @@ version and advances the cursor. A chunk that was interrupted is simply redone.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -26,7 +29,7 @@ from worker.store.bulk import replace_boxes, upsert_concept_maps
 from worker.store.models import Category, ConceptMap, Image, ImageStatus, ImageTag, ModelVersion
 
 #: Longest side in pixels of the stored heatmap PNG (browsers scale it over the photo).
-OVERLAY_MAX_SIDE = 512
+OVERLAY_MAX_SIDE = 192
 
 
 def resolve_model_version(session: Any, collection_id: int, requested: Any) -> ModelVersion:
@@ -55,8 +58,10 @@ def _box_params(ctx: JobContext, version: ModelVersion) -> Any:
     from camcore.pipeline import BoxParams
 
     chosen = ctx.params.get("box_params")
-    if chosen is None and isinstance(version.calibration, dict):
-        chosen = version.calibration.get("box_params", version.calibration.get("params"))
+    if chosen is None and isinstance(version.calibration, dict) and version.calibration:
+        # camcore.calibration stores BoxParams.to_dict() itself; a wrapped {"box_params": ...} works too
+        calibration = version.calibration
+        chosen = calibration.get("box_params") or calibration.get("params") or calibration
     try:
         return BoxParams.from_dict(chosen if isinstance(chosen, dict) else None)
     except (TypeError, ValueError) as exc:
@@ -68,10 +73,94 @@ def _overlay_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def run_infer_job(ctx: JobContext) -> dict[str, Any]:
-    """Handler of ``infer`` jobs (see the module docstring)."""
-    from camcore.concept_maps import encode_map, render_heatmap_png
+@dataclass
+class _Computed:
+    """One chunk after the model pass: ``results`` by image id, images that failed to load."""
+
+    ids: list[int]
+    results: dict[int, Any]
+    failed: list[tuple[int, str]]
+
+
+def _compute_chunk(ctx: JobContext, localizer: Any, class_index: dict[str, int], cursor: int, top_k: int) -> _Computed | None:
+    """Read the next chunk after ``cursor`` and run the model on it; ``None`` when no image is left."""
     from camcore.images import ImageLoadError, load_image
+
+    with ctx.session() as session:
+        rows = session.execute(
+            select(Image.id, Image.storage_key).where(Image.collection_id == ctx.collection_id, Image.status == ImageStatus.ok,
+                                                      Image.id > cursor).order_by(Image.id).limit(ctx.chunk_size)
+        ).all()
+        ids = [row[0] for row in rows]
+        tags: dict[int, set[int]] = {}
+        for image_id, name in session.execute(select(ImageTag.image_id, Category.name).join(Category, Category.id == ImageTag.category_id)
+                                              .where(ImageTag.image_id.in_(ids))):
+            if name in class_index:
+                tags.setdefault(image_id, set()).add(class_index[name])
+    if not rows:
+        return None
+    loaded: list[tuple[int, Any]] = []
+    failed: list[tuple[int, str]] = []
+    for image_id, key in rows:
+        try:
+            if not key:
+                raise ImageLoadError("the image has no stored file")
+            loaded.append((image_id, load_image(ctx.runtime.blobs.local_path(key))))
+        except ImageLoadError as exc:
+            failed.append((image_id, exc.reason))
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the job
+            failed.append((image_id, f"{type(exc).__name__}: {exc}"))
+    results: dict[int, Any] = {}
+    tagged = [(image_id, im) for image_id, im in loaded if tags.get(image_id)]
+    untagged = [(image_id, im) for image_id, im in loaded if not tags.get(image_id)]
+    if tagged:
+        wanted = [sorted(tags[image_id]) for image_id, _im in tagged]
+        results.update(zip([i for i, _ in tagged], localizer.localize([im for _, im in tagged], wanted, top_k=top_k)))
+    if untagged:
+        results.update(zip([i for i, _ in untagged], localizer.localize([im for _, im in untagged], None, top_k=top_k)))
+    return _Computed(ids=ids, results=results, failed=failed)
+
+
+def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk: _Computed, done: int, cursor: int) -> int:
+    """Store a chunk's maps as blobs, then replace its rows and advance the cursor in one transaction.
+
+    Returns the number of boxes written.
+    """
+    from camcore.concept_maps import encode_map, render_heatmap_png
+
+    blobs = ctx.runtime.blobs
+    map_rows: list[dict[str, Any]] = []
+    box_rows: list[dict[str, Any]] = []
+    for image_id, result in chunk.results.items():
+        width, height = result.image_size
+        for cls, cam in result.maps.items():
+            map_rows.append({"image_id": image_id, "class": class_names[cls],
+                             "raw_key": blobs.put_bytes(encode_map(cam), kind="maps", suffix=".npy"),
+                             "overlay_key": blobs.put_bytes(render_heatmap_png(cam, _overlay_size(width, height), opacity=1.0),
+                                                            kind="overlays", suffix=".png")})
+        for box, score, label in zip(result.boxes.tolist(), result.scores.tolist(), result.labels.tolist()):
+            box_rows.append({"image_id": image_id, "class": class_names[label], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
+                             "score": score})
+    state = {"cursor": cursor, "images_failed": int(ctx.state.get("images_failed", 0)) + len(chunk.failed),
+             "boxes": int(ctx.state.get("boxes", 0)) + len(box_rows)}
+    with ctx.chunk(done=done, state=state) as session:
+        category = ensure_categories(session, ctx.collection_id, {r["class"] for r in map_rows} | {r["class"] for r in box_rows})
+        for image_id, reason in chunk.failed:
+            session.execute(update(Image).where(Image.id == image_id).values(status=ImageStatus.failed, failure_reason=reason))
+        session.execute(delete(ConceptMap).where(ConceptMap.image_id.in_(chunk.ids), ConceptMap.model_version_id == version_id))
+        upsert_concept_maps(session, [{"image_id": r["image_id"], "category_id": category[r["class"]], "model_version_id": version_id,
+                                       "raw_key": r["raw_key"], "overlay_key": r["overlay_key"]} for r in map_rows])
+        replace_boxes(session, chunk.ids, version_id, [{"image_id": r["image_id"], "category_id": category[r["class"]], "x1": r["x1"],
+                                                        "y1": r["y1"], "x2": r["x2"], "y2": r["y2"], "score": r["score"]} for r in box_rows])
+    return len(box_rows)
+
+
+def run_infer_job(ctx: JobContext) -> dict[str, Any]:
+    """Handler of ``infer`` jobs (see the module docstring).
+
+    The model pass of chunk ``i + 1`` overlaps the storage writes of chunk ``i`` (one writer
+    thread, one chunk in flight, chunks committed in order).
+    """
     from camcore.pipeline import Localizer
 
     if ctx.collection_id is None:
@@ -98,72 +187,24 @@ def run_infer_job(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed(f"could not load model version {version.id}: {exc}") from exc
     localizer = Localizer(model, spec, device=ctx.device, params=params, batch_size=int(ctx.params.get("batch_size", 16)))
     class_index = {name: i for i, name in enumerate(spec.class_names)}
-    blobs = ctx.runtime.blobs
     cursor = int(ctx.state.get("cursor", 0))
-    n_failed = int(ctx.state.get("images_failed", 0))
-    n_boxes = int(ctx.state.get("boxes", 0))
     done = ctx.done
-    while True:
-        ctx.check()
-        with ctx.session() as session:
-            rows = session.execute(
-                select(Image.id, Image.storage_key).where(Image.collection_id == collection_id, Image.status == ImageStatus.ok,
-                                                          Image.id > cursor).order_by(Image.id).limit(ctx.chunk_size)
-            ).all()
-            ids = [row[0] for row in rows]
-            tags: dict[int, list[str]] = {}
-            for image_id, name in session.execute(select(ImageTag.image_id, Category.name).join(Category, Category.id == ImageTag.category_id)
-                                                  .where(ImageTag.image_id.in_(ids))):
-                tags.setdefault(image_id, []).append(name)
-        if not rows:
-            break
-        loaded: list[tuple[int, Any]] = []
-        failed: list[tuple[int, str]] = []
-        for image_id, key in rows:
-            try:
-                if not key:
-                    raise ImageLoadError("the image has no stored file")
-                loaded.append((image_id, load_image(blobs.local_path(key))))
-            except ImageLoadError as exc:
-                failed.append((image_id, exc.reason))
-            except Exception as exc:  # noqa: BLE001 - one bad file never stops the job
-                failed.append((image_id, f"{type(exc).__name__}: {exc}"))
-        tagged = [(i, (image_id, im)) for i, (image_id, im) in enumerate(loaded)
-                  if any(name in class_index for name in tags.get(image_id, []))]
-        untagged = [(i, (image_id, im)) for i, (image_id, im) in enumerate(loaded)
-                    if not any(name in class_index for name in tags.get(image_id, []))]
-        results: dict[int, Any] = {}
-        if tagged:
-            wanted = [sorted({class_index[n] for n in tags[image_id] if n in class_index}) for _i, (image_id, _im) in tagged]
-            for (_i, (image_id, _im)), result in zip(tagged, localizer.localize([im for _i, (_id, im) in tagged], wanted, top_k=top_k)):
-                results[image_id] = result
-        if untagged:
-            for (_i, (image_id, _im)), result in zip(untagged, localizer.localize([im for _i, (_id, im) in untagged], None, top_k=top_k)):
-                results[image_id] = result
-        map_rows: list[dict[str, Any]] = []
-        box_rows: list[dict[str, Any]] = []
-        for image_id, result in results.items():
-            width, height = result.image_size
-            for cls, cam in result.maps.items():
-                map_rows.append({"image_id": image_id, "class": spec.class_names[cls],
-                                 "raw_key": blobs.put_bytes(encode_map(cam), kind="maps", suffix=".npy"),
-                                 "overlay_key": blobs.put_bytes(render_heatmap_png(cam, _overlay_size(width, height), opacity=1.0),
-                                                                kind="overlays", suffix=".png")})
-            for box, score, label in zip(result.boxes.tolist(), result.scores.tolist(), result.labels.tolist()):
-                box_rows.append({"image_id": image_id, "class": spec.class_names[label], "x1": box[0], "y1": box[1],
-                                 "x2": box[2], "y2": box[3], "score": score})
-        done += len(rows)
-        cursor = ids[-1]
-        n_failed += len(failed)
-        n_boxes += len(box_rows)
-        with ctx.chunk(done=done, state={"cursor": cursor, "images_failed": n_failed, "boxes": n_boxes}) as session:
-            names = {row["class"] for row in map_rows} | {row["class"] for row in box_rows}
-            category = ensure_categories(session, collection_id, names)
-            for image_id, reason in failed:
-                session.execute(update(Image).where(Image.id == image_id).values(status=ImageStatus.failed, failure_reason=reason))
-            session.execute(delete(ConceptMap).where(ConceptMap.image_id.in_(ids), ConceptMap.model_version_id == version.id))
-            upsert_concept_maps(session, [{"image_id": r["image_id"], "category_id": category[r["class"]], "model_version_id": version.id,
-                                           "raw_key": r["raw_key"], "overlay_key": r["overlay_key"]} for r in map_rows])
-            replace_boxes(session, ids, version.id, [{"image_id": r["image_id"], "category_id": category[r["class"]], "x1": r["x1"],
-                                                      "y1": r["y1"], "x2": r["x2"], "y2": r["y2"], "score": r["score"]} for r in box_rows])
-    return {"model_version_id": version.id, "images": done, "images_failed": n_failed, "boxes": n_boxes}
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"camlabel-infer-{ctx.job_id}")
+    pending: Future[int] | None = None
+    try:
+        while True:
+            ctx.check()
+            chunk = _compute_chunk(ctx, localizer, class_index, cursor, top_k)
+            if chunk is None:
+                break
+            done += len(chunk.ids)
+            cursor = chunk.ids[-1]
+            if pending is not None:
+                pending.result()  # the previous chunk's write; its error surfaces here
+            pending = writer.submit(_write_chunk, ctx, version.id, list(spec.class_names), chunk, done, cursor)
+        if pending is not None:
+            pending.result()
+    finally:
+        writer.shutdown(wait=True)  # a chunk computed before a cancel is still committed
+    return {"model_version_id": version.id, "images": ctx.done, "images_failed": int(ctx.state.get("images_failed", 0)),
+            "boxes": int(ctx.state.get("boxes", 0))}

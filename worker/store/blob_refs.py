@@ -16,7 +16,7 @@ from sqlalchemy import JSON, Column, String, select
 from sqlalchemy.orm import Session
 
 from worker.store.blobs import is_blob_key
-from worker.store.dialect import chunked
+from worker.store.dialect import chunked, in_values
 from worker.store.models import Base
 
 #: Above this many candidate keys a column is scanned once instead of probed with ``IN``.
@@ -68,7 +68,7 @@ def referenced_keys(session: Session, candidates: Iterable[str]) -> set[str]:
                     found.add(value)
         else:
             for chunk in chunked(sorted(remaining)):
-                found.update(session.execute(select(column).where(column.in_(chunk)).distinct()).scalars())
+                found.update(session.execute(select(column).where(in_values(session, column, chunk)).distinct()).scalars())
     for column in json_columns():
         remaining = wanted - found
         if not remaining:

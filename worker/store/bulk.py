@@ -26,7 +26,7 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.store.blobs import validate_key
-from worker.store.dialect import chunked, copy_rows, insert_rows
+from worker.store.dialect import chunked, copy_rows, in_values, insert_rows
 from worker.store.models import Box, BoxSource, Category, ConceptMap, Image, ImageStatus, ImageTag, ReviewStatus
 from worker.store.models.base import utcnow
 
@@ -123,7 +123,7 @@ def insert_images_detailed(session: Session, rows: Sequence[Mapping[str, Any]]) 
     for collection_id, shas in missing.items():
         for chunk in chunked(sorted(set(shas))):
             query = select(images_t.c.id, images_t.c.sha256).where(
-                images_t.c.collection_id == collection_id, images_t.c.sha256.in_(chunk)
+                images_t.c.collection_id == collection_id, in_values(session, images_t.c.sha256, chunk)
             )
             for image_id, sha in session.execute(query):
                 found[(collection_id, sha)] = image_id
@@ -245,10 +245,10 @@ def replace_boxes(
         prepared.append(_box_row({**row, "source": BoxSource.cam, "status": ReviewStatus.proposed, "model_version_id": model_version_id}, index))
     mv_clause = boxes_t.c.model_version_id.is_(None) if model_version_id is None else boxes_t.c.model_version_id == model_version_id
     for chunk in chunked(targets):
-        session.execute(select(images_t.c.id).where(_ids_in(images_t.c.id, chunk)).order_by(images_t.c.id).with_for_update())
+        session.execute(select(images_t.c.id).where(_ids_in(session, images_t.c.id, chunk)).order_by(images_t.c.id).with_for_update())
         session.execute(
             delete(boxes_t).where(
-                _ids_in(boxes_t.c.image_id, chunk),
+                _ids_in(session, boxes_t.c.image_id, chunk),
                 mv_clause,
                 boxes_t.c.source == BoxSource.cam.value,
                 boxes_t.c.status == ReviewStatus.proposed.value,
@@ -281,13 +281,13 @@ def refresh_image_box_stats(session: Session, image_ids: Iterable[int]) -> None:
         max_score=select(func.max(boxes_t.c.score)).where(counted).scalar_subquery(),
     )
     for chunk in chunked(targets):
-        session.execute(stmt.where(_ids_in(images_t.c.id, chunk)))
+        session.execute(stmt.where(_ids_in(session, images_t.c.id, chunk)))
     _expire_loaded(session, Image, set(targets), ("n_boxes", "min_score", "max_score"))
 
 
-def _ids_in(column: Any, sorted_ids: Sequence[int]) -> Any:
+def _ids_in(session: Session, column: Any, sorted_ids: Sequence[int]) -> Any:
     """``column IN (ids)`` plus the range they span, so the planner sees a narrow index range."""
-    return and_(column.between(sorted_ids[0], sorted_ids[-1]), column.in_(sorted_ids))
+    return and_(column.between(sorted_ids[0], sorted_ids[-1]), in_values(session, column, sorted_ids))
 
 
 def update_box(session: Session, box_id: int, expected_version: int, **changes: Any) -> Box:
@@ -350,42 +350,61 @@ def update_box(session: Session, box_id: int, expected_version: int, **changes: 
     return box
 
 
+_BOX_FIELD_SET = frozenset(_BOX_FIELDS)
+# Accept both the stored value ("cam") and the enum member (BoxSource.cam).
+_SOURCE_VALUES: dict[Any, str] = {**{m.value: m.value for m in BoxSource}, **{m: m.value for m in BoxSource}}
+_STATUS_VALUES: dict[Any, str] = {**{m.value: m.value for m in ReviewStatus}, **{m: m.value for m in ReviewStatus}}
+
+
 def _box_row(row: Mapping[str, Any], index: int) -> dict[str, Any]:
-    unknown = set(row) - set(_BOX_FIELDS)
-    if unknown:
-        raise ValueError(f"box row {index}: unknown fields {sorted(unknown)}")
-    for name in ("image_id", "category_id", *_GEOMETRY):
-        if row.get(name) is None:
-            raise ValueError(f"box row {index}: {name} is required")
-    out = _check_geometry(row, f"box row {index}")
-    out.update(
-        image_id=int(row["image_id"]),
-        category_id=int(row["category_id"]),
-        score=_check_score(row.get("score"), f"box row {index}"),
-        source=BoxSource(row.get("source") or BoxSource.cam).value,
-        status=ReviewStatus(row.get("status") or ReviewStatus.proposed).value,
-        model_version_id=row.get("model_version_id"),
-        reviewer_id=row.get("reviewer_id"),
-    )
+    """A validated box row in database form (floats, enum values as strings). Hot path: no
+    per-row string formatting unless the row is bad."""
+    if not _BOX_FIELD_SET.issuperset(row):
+        raise ValueError(f"box row {index}: unknown fields {sorted(set(row) - _BOX_FIELD_SET)}")
+    image_id, category_id = row.get("image_id"), row.get("category_id")
+    if image_id is None or category_id is None:
+        raise ValueError(f"box row {index}: image_id and category_id are required")
+    source = _SOURCE_VALUES.get(row.get("source") or "cam")
+    status = _STATUS_VALUES.get(row.get("status") or "proposed")
+    if source is None or status is None:
+        raise ValueError(f"box row {index}: bad source {row.get('source')!r} or status {row.get('status')!r}")
+    out = _check_geometry(row, index)
+    score = row.get("score")
+    if score is not None:
+        score = _check_score(score, f"box row {index}")
+    out["image_id"] = int(image_id)
+    out["category_id"] = int(category_id)
+    out["score"] = score
+    out["source"] = source
+    out["status"] = status
+    out["model_version_id"] = row.get("model_version_id")
+    out["reviewer_id"] = row.get("reviewer_id")
     return out
 
 
-def _check_geometry(row: Mapping[str, Any], where: str) -> dict[str, float]:
+def _check_geometry(row: Mapping[str, Any], where: str | int) -> dict[str, float]:
+    """xyxy floats, finite, ``x1 <= x2`` and ``y1 <= y2``; ``where`` names the row in errors."""
+    label = f"box row {where}" if isinstance(where, int) else where
     try:
-        x1, y1, x2, y2 = (float(row[name]) for name in _GEOMETRY)
+        x1, y1, x2, y2 = float(row["x1"]), float(row["y1"]), float(row["x2"]), float(row["y2"])
+    except KeyError as exc:
+        raise ValueError(f"{label}: {exc.args[0]} is required") from None
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: box coordinates must be numbers ({exc})") from None
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-        raise ValueError(f"{where}: box coordinates must be finite, got {(x1, y1, x2, y2)}")
+        raise ValueError(f"{label}: box coordinates must be numbers ({exc})") from None
+    if not (math.isfinite(x1) and math.isfinite(y1) and math.isfinite(x2) and math.isfinite(y2)):
+        raise ValueError(f"{label}: box coordinates must be finite, got {(x1, y1, x2, y2)}")
     if x1 > x2 or y1 > y2:
-        raise ValueError(f"{where}: box must be xyxy with x1 <= x2 and y1 <= y2, got {(x1, y1, x2, y2)}")
+        raise ValueError(f"{label}: box must be xyxy with x1 <= x2 and y1 <= y2, got {(x1, y1, x2, y2)}")
     return {"x1": x1, "y1": y1, "x2": x2, "y2": y2}
 
 
 def _check_score(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    score = float(value)
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: score must be a number, got {value!r}") from None
     if not math.isfinite(score):
         raise ValueError(f"{where}: score must be finite, got {value!r}")
     return score

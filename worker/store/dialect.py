@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Enum, Row, String, Table, bindparam, func, select
+from sqlalchemy import Enum, Row, String, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -123,3 +123,10 @@ def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], co
             for row in rows:
                 copy.write_row(tuple(row[name] for name in columns))
     return len(rows)
+
+
+def in_values(session: Session, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter however many values."""
+    if dialect_name(session) == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(_array_item_type(column.type))))
+    return column.in_(list(values))

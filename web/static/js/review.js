@@ -62,11 +62,11 @@
 
   function replaceBox(box) {
     boxes.set(String(box.id), box);
+    renderList();
     if (anno) {
       anno.updateAnnotation(toAnnotation(box));
       anno.setStyle(style);
     }
-    renderList();
   }
 
   function handleFailure(result, box) {
@@ -86,8 +86,8 @@
     const result = await api("PATCH", "/api/v1/boxes/" + box.id, Object.assign({ version: box.version }, changes));
     if (result.ok) {
       clearConflict();
-      replaceBox(result.data);
       message("Saved box #" + box.id + " (" + result.data.status + ").");
+      replaceBox(result.data);
     } else {
       handleFailure(result, box);
     }
@@ -221,7 +221,7 @@
     const key = event.key;
     const box = selected();
     if (key === "?") { help.hidden = !help.hidden; }
-    else if (key === "Escape") { help.hidden = true; setDrawing(false); }
+    else if (key === "Escape") { help.hidden = true; setDrawing(false); if (anno) anno.cancelSelected(); selectedId = null; renderList(); }
     else if (key === "j" || key === "J" || key === "ArrowRight") { if (data.next_url) window.location.href = data.next_url; }
     else if (key === "k" || key === "K" || key === "ArrowLeft") { if (data.prev_url) window.location.href = data.prev_url; }
     else if (key === "a" || key === "A") { acceptAll(); }
@@ -270,7 +270,10 @@
     });
     anno.on("updateAnnotation", function (annotation) {
       const box = boxes.get(annotation.id);
-      if (box) patch(box, geometryOf(annotation));
+      if (!box) return;
+      const g = geometryOf(annotation);
+      const moved = ["x1", "y1", "x2", "y2"].some(function (k) { return Math.abs(g[k] - box[k]) >= 0.5; });
+      if (moved) patch(box, g);  // Annotorious may report the same edit twice (idle timer and deselect)
     });
     anno.on("deleteAnnotation", function (annotation) {
       const box = boxes.get(annotation.id);

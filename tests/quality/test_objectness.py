@@ -1,0 +1,90 @@
+"""DDT objectness (camcore.objectness) on generated images with a planted common object."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from camcore.boxes import upsample_map
+from camcore.objectness import (
+    SPEC_KEY,
+    DdtAccumulator,
+    ObjectnessStats,
+    capture_descriptors,
+    fit_objectness,
+    fuse_maps,
+    objectness_maps,
+)
+from camcore.pipeline import preprocess
+
+
+def _inside_mask(boxes: list, size: int) -> torch.Tensor:
+    m = torch.zeros(size, size, dtype=torch.bool)
+    for x0, y0, x1, y1 in boxes:
+        m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_ddt_map_highlights_the_planted_common_object(planted) -> None:  # type: ignore[no-untyped-def]
+    stats = fit_objectness(planted.model, planted.spec, planted.train_images, planted.train_tags, batch_size=16)
+    assert bool(stats.valid[0]) and abs(float(stats.direction[0].norm()) - 1.0) < 1e-4
+    restored = ObjectnessStats.from_dict(json.loads(json.dumps(stats.to_dict())))  # JSON round trip
+    assert torch.allclose(restored.direction, stats.direction, atol=1e-5)
+
+    spec = planted.spec
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    x = (preprocess(planted.train_images, spec.input_size).float() / 255 - mean) / std
+    with torch.no_grad():
+        feats = planted.model.features(x)
+    n = len(planted.train_images)
+    maps = objectness_maps(feats, restored, torch.arange(n), torch.zeros(n, dtype=torch.long))
+    peak_inside, contrast = 0, []
+    for m, boxes in zip(maps, planted.train_boxes):
+        up = upsample_map(m, (96, 96))
+        inside = _inside_mask(boxes, 96)
+        peak_inside += bool(inside.flatten()[int(up.argmax())])
+        contrast.append(float(up[inside].mean() - up[~inside].mean()) / (float(up.std()) + 1e-9))
+    assert peak_inside >= 0.9 * n, f"peak on the object in {peak_inside}/{n} images"
+    assert np.median(contrast) > 1.0
+
+
+def test_accumulator_orients_the_component_towards_the_cam_and_validates_input() -> None:
+    rng = np.random.default_rng(0)
+    feats = torch.from_numpy(rng.normal(0, 0.1, size=(4, 8, 6, 6))).float()
+    feats[:, 3, 1:3, 1:3] += 5.0  # the object: strong on channel 3, top-left
+    cams = [{0: (feats[i, 3] > 1).float()} for i in range(4)]
+    acc = DdtAccumulator(2, 8)
+    acc.update(feats, [[0]] * 4, cams)
+    stats = acc.finalize()
+    assert stats.valid.tolist() == [True, False]  # class 1 has no images
+    assert float(stats.direction[0, 3]) > 0.9  # the object side is positive
+    m = objectness_maps(feats, stats, torch.arange(4), torch.zeros(4, dtype=torch.long))
+    assert float(m[:, 1:3, 1:3].min()) > float(m[:, 4:, 4:].max())
+    assert torch.equal(objectness_maps(feats, stats, torch.tensor([0]), torch.tensor([1])), torch.zeros(1, 6, 6))
+    fused = fuse_maps(torch.rand(4, 6, 6), m)
+    assert float(fused.min()) >= 0.0 and float(fused.max()) <= 1.0
+    for bad in (lambda: acc.update(feats[:, :4], [[0]] * 4), lambda: acc.update(feats, [[0]] * 3),
+                lambda: acc.update(feats, [[5]] * 4), lambda: ObjectnessStats.from_dict({"mean": [1]})):
+        try:
+            bad()
+        except ValueError:
+            continue
+        raise AssertionError("bad input accepted")
+
+
+def test_efficientnet_descriptors_are_the_head_conv_input_and_the_hook_is_removed() -> None:
+    from camcore.models import ModelSpec, build_model
+
+    spec = ModelSpec(arch="efficientnet_lite0", class_names=["a"], input_size=64)
+    model = build_model(spec, weights=None).eval()
+    with torch.no_grad(), capture_descriptors(model) as cap:
+        out = model.features(torch.zeros(1, 3, 64, 64))
+    assert cap["features"].shape == (1, 320, 2, 2) and out.shape == (1, 1280, 2, 2)
+    cap.clear()
+    with torch.no_grad():
+        model.features(torch.zeros(1, 3, 64, 64))
+    assert cap == {}  # hook gone after the context
+    assert SPEC_KEY == "objectness"
