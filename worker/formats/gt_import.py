@@ -210,6 +210,15 @@ def import_ground_truth(session: Session, collection_id: int, path: Path | str, 
                 report.files_failed += 1
                 continue
             image, reason = matcher.match(record.candidates, stem_only=record.stem_only)
+            if image is None and root.is_dir():
+                image = matcher.match_content(root, record.candidates)
+                if image is not None and image.id in claimed:
+                    report.errors.append(FileIssue(
+                        record.source,
+                        f"its image has the same bytes as {image.rel_path}, which already has ground truth from {claimed[image.id]}; file skipped",
+                    ))
+                    report.files_failed += 1
+                    continue
             if image is None:
                 report.errors.append(FileIssue(record.source, reason + ("" if matcher.count else " (the collection has no images)")))
                 report.files_failed += 1

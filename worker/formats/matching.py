@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.formats.sink import stem_of
+from worker.store.blobs import file_sha256
 from worker.store.models import Image as ImageRow
 from worker.store.models import ImageStatus
 
@@ -41,15 +42,32 @@ class ImageMatcher:
         self.by_name: dict[str, list[ImageRef]] = defaultdict(list)
         self.by_stem: dict[str, list[ImageRef]] = defaultdict(list)
         self.count = 0
-        stmt = select(ImageRow.id, ImageRow.rel_path, ImageRow.width, ImageRow.height, ImageRow.status, ImageRow.failure_reason).where(
-            ImageRow.collection_id == collection_id
-        )
-        for image_id, rel_path, width, height, status, reason in session.execute(stmt):
+        self.by_sha256: dict[str, ImageRef] = {}
+        stmt = select(
+            ImageRow.id, ImageRow.rel_path, ImageRow.width, ImageRow.height, ImageRow.status, ImageRow.failure_reason, ImageRow.sha256
+        ).where(ImageRow.collection_id == collection_id)
+        for image_id, rel_path, width, height, status, reason, sha256 in session.execute(stmt):
             ref = ImageRef(image_id, rel_path, width, height, status == ImageStatus.ok, reason)
+            self.by_sha256[sha256] = ref
             name = _parts(rel_path)[-1] if _parts(rel_path) else rel_path
             self.by_name[name].append(ref)
             self.by_stem[stem_of(name)].append(ref)
             self.count += 1
+
+    def match_content(self, root: Path, candidates: list[str]) -> ImageRef | None:
+        """The image whose bytes equal a candidate file found under ``root`` (a duplicate file of
+        an imported image is stored once, under its first path). Paths never leave ``root``."""
+        base = root.resolve()
+        for candidate in candidates:
+            parts = _parts(candidate)
+            if not parts:
+                continue
+            path = base.joinpath(*parts)
+            if path.is_file() and path.resolve().is_relative_to(base):
+                found = self.by_sha256.get(file_sha256(path))
+                if found is not None:
+                    return found
+        return None
 
     def _best(self, parts: list[str], stem_only: bool) -> list[ImageRef]:
         last = parts[-1]
