@@ -28,12 +28,15 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from camcore.pipeline import BoxParams, boxes_from_maps
+from camcore.pipeline import BoxParams, boxes_from_maps, boxes_from_normalized, normalized_map
 
-__all__ = ["MEAN_FACTORS", "FIXED_THRESHOLDS", "apply", "calibrate", "score_params"]
+__all__ = ["BOX_SCALES", "FIXED_THRESHOLDS", "MEAN_FACTORS", "apply", "calibrate", "score_params"]
 
 MEAN_FACTORS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
 FIXED_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
+BOX_SCALES: tuple[float, ...] = (0.85, 0.92, 1.0, 1.08, 1.16, 1.25)
+IOU_WEIGHT = 1.0  # objective = hits + IOU_WEIGHT * mean best IoU
+MIN_GAIN = 0.05  # a candidate must beat the base objective by this much (noise guard for 5 images)
 
 Key = Hashable
 ReviewedBoxes = Mapping[Key, Sequence[tuple[int, Sequence[float]]]]
@@ -62,19 +65,17 @@ def _reviewed_by_class(reviewed: ReviewedBoxes) -> dict[int, dict[Key, Tensor]]:
 
 def score_params(
     params: BoxParams,
-    cls: int,
-    maps_by_image: Mapping[Key, Mapping[int, Tensor]],
+    norms: Mapping[Key, Tensor | None],
     image_sizes: Mapping[Key, tuple[int, int]],
     truth: Mapping[Key, Tensor],
 ) -> tuple[int, float]:
-    """(hits, mean best IoU) of the top box of class ``cls`` against ``truth`` (``Tensor[M, 4]``
-    per image) over the images in ``truth`` that have a stored map of ``cls``."""
+    """(hits, mean best IoU) of the top box of one class against ``truth`` (``Tensor[M, 4]`` per
+    image), from the class's normalised working-grid maps ``norms`` (see
+    :func:`camcore.pipeline.normalized_map`; ``None`` = no evidence = a miss)."""
     hits, ious = 0, []
     for key, gt in truth.items():
-        cam = maps_by_image.get(key, {}).get(cls)
-        if cam is None:
-            continue
-        boxes, _, _ = boxes_from_maps({cls: cam}, tuple(image_sizes[key]), params)  # type: ignore[arg-type]
+        norm = norms[key]
+        boxes = boxes_from_normalized(norm, tuple(image_sizes[key]), params)[0] if norm is not None else torch.zeros(0, 4)  # type: ignore[arg-type]
         best = float(box_iou(boxes[:1], gt).max()) if len(boxes) else 0.0
         hits += best >= 0.5
         ious.append(best)
@@ -99,9 +100,9 @@ def calibrate(
             ``BoxParams()``); its own ``per_class`` entries are replaced for calibrated classes.
 
     Returns:
-        ``BoxParams.to_dict()`` of the calibrated params (JSON-safe), plus ``"calibration"``-free:
-        the per-class choice is in ``result["per_class"]``; ``result["extra"]["calibration"]``
-        records for each class the images used and the base/calibrated (hits, mean IoU).
+        ``BoxParams.to_dict()`` of the calibrated params (JSON-safe): the per-class choice is in
+        ``result["per_class"]``; ``result["extra"]["calibration"]`` records for each class the
+        number of images used and the base/chosen (hits, mean IoU).
 
     Raises:
         ValueError: malformed reviewed boxes, or a reviewed image without a size.
@@ -118,17 +119,21 @@ def calibrate(
         usable = {k: v for k, v in truth.items() if cls in maps_by_image.get(k, {})}
         if not usable:
             continue
-        base_hits, base_iou = score_params(base_c, cls, maps_by_image, image_sizes, usable)
-        best_obj = base_hits + 0.5 * base_iou
+        norms = {k: normalized_map(maps_by_image[k][cls], tuple(image_sizes[k]), base_c) for k in usable}  # type: ignore[arg-type]
+        base_hits, base_iou = score_params(base_c, norms, image_sizes, usable)
+        base_obj = base_hits + IOU_WEIGHT * base_iou
+        best_obj = base_obj + MIN_GAIN
         best: dict[str, Any] | None = None
         best_score = (base_hits, base_iou)
-        candidates: list[dict[str, Any]] = [{"threshold": None, "mean_factor": f} for f in MEAN_FACTORS]
-        candidates += [{"threshold": t} for t in FIXED_THRESHOLDS]
-        for cand in candidates:
-            hits, iou = score_params(replace(base_c, **cand), cls, maps_by_image, image_sizes, usable)
-            obj = hits + 0.5 * iou
-            if obj > best_obj + 1e-9:
-                best_obj, best, best_score = obj, cand, (hits, iou)
+        rules: list[dict[str, Any]] = [{"threshold": None, "mean_factor": f} for f in MEAN_FACTORS]
+        rules += [{"threshold": t} for t in FIXED_THRESHOLDS]
+        for rule in rules:
+            for scale in BOX_SCALES:
+                cand = {**rule, "box_scale": scale}
+                hits, iou = score_params(replace(base_c, **cand), norms, image_sizes, usable)
+                obj = hits + IOU_WEIGHT * iou
+                if obj > best_obj + 1e-9:
+                    best_obj, best, best_score = obj, cand, (hits, iou)
         if best is not None:
             per_class[str(cls)] = {**per_class.get(str(cls), {}), **best}
         report[str(cls)] = {

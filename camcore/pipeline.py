@@ -38,6 +38,8 @@ __all__ = [
     "Localizer",
     "box_rules",
     "boxes_from_maps",
+    "boxes_from_normalized",
+    "normalized_map",
     "preprocess",
     "register_box_rule",
 ]
@@ -68,7 +70,9 @@ class BoxParams:
             least this fraction of the main component's (several instances of a class).
         per_class: ``{"<class index>": {field: value}}`` overrides per class (set by
             :mod:`camcore.calibration`); only ``threshold``, ``mean_factor``, ``mode``,
-            ``secondary_mass`` and ``min_area`` may be overridden.
+            ``secondary_mass``, ``min_area`` and ``box_scale`` may be overridden.
+        box_scale: width and height of every box are multiplied by this about its centre (then
+            clipped to the image); 1.0 = unchanged. Calibration learns it per class.
         normalize: ``"max"`` (``map / max``) or ``"minmax"`` before thresholding.
         min_area: minimum component area for ``"multi"``, as a fraction of the image area.
         nms_iou: IoU of class-aware NMS over an image's boxes; ``>= 1`` disables NMS.
@@ -88,6 +92,7 @@ class BoxParams:
     extra: dict[str, Any] = field(default_factory=dict)
     mean_factor: float = 1.0
     secondary_mass: float = 0.25
+    box_scale: float = 1.0
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -99,6 +104,9 @@ class BoxParams:
             raise ValueError(f"mean_factor must be in (0, 10], got {self.mean_factor}")
         if not 0.0 <= float(self.secondary_mass) <= 1.0:
             raise ValueError(f"secondary_mass must be in [0, 1], got {self.secondary_mass}")
+        if not 0.25 <= float(self.box_scale) <= 4.0:
+            raise ValueError(f"box_scale must be in [0.25, 4], got {self.box_scale}")
+        self.box_scale = float(self.box_scale)
         self.mean_factor = float(self.mean_factor)
         self.secondary_mass = float(self.secondary_mass)
         per_class: dict[str, dict[str, Any]] = {}
@@ -154,7 +162,7 @@ class BoxParams:
         return float(min(1.0, max(0.0, float(norm.float().mean()) * self.mean_factor)))
 
 
-_PER_CLASS_FIELDS = frozenset({"threshold", "mean_factor", "mode", "secondary_mass", "min_area"})
+_PER_CLASS_FIELDS = frozenset({"threshold", "mean_factor", "mode", "secondary_mass", "min_area", "box_scale"})
 
 
 BoxRule = Callable[[Tensor, tuple[int, int], BoxParams], tuple[Tensor, Tensor]]
@@ -223,9 +231,7 @@ def boxes_from_maps(
         norm = _boxes.normalize_map(_boxes.upsample_map(cam.detach().float().cpu(), grid), p.normalize)
         if norm is None:
             continue
-        p = replace(p, threshold=p.resolved_threshold(norm))
-        b, s = _BOX_RULES[p.mode](norm, image_size, p)
-        b, s = b[: p.max_boxes_per_class], s[: p.max_boxes_per_class]
+        b, s = boxes_from_normalized(norm, image_size, p)
         if class_scores is not None:
             s = s * float(class_scores[int(cls)])
         all_boxes.append(b.float())
@@ -239,6 +245,36 @@ def boxes_from_maps(
     else:
         keep = torch.argsort(scores, descending=True, stable=True)
     return boxes[keep], scores[keep], labels[keep]
+
+
+def normalized_map(cam: Tensor, image_size: tuple[int, int], params: BoxParams) -> Tensor | None:
+    """A stored raw map ``Tensor[h, w]`` upsampled to the working grid and normalised (``None``:
+    no evidence). Calibration caches this to try many params per map."""
+    grid = _boxes.working_shape(image_size, params.working_size)
+    return _boxes.normalize_map(_boxes.upsample_map(cam.detach().float().cpu(), grid), params.normalize)
+
+
+def boxes_from_normalized(norm: Tensor, image_size: tuple[int, int], params: BoxParams) -> tuple[Tensor, Tensor]:
+    """One class's ``(boxes[M, 4], scores[M])`` from its normalised working-grid map with ``params``
+    (already resolved for that class: see :meth:`BoxParams.for_class`); no class scaling, no NMS."""
+    p = replace(params, threshold=params.resolved_threshold(norm))
+    if p.mode not in _BOX_RULES:
+        raise ValueError(f"unknown box mode {p.mode!r}; registered: {sorted(_BOX_RULES)}")
+    b, s = _BOX_RULES[p.mode](norm, image_size, p)
+    b, s = b[: p.max_boxes_per_class], s[: p.max_boxes_per_class]
+    if p.box_scale != 1.0 and len(b):
+        b = _scale_about_centre(b.float(), p.box_scale, image_size)
+    return b, s
+
+
+def _scale_about_centre(boxes: Tensor, factor: float, image_size: tuple[int, int]) -> Tensor:
+    """``boxes[N, 4]`` xyxy scaled by ``factor`` about their centres, clipped to (width, height)."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
+    out = torch.cat([centre - half, centre + half], dim=1)
+    out[:, 0::2] = out[:, 0::2].clamp(0, image_size[0])
+    out[:, 1::2] = out[:, 1::2].clamp(0, image_size[1])
+    return out
 
 
 @dataclass

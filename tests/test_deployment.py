@@ -60,12 +60,12 @@ def test_web_migrates_then_serves_the_factory(compose: dict) -> None:
 
 
 def test_workers_listen_on_the_queues_the_code_routes_to(compose: dict) -> None:
-    from worker.celery_app import DEFAULT_ROUTES
+    from worker.celery_app import DEFAULT_QUEUES, QUEUES
 
     services = compose["services"]
     assert services["worker-gpu"]["command"] == ["camlabel", "worker", "--queues", "gpu"]
     assert services["worker-cpu"]["command"] == ["camlabel", "worker", "--queues", "cpu"]
-    assert set(DEFAULT_ROUTES.values()) == {"gpu", "cpu"}
+    assert set(DEFAULT_QUEUES.values()) == set(QUEUES) == {"gpu", "cpu"}
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 

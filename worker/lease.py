@@ -132,6 +132,43 @@ def requeue_expired(session: Session, job_id: int, lease_s: float, task_id: str)
     return session.execute(stmt).rowcount == 1
 
 
+DEFAULT_REQUEUE_QUEUED_S = 900.0
+
+
+def requeue_queued_seconds() -> float:
+    """Age after which a still-queued job's message is sent again (``CAMLABEL_REQUEUE_QUEUED_S``, 900)."""
+    value = float(os.environ.get("CAMLABEL_REQUEUE_QUEUED_S", DEFAULT_REQUEUE_QUEUED_S))
+    if value <= 0:
+        raise ValueError(f"CAMLABEL_REQUEUE_QUEUED_S must be > 0, got {value}")
+    return value
+
+
+def stale_queued_jobs(session: Session, age_s: float) -> list[tuple[int, str]]:
+    """``(job id, kind value)`` of jobs queued longer than ``age_s`` and not re-sent since.
+
+    For queued jobs ``heartbeat_at`` records the last re-send (a message lost with a Redis
+    restart, or a crash between commit and enqueue, would otherwise strand the job).
+    """
+    cutoff = utcnow() - timedelta(seconds=age_s)
+    rows = session.execute(
+        select(Job.id, Job.kind).where(Job.status == JobStatus.queued, Job.created_at < cutoff,
+                                       or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+    ).all()
+    return [(job_id, kind.value) for job_id, kind in rows]
+
+
+def mark_resent(session: Session, job_id: int, age_s: float, task_id: str) -> bool:
+    """Atomically record a re-send of a stale queued job (one watchdog wins)."""
+    cutoff = utcnow() - timedelta(seconds=age_s)
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+        .values(heartbeat_at=utcnow(), celery_task_id=task_id)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount == 1
+
+
 class Heartbeat:
     """Renews a job's lease every ``interval_s`` from a daemon thread until stopped.
 

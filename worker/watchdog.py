@@ -3,6 +3,8 @@
 Each pass finds running jobs with an expired lease; an atomic ``UPDATE`` moves one back to
 ``queued`` (only one watchdog wins), and then its task is sent again. The job resumes from its
 first unfinished chunk. A job whose cancel was requested is finished as ``cancelled`` instead.
+A job still ``queued`` long after it was made (its message lost with a Redis restart, say) gets
+its message sent again; a duplicate message is harmless, as only one can claim the job.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _stop = threading.Event()
 
 
 def sweep() -> list[int]:
-    """One pass; returns the ids of the jobs re-enqueued."""
+    """One pass; returns the ids of the jobs re-enqueued (expired leases, then stale queued jobs)."""
     runtime = get_runtime()
     lease_s = lease.lease_seconds()
     requeued: list[int] = []
@@ -44,6 +46,19 @@ def sweep() -> list[int]:
         configure_celery(runtime.settings).send_task(TASK_NAMES[JobKind(kind)], args=[job_id], queue=queue, task_id=task_id)
         log.warning("watchdog: job %s lost its worker; re-enqueued on %s", job_id, queue)
         requeued.append(job_id)
+    age_s = lease.requeue_queued_seconds()
+    with runtime.sessions() as session:
+        stale = lease.stale_queued_jobs(session, age_s)
+    for job_id, kind in stale:
+        task_id = str(uuid.uuid4())
+        with runtime.sessions() as session:
+            won = lease.mark_resent(session, job_id, age_s, task_id)
+            queue = session.get(Job, job_id).queue if won else None  # type: ignore[union-attr]
+            session.commit()
+        if won:
+            configure_celery(runtime.settings).send_task(TASK_NAMES[JobKind(kind)], args=[job_id], queue=queue, task_id=task_id)
+            log.warning("watchdog: job %s still queued after %.0f s; its message was sent again", job_id, age_s)
+            requeued.append(job_id)
     return requeued
 
 

@@ -41,7 +41,7 @@ def _hits(pred: dict, truth: dict) -> int:
 
 def test_calibration_picks_per_class_thresholds_that_beat_the_default_on_other_images() -> None:
     maps, sizes, truth = _collection(10, seed=1)  # 5 reviewed images per class
-    held_maps, held_sizes, held_truth = _collection(40, seed=2)
+    held_maps, held_sizes, held_truth = _collection(30, seed=2)
     base = BoxParams()
     params = calibrate(maps, sizes, {k: [v] for k, v in truth.items()}, base)
     json.dumps(params)  # storable as model_versions.calibration
@@ -54,18 +54,18 @@ def test_calibration_picks_per_class_thresholds_that_beat_the_default_on_other_i
     base_hits = _hits(apply(held_maps, held_sizes, base), held_truth)
     cal_hits = _hits(apply(held_maps, held_sizes, params), held_truth)
     assert cal_hits > base_hits
-    assert cal_hits >= 36  # 90% of the held-out images
+    assert cal_hits >= 27  # 90% of the held-out images
     report = params["extra"]["calibration"]
     assert report["0"]["images"] == 5 and report["0"]["chosen"]["hits"] >= report["0"]["base"]["hits"]
 
 
-def test_calibration_keeps_base_params_when_they_are_already_right() -> None:
-    maps, sizes, truth = _collection(10, seed=3)
-    exact = BoxParams(threshold=0.7, mode="largest", normalize="max")
-    params = calibrate({k: v for k, v in maps.items() if 0 in v}, sizes,
-                       {k: [v] for k, v in truth.items() if v[0] == 0}, exact)
-    assert params["per_class"] == {}  # nothing beats an exact threshold: ties keep the base
-    assert params["extra"]["calibration"]["0"]["params"] == "base"
+def test_calibration_is_stable_when_the_base_is_already_calibrated() -> None:
+    maps, sizes, truth = _collection(6, seed=3)
+    reviews = {k: [v] for k, v in truth.items()}
+    first = calibrate(maps, sizes, reviews)
+    again = calibrate(maps, sizes, reviews, BoxParams.from_dict(first))
+    assert again["per_class"] == first["per_class"]  # nothing beats the chosen params: ties keep the base
+    assert [r["params"] for r in again["extra"]["calibration"].values()] == ["base", "base"]
 
 
 def test_calibration_rejects_bad_reviews() -> None:

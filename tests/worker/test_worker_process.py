@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from tests.worker.conftest import Cli, Workers, copy_photos, expected_box_counts, wait_for
+from tests.worker.helpers import Cli, Workers, copy_photos, expected_box_counts, wait_for
 from worker.jobs import request_cancel
 from worker.store.models import Box, BoxSource, ConceptMap, Image, ImageStatus, Job, JobStatus, ModelVersion, ReviewStatus
 
@@ -34,14 +35,19 @@ def _per_image(db_sessions, model: type, model_version_id: int) -> Counter[int]:
         return Counter(dict(session.execute(select(model.image_id, func.count()).where(*clause).group_by(model.image_id)).all()))
 
 
-def test_import_train_infer_export_through_a_worker(cli: Cli, workers: Workers, db_sessions,  # type: ignore[no-untyped-def]
+def test_import_train_infer_export_through_cpu_and_gpu_workers(cli: Cli, workers: Workers, db_sessions,  # type: ignore[no-untyped-def]
     photos: Path, tmp_path: Path) -> None:
-    workers.start()
+    cpu_worker = workers.start(queues="cpu")
     cli("collections", "create", "rk")
     imported = cli("import", "rk", str(photos))
     assert "imported 8," in imported.stdout
-    trained = cli("train", "rk", "--arch", "tiny_cnn", "--input-size", "128", "--epochs", "20", "--wait")
-    version_id = int(trained.stdout.strip().splitlines()[-1].split()[-1])
+    train_id = int(cli("train", "rk", "--arch", "tiny_cnn", "--input-size", "128", "--epochs", "20").stdout.strip().splitlines()[-1])
+    time.sleep(3)
+    assert _job(db_sessions, train_id).status is JobStatus.queued  # the idle cpu-only worker leaves a gpu job alone
+    gpu_worker = workers.start(queues="gpu")
+    trained = wait_for(lambda: (j := _job(db_sessions, train_id)).status.finished and j, 180, "the train job on the gpu worker")
+    assert trained.status is JobStatus.succeeded, trained.error
+    version_id = trained.result["model_version_id"]
     cli("infer", "rk", "--wait")
     out = tmp_path / "coco.json"
     cli("export", "rk", "--format", "coco", "--status", "all", "-o", str(out))
@@ -71,7 +77,10 @@ def test_import_train_infer_export_through_a_worker(cli: Cli, workers: Workers, 
     coco = COCO(str(out))
     assert len(coco.getImgIds()) == 8
     assert len(coco.getAnnIds()) == sum(boxes.values())
-    assert "succeeded" in workers.log_text()
+    cpu_log, gpu_log = (workers.logs / "worker-0.log").read_text(), (workers.logs / "worker-1.log").read_text()
+    assert "camlabel.import[" in cpu_log and "camlabel.export[" in cpu_log and "camlabel.train[" not in cpu_log and "camlabel.infer[" not in cpu_log
+    assert "camlabel.train[" in gpu_log and "camlabel.infer[" in gpu_log and "camlabel.import[" not in gpu_log
+    assert cpu_worker.poll() is None and gpu_worker.poll() is None
 
 
 def _start_infer(cli: Cli) -> int:

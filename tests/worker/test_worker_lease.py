@@ -71,6 +71,20 @@ def test_watchdog_requeues_expired_jobs_and_finishes_cancelled_ones(runtime) -> 
     assert watchdog.sweep() == []
 
 
+def test_watchdog_resends_jobs_left_queued(runtime) -> None:  # type: ignore[no-untyped-def]
+    """A queued job whose message was lost (e.g. Redis restarted empty) gets its message again."""
+    old = utcnow() - timedelta(seconds=2000)
+    lost = _job(runtime, created_at=old, celery_task_id="t0")
+    recent = _job(runtime)
+    assert watchdog.sweep() == [lost]
+    row = _row(runtime, lost)
+    assert row.status is JobStatus.queued and row.celery_task_id != "t0" and row.heartbeat_at is not None
+    assert _row(runtime, recent).heartbeat_at is None  # a fresh queued job is left alone
+    assert watchdog.sweep() == []  # not again until another CAMLABEL_REQUEUE_QUEUED_S has passed
+    # a claim still works on the re-sent job
+    assert lease.claim(runtime.sessions, lost, "w", 30)
+
+
 def test_request_cancel(runtime) -> None:  # type: ignore[no-untyped-def]
     queued = _job(runtime)
     running = _job(runtime, JobStatus.running, worker_id="w", heartbeat_at=utcnow())
