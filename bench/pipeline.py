@@ -35,7 +35,7 @@ from camcore.cam import forward_with_cams
 from camcore.concept_maps import render_heatmap_png
 from camcore.images import load_image
 from camcore.models import ModelSpec, build_model
-from camcore.pipeline import ImageResult, Localizer, preprocess
+from camcore.pipeline import BoxParams, ImageResult, Localizer, preprocess
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo"
 DISPLAY_MAX = 640  # heatmap PNGs are rendered at the image size capped to this longest side
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (best per batch kept)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (forward and pipeline alike)")
     parser.add_argument("--skip-libraries", action="store_true", help="skip the torch-cam / grad-cam comparison")
+    parser.add_argument("--method", default=None, help="map method of the pipeline (default: BoxParams() default)")
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -113,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     spec = ModelSpec(class_names=["raccoon", "kangaroo"], input_size=args.input_size)
     model = build_model(spec, weights="imagenet").to(device).eval()
     amp = torch.bfloat16 if (args.amp and device.type == "cuda") else None
-    loc = Localizer(model, spec, device=device, autocast_dtype=amp)
+    params = BoxParams() if args.method is None else BoxParams(method=args.method)
+    loc = Localizer(model, spec, device=device, autocast_dtype=amp, params=params)
     files = _files(args.images)
     n = len(files)
     print(f"device={device} torch_threads={torch.get_num_threads()} images={n} batch={args.batch_size} "
-          f"input={args.input_size} amp={amp}")
+          f"input={args.input_size} amp={amp} pipeline_method={params.method} box_mode={params.mode}")
 
     # Pre-decoded, pre-resized batches for the forward-only measurements.
     chunks = [files[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def camlabel_maps(i: int) -> None:
         with loc._autocast():
-            forward_with_cams(model, loc.normalize(batches[i][0]), None, top_k=1).maps.cpu()
+            forward_with_cams(model, loc.normalize(batches[i][0]), None, top_k=1, method="cam").maps.cpu()
 
     methods: dict[str, Callable[[int], None]] = {"forward": bare_forward, "pipeline": pipeline, "camlabel_maps": camlabel_maps}
     if not args.skip_libraries:

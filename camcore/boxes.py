@@ -11,6 +11,9 @@ Rules:
   connected component (one box per map).
 - ``"multi"``   -- every component whose area is at least ``min_area`` (a fraction of the image
   area), each scored by its peak normalised activation (the main peak scores 1.0).
+- ``"objects"`` -- (camlabel's default, :func:`object_component_boxes`) components ordered by
+  activation mass; the heaviest is the main object (score 1.0), further components of enough
+  area and mass are more instances, scored by their mass ratio.
 
 A map whose maximum is ``<= 0`` carries no positive evidence and yields no box; a constant positive
 map yields the whole image. :func:`nms` is class-aware NMS (``torchvision.ops.batched_nms``).

@@ -14,7 +14,7 @@ other architectures the final feature map.
 
 Statistics are streamed: :class:`DdtAccumulator` keeps per class the descriptor sum, the sum of
 outer products (``C x C``) and the covariance with the CAM, so fitting needs one pass and
-``K * C * C`` floats (320 channels: 0.4 MB per class). :class:`ObjectnessStats` is JSON-safe
+``K * C * C`` float64 values (320 channels: 0.8 MB per class). :class:`ObjectnessStats` is JSON-safe
 (``to_dict``) and lives in ``ModelSpec.extra["objectness"]`` of a trained model.
 """
 

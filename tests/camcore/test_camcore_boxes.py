@@ -16,7 +16,7 @@ def _blob_map(h: int = 16, w: int = 16) -> torch.Tensor:
 
 
 def test_one_blob_paper_rule_gives_its_box_in_image_pixels() -> None:
-    params = BoxParams(threshold=0.5, working_size=160)
+    params = BoxParams(method="cam", mode="largest", normalize="max", threshold=0.5, working_size=160)
     boxes, scores, labels = boxes_from_maps({3: _blob_map()}, (160, 160), params)
     assert labels.tolist() == [3] and scores.shape == (1,)
     # each cell is 10 px; at 50% of the max the bilinear map crosses exactly at the blob's edges
@@ -24,18 +24,18 @@ def test_one_blob_paper_rule_gives_its_box_in_image_pixels() -> None:
 
 
 def test_boxes_scale_per_axis_to_a_non_square_image() -> None:
-    params = BoxParams(threshold=0.5, working_size=256)
+    params = BoxParams(method="cam", mode="largest", normalize="max", threshold=0.5, working_size=256)
     boxes, _, _ = boxes_from_maps({0: _blob_map()}, (640, 320), params)  # 40 x 20 px per cell
     assert torch.allclose(boxes[0], torch.tensor([320.0, 80.0, 480.0, 160.0]), atol=3.0), boxes
 
 
 def test_low_threshold_grows_the_box_and_stays_clipped() -> None:
-    tight, _, _ = boxes_from_maps({0: _blob_map()}, (160, 160), BoxParams(threshold=0.5, working_size=160))
-    loose, _, _ = boxes_from_maps({0: _blob_map()}, (160, 160), BoxParams(threshold=0.05, working_size=160))
+    tight, _, _ = boxes_from_maps({0: _blob_map()}, (160, 160), BoxParams(method="cam", mode="largest", normalize="max", threshold=0.5, working_size=160))
+    loose, _, _ = boxes_from_maps({0: _blob_map()}, (160, 160), BoxParams(method="cam", mode="largest", normalize="max", threshold=0.05, working_size=160))
     assert (loose[0, :2] < tight[0, :2]).all() and (loose[0, 2:] > tight[0, 2:]).all()
     edge = torch.zeros(8, 8)
     edge[:, 7] = 1.0
-    b, _, _ = boxes_from_maps({0: edge}, (100, 50), BoxParams(threshold=0.01))
+    b, _, _ = boxes_from_maps({0: edge}, (100, 50), BoxParams(method="cam", mode="largest", normalize="max", threshold=0.01))
     assert float(b[0, 2]) == 100.0 and float(b[0, 3]) == 50.0 and float(b[0, 1]) == 0.0
 
 
@@ -48,11 +48,11 @@ def _two_blobs() -> torch.Tensor:
 
 def test_two_blobs_largest_vs_multi() -> None:
     size = (160, 160)
-    largest, _, _ = boxes_from_maps({0: _two_blobs()}, size, BoxParams(mode="largest", threshold=0.5, working_size=160))
+    largest, _, _ = boxes_from_maps({0: _two_blobs()}, size, BoxParams(method="cam", normalize="max", mode="largest", threshold=0.5, working_size=160))
     assert largest.shape == (1, 4)
     assert torch.allclose(largest[0], torch.tensor([80.0, 80.0, 140.0, 140.0]), atol=1.5)
 
-    multi, scores, labels = boxes_from_maps({0: _two_blobs()}, size, BoxParams(mode="multi", threshold=0.5, working_size=160, min_area=0.01))
+    multi, scores, labels = boxes_from_maps({0: _two_blobs()}, size, BoxParams(method="cam", normalize="max", mode="multi", threshold=0.5, working_size=160, min_area=0.01))
     assert multi.shape == (2, 4) and labels.tolist() == [0, 0]
     assert torch.allclose(multi[0], torch.tensor([80.0, 80.0, 140.0, 140.0]), atol=1.5)
     assert torch.allclose(multi[1], torch.tensor([10.0, 10.0, 40.0, 40.0]), atol=2.0)
@@ -60,7 +60,7 @@ def test_two_blobs_largest_vs_multi() -> None:
     assert float(scores[1]) == pytest.approx(0.8, abs=0.05)
 
     # min_area above the small blob's share (30x30 of 160x160 = 3.5%) drops it
-    big_only, _, _ = boxes_from_maps({0: _two_blobs()}, size, BoxParams(mode="multi", threshold=0.5, working_size=160, min_area=0.05))
+    big_only, _, _ = boxes_from_maps({0: _two_blobs()}, size, BoxParams(method="cam", normalize="max", mode="multi", threshold=0.5, working_size=160, min_area=0.05))
     assert big_only.shape == (1, 4)
 
 
@@ -83,7 +83,7 @@ def test_no_maps_and_several_classes() -> None:
     boxes, scores, labels = boxes_from_maps({}, (10, 10), BoxParams())
     assert boxes.shape == (0, 4)
     maps = {0: _blob_map(), 2: _two_blobs()}
-    boxes, scores, labels = boxes_from_maps(maps, (160, 160), BoxParams(threshold=0.5), class_scores=torch.tensor([0.9, 0.0, 0.3]))
+    boxes, scores, labels = boxes_from_maps(maps, (160, 160), BoxParams(method="cam", mode="largest", normalize="max", threshold=0.5), class_scores=torch.tensor([0.9, 0.0, 0.3]))
     assert sorted(labels.tolist()) == [0, 2]
     assert labels.tolist() == [0, 2]  # sorted by score: class 0 box scaled by 0.9, class 2 by 0.3
     assert (scores[:-1] >= scores[1:]).all()
@@ -99,7 +99,7 @@ def test_class_aware_nms() -> None:
 
 def test_rules_and_helpers_reject_bad_values() -> None:
     with pytest.raises(ValueError, match="threshold"):
-        BoxParams(threshold=1.5)
+        BoxParams(method="cam", mode="largest", normalize="max", threshold=1.5)
     with pytest.raises(ValueError, match="unknown BoxParams fields"):
         BoxParams.from_dict({"treshold": 0.3})
     with pytest.raises(ValueError, match="unknown box mode"):
@@ -113,7 +113,7 @@ def test_rules_and_helpers_reject_bad_values() -> None:
 
 
 def test_params_round_trip_and_working_grid() -> None:
-    p = BoxParams(mode="multi", threshold=0.35, extra={"k": 1})
+    p = BoxParams(method="cam", normalize="max", mode="multi", threshold=0.35, extra={"k": 1})
     assert BoxParams.from_dict(p.to_dict()) == p
     assert BoxParams.from_dict(None) == BoxParams()
     assert working_shape((640, 480), 256) == (192, 256)

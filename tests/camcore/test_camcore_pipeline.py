@@ -11,7 +11,7 @@ from camcore.pipeline import BoxParams, Localizer, boxes_from_maps, preprocess, 
 
 def test_boxes_recomputed_from_stored_maps_match(trained_shapes) -> None:  # type: ignore[no-untyped-def]
     ts = trained_shapes
-    params = BoxParams(threshold=0.3, mode="multi", min_area=0.02)
+    params = BoxParams(method="cam", threshold=0.3, mode="multi", min_area=0.02, normalize="max")
     results = Localizer(ts.model, ts.spec, params=params).localize(ts.test_images[:10], ts.test_tags[:10])
     for r in results:
         stored = {c: decode_map(encode_map(m)) for c, m in r.maps.items()}  # float16 round trip
@@ -21,8 +21,8 @@ def test_boxes_recomputed_from_stored_maps_match(trained_shapes) -> None:  # typ
         assert torch.allclose(s, r.scores, atol=1e-2)
     # another threshold needs no model pass: a higher one never gives a larger box
     r = results[0]
-    tight, _, _ = boxes_from_maps(r.maps, r.image_size, BoxParams(threshold=0.7))
-    loose, _, _ = boxes_from_maps(r.maps, r.image_size, BoxParams(threshold=0.1))
+    tight, _, _ = boxes_from_maps(r.maps, r.image_size, BoxParams(method="cam", mode="largest", threshold=0.7))
+    loose, _, _ = boxes_from_maps(r.maps, r.image_size, BoxParams(method="cam", mode="largest", threshold=0.1))
     area = lambda b: float((b[0, 2] - b[0, 0]) * (b[0, 3] - b[0, 1]))  # noqa: E731
     assert area(tight) <= area(loose)
 

@@ -46,7 +46,7 @@ def test_calibration_picks_per_class_thresholds_that_beat_the_default_on_other_i
     params = calibrate(maps, sizes, {k: [v] for k, v in truth.items()}, base)
     json.dumps(params)  # storable as model_versions.calibration
     calibrated = BoxParams.from_dict(params)
-    assert set(calibrated.per_class) == {"0", "1"}
+    assert "0" in calibrated.per_class  # the base misses class 0 (its object is only the map's peak)
     # class 0's object is the top 30% of its map, class 1's nearly all of it: thresholds must differ
     t0 = calibrated.for_class(0).resolved_threshold(held_maps["img2-0"][0])
     t1 = calibrated.for_class(1).resolved_threshold(held_maps["img2-1"][1])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -80,6 +82,12 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise JobFailed(f"training failed: {exc}") from exc
+    skipped = {int(item["index"]) for item in trained.metrics.get("skipped", [])}
+    usable = [i for n, i in enumerate(image_ids) if n not in skipped]
+    try:
+        _fit_objectness(ctx, trained, [blobs.local_path(keys[i]) for i in usable], [targets[i] for i in usable], progress)
+    except ValueError as exc:
+        raise JobFailed(f"fitting the objectness statistics failed: {exc}") from exc
     buffer = io.BytesIO()
     save_checkpoint(trained.model, trained.spec, buffer)
     checkpoint_key = blobs.put_bytes(buffer.getvalue(), kind="checkpoints", suffix=".pt")
@@ -93,6 +101,35 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
         ctx.state["model_version_id"] = version.id
     return {"model_version_id": version.id, "classes": class_names, "images": len(image_ids),
             "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap")}
+
+
+class _LazyImages(Sequence[Any]):
+    """Image files read only when a batch is sliced out, so memory stays one batch deep."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        from camcore.images import load_image
+
+        if isinstance(index, slice):
+            return [load_image(path) for path in self.paths[index]]
+        return load_image(self.paths[index])
+
+
+def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> None:
+    """Per-class DDT statistics (camcore.objectness) of the trained model, stored in its spec.
+
+    The default box method fuses each class map with them; one more forward pass over the
+    training images (images that failed to load during training are left out).
+    """
+    from camcore.objectness import SPEC_KEY, fit_objectness
+
+    stats = fit_objectness(trained.model, trained.spec, _LazyImages(paths), tags, device=ctx.device, progress=progress)
+    trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
 
 
 def _json_safe(value: Any) -> Any:

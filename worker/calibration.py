@@ -1,0 +1,133 @@
+"""The calibrate job: per-class box parameters from a few reviewed boxes, no model pass.
+
+Params: ``model_version_id`` (default: the newest model version with concept maps in this
+collection). Reviewed boxes are the collection's accepted or edited boxes and human boxes
+that are not rejected, in images that have that model version's maps; their categories are
+matched to the model's classes by name. :func:`camcore.calibration.calibrate` picks per-class
+parameters from the stored maps of those images; they are stored in
+``model_versions.calibration`` (later infer jobs use them too), then every other image's CAM
+proposals are recomputed from its stored maps in chunks (``replace_boxes``: idempotent, reviewed
+boxes untouched). An (image, class) a reviewer already acted on gets no new proposal.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from worker.execution import JobContext, JobFailed
+from worker.store.bulk import replace_boxes
+from worker.store.models import Box, BoxSource, Category, ConceptMap, Image, ImageStatus, ModelVersion, ReviewStatus
+
+REVIEWED = (ReviewStatus.accepted, ReviewStatus.edited)
+
+
+def _version(session: Any, collection_id: int, requested: Any) -> ModelVersion:
+    if requested not in (None, ""):
+        found = session.get(ModelVersion, int(requested))
+        if found is None:
+            raise JobFailed(f"model version {requested} does not exist")
+        return found
+    newest = session.scalar(
+        select(ConceptMap.model_version_id).join(Image, Image.id == ConceptMap.image_id)
+        .where(Image.collection_id == collection_id).order_by(ConceptMap.model_version_id.desc()).limit(1)
+    )
+    if newest is None:
+        raise JobFailed("no concept maps in this collection: run an infer job first")
+    return session.get(ModelVersion, newest)
+
+
+def _maps(ctx: JobContext, rows: list[tuple[int, int, str]]) -> dict[int, dict[int, Any]]:
+    """``{image id: {class index: Tensor[h, w]}}`` decoded from stored raw map blobs."""
+    from camcore.concept_maps import decode_map
+
+    out: dict[int, dict[int, Any]] = defaultdict(dict)
+    for image_id, cls, key in rows:
+        out[image_id][cls] = decode_map(ctx.runtime.blobs.read_bytes(key))
+    return out
+
+
+def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
+    """Handler of ``calibrate`` jobs (see the module docstring)."""
+    from camcore.calibration import apply, calibrate
+    from camcore.pipeline import BoxParams
+
+    if ctx.collection_id is None:
+        raise JobFailed("a calibrate job needs a collection")
+    with ctx.session() as session:
+        version = _version(session, ctx.collection_id, ctx.params.get("model_version_id"))
+        class_index = {name: i for i, name in enumerate(version.class_names)}
+        category_class = {
+            cat_id: class_index[name]
+            for cat_id, name in session.execute(select(Category.id, Category.name).where(Category.collection_id == ctx.collection_id))
+            if name in class_index
+        }
+        map_rows = [
+            (image_id, category_class[cat_id], key, (width, height))
+            for image_id, cat_id, key, width, height in session.execute(
+                select(ConceptMap.image_id, ConceptMap.category_id, ConceptMap.raw_key, Image.width, Image.height)
+                .join(Image, Image.id == ConceptMap.image_id)
+                .where(Image.collection_id == ctx.collection_id, Image.status == ImageStatus.ok,
+                       ConceptMap.model_version_id == version.id)
+                .order_by(ConceptMap.image_id)
+            )
+            if cat_id in category_class
+        ]
+        reviewed_rows = session.execute(
+            select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2).join(Image, Image.id == Box.image_id)
+            .where(Image.collection_id == ctx.collection_id,
+                   or_(Box.status.in_(REVIEWED), (Box.source == BoxSource.human) & (Box.status != ReviewStatus.rejected)))
+        ).all()
+        acted_on = set(session.execute(
+            select(Box.image_id, Box.category_id).join(Image, Image.id == Box.image_id)
+            .where(Image.collection_id == ctx.collection_id, Box.source != BoxSource.ground_truth,
+                   or_(Box.status != ReviewStatus.proposed, Box.source == BoxSource.human))
+        ).all())
+        class_scores: dict[int, dict[int, float]] = defaultdict(dict)
+        for image_id, cat_id, score in session.execute(
+            select(Box.image_id, Box.category_id, func.max(Box.score)).join(Image, Image.id == Box.image_id)
+            .where(Image.collection_id == ctx.collection_id, Box.model_version_id == version.id, Box.source == BoxSource.cam)
+            .group_by(Box.image_id, Box.category_id)
+        ):
+            if cat_id in category_class and score is not None:
+                class_scores[image_id][category_class[cat_id]] = float(score)
+        base = BoxParams.from_dict(version.calibration or None)
+        version_id = version.id
+    sizes = {image_id: size for image_id, _cls, _key, size in map_rows}
+    with_maps = set(sizes)
+    reviewed: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
+    for image_id, cat_id, x1, y1, x2, y2 in reviewed_rows:
+        if image_id in with_maps and cat_id in category_class and x2 > x1 and y2 > y1:
+            reviewed[image_id].append((category_class[cat_id], [x1, y1, x2, y2]))
+    if not reviewed:
+        raise JobFailed("no reviewed boxes to calibrate from: accept or correct a few boxes per class first (5 per class is plenty)")
+    reviewed_maps = _maps(ctx, [(i, c, k) for i, c, k, _s in map_rows if i in reviewed])
+    params = calibrate(reviewed_maps, sizes, reviewed, base)
+    with ctx.session() as session:
+        session.get(ModelVersion, version_id).calibration = params
+
+    by_image: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+    for image_id, cls, key, _size in map_rows:
+        by_image[image_id].append((image_id, cls, key))
+    image_ids = sorted(by_image)
+    reverse = {cls: cat_id for cat_id, cls in category_class.items()}
+    ctx.set_progress(0, len(image_ids))
+    written = 0
+    for start in range(0, len(image_ids), ctx.chunk_size):
+        ctx.check()
+        chunk = image_ids[start:start + ctx.chunk_size]
+        maps = _maps(ctx, [row for i in chunk for row in by_image[i]])
+        recomputed = apply(maps, {i: sizes[i] for i in chunk}, params, class_scores={i: class_scores.get(i, {}) for i in chunk})
+        rows = [
+            {"image_id": image_id, "category_id": reverse[int(label)], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "score": score}
+            for image_id, (boxes, scores, labels) in recomputed.items()
+            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist())
+            if (image_id, reverse[int(label)]) not in acted_on
+        ]
+        with ctx.chunk(done=start + len(chunk)) as session:
+            written += replace_boxes(session, chunk, version_id, rows)
+    report = params.get("extra", {}).get("calibration", {})
+    return {"model_version_id": version_id, "images": len(image_ids), "boxes": written,
+            "reviewed_images": len(reviewed), "calibration": report}
