@@ -181,6 +181,9 @@ def job_params_from(kind: str, data: Any) -> dict[str, Any]:
         params.update(format=fmt, status=status)
     elif kind == "evaluate":
         params["box_status"] = data.get("box_status") or "all"
+    elif kind == "calibrate":
+        if data.get("model_version_id") not in (None, ""):
+            params["model_version_id"] = _int(data.get("model_version_id"), "model_version_id")
     return params
 
 

@@ -30,7 +30,7 @@ def list_jobs(collection_id: int) -> dict:
 
 @bp.post("/collections/<int:collection_id>/jobs")
 def post_job(collection_id: int) -> tuple[dict, int]:
-    """Start a job: ``{"kind": "train"|"infer"|"export"|"evaluate", "params": {...}}``."""
+    """Start a job: ``{"kind": "train"|"infer"|"export"|"evaluate"|"calibrate", "params": {...}}``."""
     data = json_body()
     kind = str(data.get("kind", ""))
     if kind not in JOB_KINDS_FROM_UI:

@@ -360,6 +360,23 @@ def worker_command(queues: str, pool: str, concurrency: int, loglevel: str, host
     app.worker_main(argv)
 
 
+@click.command("calibrate")
+@click.argument("name")
+@click.option("--model", "model_version_id", type=int, default=None, help="Model version (default: the newest with maps here).")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
+def calibrate_command(name: str, model_version_id: int | None, wait: bool) -> None:
+    """Pick per-class box parameters from NAME's accepted/corrected boxes (5 per class is plenty)
+    and recompute the other proposals from the stored maps (no model pass)."""
+    params: dict[str, Any] = {} if model_version_id is None else {"model_version_id": model_version_id}
+    job_id, inline = _submit("calibrate", name, params)
+    job = _run_and_wait(job_id, inline=inline, wait=wait)
+    if job is not None:
+        r = job.result or {}
+        click.echo(f"calibrated model version {r.get('model_version_id')} from {r.get('reviewed_images', 0)} reviewed images; "
+                   f"{r.get('boxes', 0)} proposals recomputed on {r.get('images', 0)} images")
+
+
 COMMANDS: list[click.Command] = [
-    collections_group, import_command, train_command, infer_command, export_command, evaluate_command, jobs_command, worker_command,
+    collections_group, import_command, train_command, infer_command, export_command, evaluate_command, calibrate_command,
+    jobs_command, worker_command,
 ]

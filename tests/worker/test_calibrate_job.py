@@ -1,0 +1,68 @@
+"""The calibrate job: per-class parameters from reviewed boxes, proposals recomputed from stored maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from worker.store.models import Box, BoxSource, ModelVersion, ReviewStatus
+
+
+def _trained_and_inferred(run, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    run("collections", "create", "rk")
+    run("import", "rk", str(photos))
+    run("train", "rk", "--arch", "tiny_cnn", "--input-size", "96", "--epochs", "10", "--wait")
+    run("infer", "rk", "--wait")
+
+
+def test_calibrate_needs_reviewed_boxes(run, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    _trained_and_inferred(run, photos)
+    failed = run("calibrate", "rk", "--wait", code=1)
+    assert "no reviewed boxes to calibrate from" in failed.output
+
+
+def test_calibrate_stores_params_and_recomputes_only_unreviewed_proposals(run, photos: Path, sqlite_runtime) -> None:  # type: ignore[no-untyped-def]
+    _trained_and_inferred(run, photos)
+    with sqlite_runtime.sessions() as session:
+        proposals = session.scalars(select(Box).where(Box.source == BoxSource.cam).order_by(Box.image_id, Box.id)).all()
+        by_image: dict[int, Box] = {}
+        for box in proposals:
+            by_image.setdefault(box.image_id, box)
+        reviewed = list(by_image.values())[:4]
+        for n, box in enumerate(reviewed):  # two accepted as proposed, two corrected by hand
+            box.status = ReviewStatus.accepted if n % 2 == 0 else ReviewStatus.edited
+            if n % 2:
+                box.x1, box.y1 = box.x1 + 2, box.y1 + 2
+        session.commit()
+        before = {b.id: (b.x1, b.y1, b.x2, b.y2, b.status) for b in reviewed}
+        reviewed_images = {b.image_id for b in reviewed}
+
+    out = run("calibrate", "rk", "--wait")
+    assert "from 4 reviewed images" in out.output
+    jobs = json.loads(run("jobs", "rk", "--json").output)
+    assert jobs[-1]["kind"] == "calibrate" and jobs[-1]["status"] == "succeeded" and jobs[-1]["done"] == jobs[-1]["total"] == 8
+
+    def state() -> tuple[dict, list, int]:
+        with sqlite_runtime.sessions() as session:
+            version = session.scalars(select(ModelVersion)).one()
+            kept = {b.id: (b.x1, b.y1, b.x2, b.y2, b.status) for b in session.scalars(select(Box).where(Box.id.in_(before)))}
+            per_pair = session.execute(
+                select(Box.image_id, Box.category_id, func.count()).where(Box.status == ReviewStatus.proposed)
+                .group_by(Box.image_id, Box.category_id)
+            ).all()
+            total = session.scalar(select(func.count()).select_from(Box).where(Box.status == ReviewStatus.proposed))
+            assert kept == before, "reviewed boxes must never change"
+            return version.calibration, per_pair, total
+
+    calibration, per_pair, total = state()
+    report = calibration["extra"]["calibration"]
+    assert report and all(entry["images"] >= 1 for entry in report.values())
+    # no new proposal where a reviewer already acted on that class
+    assert not [pair for pair in per_pair if pair[0] in reviewed_images]
+    assert total > 0
+
+    run("calibrate", "rk", "--wait")  # idempotent: a re-run replaces, never duplicates
+    _calibration, _per_pair, total_again = state()
+    assert total_again == total
