@@ -20,6 +20,7 @@ end to end (preprocess, forward, maps, boxes) on ``--speed-images`` images.
 from __future__ import annotations
 
 import argparse
+import inspect
 import random
 import sys
 import tempfile
@@ -121,8 +122,8 @@ def evaluate(preds: list, gts: list, maps: list | None, sizes: list) -> dict[str
     return out
 
 
-def speed(model, spec: ModelSpec, params: BoxParams, images: list, tags: list) -> float:
-    loc = Localizer(model, spec, params=params, batch_size=16)
+def speed(model, spec: ModelSpec, params: BoxParams, images: list, tags: list, align: bool) -> float:
+    loc = Localizer(model, spec, params=params, batch_size=16, align=align)
     loc.localize(images[:4], tags[:4])  # warm-up
     t = time.perf_counter()
     loc.localize(images, tags)
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "camlabel-quality-cache")
+    align_default = inspect.signature(Localizer).parameters["align"].default
+    ap.add_argument("--align", action=argparse.BooleanOptionalAction, default=align_default,
+                    help=f"shift maps by spec.map_shift like Localizer(align=True) (default: Localizer's, {align_default})")
     ap.add_argument("--dump", type=Path, default=None, help="save the stored maps and ground truth here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         feats, descs = extract(model, spec, [it["image"] for it in ok])
         args.cache.mkdir(parents=True, exist_ok=True)
         torch.save((feats, descs), cache_file)
-    shift = -spec.map_shift / spec.feature_stride
+    shift = -spec.map_shift / spec.feature_stride if args.align else 0.0  # as Localizer(align=...)
     weight = model.classifier.weight.detach()
 
     # per image: raw CAM per tag, and the fused default map (fitted per-class DDT statistics)
@@ -250,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
 
     speed_imgs = [it["image"] for it in ok[: args.speed_images]]
     speed_tags = [it["tags"] for it in ok[: args.speed_images]]
-    ips_cam = speed(model, spec, vanilla, speed_imgs, speed_tags)
-    ips_default = speed(model, spec, default, speed_imgs, speed_tags)
+    ips_cam = speed(model, spec, vanilla, speed_imgs, speed_tags, args.align)
+    ips_default = speed(model, spec, default, speed_imgs, speed_tags, args.align)
 
     rows = [
         ("centre box (80% of each side)", run(None, None, all_idx), "-"),
@@ -267,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
          f"(wins/losses: {cal_rows['cam'][2]}/{cal_rows['cam'][3]})", cal_rows["cam"][1], "recompute only"),
     ]
     print(f"\ncollection {args.root.name}: {len(items)} images ({len(items) - len(ok)} unreadable, scored as misses), "
-          f"classes {class_names}, input {args.input_size}px, {args.threads} threads; "
+          f"classes {class_names}, input {args.input_size}px, align={args.align}, head: camcore.training.train_head "
+          f"(linear, {trained.metrics['epochs']} steps), {args.threads} threads; "
           f"train {t_train:.0f}s, maps {t_maps - t_train:.0f}s, calibration+recompute {t_cal:.1f}s\n")
     print("| method | CorLoc@0.5 | MaxBoxAccV2 | AP50 | images/s |")
     print("| --- | --- | --- | --- | --- |")

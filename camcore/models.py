@@ -72,7 +72,7 @@ class ModelSpec:
 
     arch: str = "efficientnet_lite0"
     class_names: list[str] = field(default_factory=list)
-    input_size: int = 384
+    input_size: int = 448
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     extra: dict[str, Any] = field(default_factory=dict)
