@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 
-from worker.store.db import make_engine
+from worker.store.db import make_engine, temporary_postgres_database
 from worker.store.migrate import upgrade
 from worker.store.models import Box, BoxSource, Category, Collection, Image, ImageStatus, ReviewStatus
 
@@ -44,16 +44,8 @@ def sqlite_database(tmp: Path) -> Iterator[str]:
 
 @contextmanager
 def postgres_database(admin_url: str) -> Iterator[str]:
-    name = f"camlabel_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_postgres_database(admin_url, prefix="camlabel_bench") as url:
+        yield url
 
 
 def build(database_url: str, name: str, n_images: int, boxes_per_image: int, seed: int = 0) -> tuple[int, float]:

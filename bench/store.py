@@ -20,14 +20,14 @@ import hashlib
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text, tuple_
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from worker.store.db import temporary_postgres_database
 from worker.store.bulk import insert_boxes, insert_images, replace_boxes
 from worker.store.collections_repo import get_or_create_categories
 from worker.store.db import make_engine, make_session_factory
@@ -46,16 +46,8 @@ def sqlite_database() -> Iterator[str]:
 
 @contextmanager
 def postgres_database(admin_url: str) -> Iterator[str]:
-    name = f"camlabel_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_postgres_database(admin_url, prefix="camlabel_bench") as url:
+        yield url
 
 
 def timed(fn: Callable[[], int]) -> tuple[int, float]:

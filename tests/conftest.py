@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,18 +39,10 @@ def require_service(name: str, host: str, port: int) -> None:
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    from sqlalchemy import create_engine, text
+    from worker.store.db import temporary_postgres_database
 
-    name = f"camlabel_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_postgres_database(PG_ADMIN_URL, prefix="camlabel_test") as url:
+        yield url
 
 
 @pytest.fixture
@@ -71,15 +62,19 @@ def redis_url() -> str:
     return REDIS_TEST_URL
 
 
-@pytest.fixture
-def runtime(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A migrated database (both kinds) plus a blob store in ``tmp_path``; embedded worker mode."""
+def _migrated_runtime(database_url: str, data_dir: Path):  # type: ignore[no-untyped-def]
     from worker.config import Settings
     from worker.runtime import configure
     from worker.store.migrate import upgrade
 
-    upgrade(db_url)
-    rt = configure(Settings(data_dir=tmp_path / "data", database_url=db_url, redis_url=None))
+    upgrade(database_url)
+    return configure(Settings(data_dir=data_dir, database_url=database_url, redis_url=None))
+
+
+@pytest.fixture
+def runtime(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A migrated database (both kinds) plus a blob store in ``tmp_path``; embedded worker mode."""
+    rt = _migrated_runtime(db_url, tmp_path / "data")
     yield rt
     rt.dispose()
 
@@ -87,12 +82,7 @@ def runtime(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def sqlite_runtime(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Like ``runtime`` but SQLite only (for tests that are not about the database)."""
-    from worker.config import Settings
-    from worker.runtime import configure
-    from worker.store.migrate import upgrade
-
-    upgrade(sqlite_url)
-    rt = configure(Settings(data_dir=tmp_path / "data", database_url=sqlite_url, redis_url=None))
+    rt = _migrated_runtime(sqlite_url, tmp_path / "data")
     yield rt
     rt.dispose()
 

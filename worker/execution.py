@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from worker import lease
 from worker.runtime import Runtime, get_runtime
+from worker.store.db import session_scope
 from worker.store.models import Job, JobKind, JobStatus
 from worker.store.models.base import utcnow
 
@@ -79,15 +80,8 @@ class JobContext:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A read/write session committed on exit (no progress attached)."""
-        session = self.runtime.sessions()
-        try:
+        with session_scope(self.runtime.sessions) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def check(self) -> None:
         """Raise :class:`lease.LeaseLost` or :class:`JobCancelled` when the job must stop now."""

@@ -53,3 +53,27 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def temporary_postgres_database(admin_url: str, *, prefix: str = "camlabel_tmp") -> Iterator[str]:
+    """Create an empty PostgreSQL database next to ``admin_url``'s; yields its URL; drops it after.
+
+    For tests and benchmarks (``CREATE DATABASE`` needs a role allowed to create databases).
+    """
+    import uuid
+
+    from sqlalchemy import text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalise_database_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield normalise_database_url(admin_url).rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
