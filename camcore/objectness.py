@@ -234,18 +234,19 @@ def per_image_objectness(descriptors: Tensor, cams: Tensor, image_index: Tensor)
         ``Tensor[P, h, w]`` float32; independent of which other images share the batch.
     """
     out = torch.zeros(cams.shape, dtype=torch.float32, device=cams.device)
-    for p, i in enumerate(image_index.tolist()):
-        x = descriptors[i].float().flatten(1).T  # [hw, C]
-        xc = x - x.mean(0)
-        if x.shape[0] < 2 or float(xc.abs().max()) == 0.0:
-            continue
-        # first right singular vector of the centred descriptors = first principal component
-        _, _, vh = torch.linalg.svd(xc.double(), full_matrices=False)
-        proj = (xc.double() @ vh[0]).float()
-        cam = cams[p].float().flatten()
-        if float(((cam - cam.mean()) * proj).sum()) < 0:
-            proj = -proj
-        out[p] = proj.view(cams.shape[1:])
+    if cams.shape[0] == 0:
+        return out
+    x = descriptors[image_index.to(descriptors.device)].double().flatten(2).transpose(1, 2)  # [P, hw, C]
+    xc = x - x.mean(1, keepdim=True)
+    # First principal component scores = the top eigenvector of the Gram matrix xc xc^T (hw x hw),
+    # scaled by sqrt of its eigenvalue: one batched eigh instead of an SVD per pair.
+    evals, evecs = torch.linalg.eigh(xc @ xc.transpose(1, 2))
+    proj = (evecs[..., -1] * evals[..., -1].clamp_min(0).sqrt()[:, None]).float()  # [P, hw]
+    cam = cams.float().flatten(1)
+    flip = ((cam - cam.mean(1, keepdim=True)) * proj).sum(1) < 0
+    proj = torch.where(flip[:, None], -proj, proj)
+    usable = (xc.abs().amax(dim=(1, 2)) > 0) & (x.shape[1] >= 2)
+    out[usable] = proj[usable].view(-1, *cams.shape[1:])
     return out
 
 

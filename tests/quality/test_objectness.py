@@ -88,3 +88,28 @@ def test_efficientnet_descriptors_are_the_head_conv_input_and_the_hook_is_remove
         model.features(torch.zeros(1, 3, 64, 64))
     assert cap == {}  # hook gone after the context
     assert SPEC_KEY == "objectness"
+
+
+def test_per_image_objectness_equals_the_first_principal_component_of_each_image() -> None:
+    """The batched Gram-matrix form gives each pair's own PCA scores, oriented by its CAM."""
+    from camcore.objectness import per_image_objectness
+
+    torch.manual_seed(0)
+    descriptors = torch.randn(3, 64, 7, 9)
+    descriptors[1] += torch.linspace(0, 3, 63).view(1, 7, 9)
+    descriptors[2] = 0.0  # no variation: no evidence
+    cams = torch.randn(4, 7, 9)
+    image_index = torch.tensor([0, 1, 2, 1])
+    got = per_image_objectness(descriptors, cams, image_index)
+    for p, i in enumerate(image_index.tolist()):
+        x = descriptors[i].double().flatten(1).T
+        xc = x - x.mean(0)
+        if float(xc.abs().max()) == 0.0:
+            assert torch.count_nonzero(got[p]) == 0
+            continue
+        _, _, vh = torch.linalg.svd(xc, full_matrices=False)
+        ref = (xc @ vh[0]).float()
+        cam = cams[p].flatten()
+        if float(((cam - cam.mean()) * ref).sum()) < 0:
+            ref = -ref
+        torch.testing.assert_close(got[p].flatten(), ref, rtol=1e-4, atol=1e-4)
