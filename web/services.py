@@ -23,7 +23,7 @@ from web.errors import ApiError
 from worker.store.models import Box, BoxSource, Category, Collection, Image, Job, JobKind, ReviewStatus
 
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,199}$")
-JOB_KINDS_FROM_UI = ("train", "infer", "export", "evaluate")
+JOB_KINDS_FROM_UI = ("train", "infer", "export", "evaluate", "calibrate")
 EXPORT_FORMATS = ("coco", "coco-results", "yolo", "voc")
 EXPORT_STATUSES = ("accepted", "all")
 

@@ -89,3 +89,15 @@ def test_export_download_accepted_by_default_all_with_scores(app: Flask, factory
         assert json.load(io.BytesIO(response.data))["annotations"][0]["bbox"] == [1, 2, 10, 20]
     page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
     assert f"/blobs/{job['result']['export_key']}" in page
+
+
+def test_calibrate_starts_from_the_dashboard_and_reports_why_it_cannot_run(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
+    cid, _ = factory.collection()
+    page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
+    assert 'id="start-calibrate"' in page
+    started = reviewer.form(f"/collections/{cid}/jobs", {"kind": "calibrate"}, follow_redirects=True).get_data(as_text=True)
+    assert "Calibrate job" in started and "started" in started
+    listed = reviewer.api("GET", f"/api/v1/collections/{cid}/jobs").get_json()["items"]
+    job = _wait(reviewer, listed[0]["id"])
+    assert job["kind"] == "calibrate" and job["status"] == "failed"
+    assert "run an infer job first" in job["error"]
