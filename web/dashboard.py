@@ -16,7 +16,7 @@ from web.errors import ApiError
 from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
 from web.services import (
     EXPORT_FORMATS, JOB_KINDS_FROM_UI, bulk_accept, cancel_job, create_collection, delete_collection, get_collection,
-    job_params_from, stage_upload, submit_job,
+    import_upload, job_params_from, submit_job,
 )
 from worker.store.blobs import BlobKeyError
 from worker.store.models import ApiToken, Category, Collection, Evaluation, Image, ImageStatus, Job, ModelVersion, Role, User
@@ -98,19 +98,13 @@ def collection(collection_id: int) -> str:
 
 @bp.post("/collections/<int:collection_id>/upload")
 def upload_page(collection_id: int) -> Response:
-    session = db()
     try:
-        get_collection(session, collection_id)
-        staged = stage_upload(Path(runtime().settings.data_dir), request.files.getlist("files"), tag=request.form.get("tag"),
-                              manifest=request.files.get("manifest"))
-        params = {"path": str(staged.path)}
-        if staged.manifest is not None:
-            params["manifest"] = str(staged.manifest)
-        job = submit_job(session, kind="import", collection_id=collection_id, params=params, user_id=current_user.id)
+        job, n_files = import_upload(db(), Path(runtime().settings.data_dir), collection_id, request.files.getlist("files"),
+                                     tag=request.form.get("tag"), manifest=request.files.get("manifest"), user_id=current_user.id)
     except ApiError as exc:
         _flash_error(exc)
         return redirect(url_for("dashboard.collection", collection_id=collection_id))
-    flash(f"Uploaded {staged.n_files} file(s); import job {job.id} started.", "ok")
+    flash(f"Uploaded {n_files} file(s); import job {job.id} started.", "ok")
     return redirect(url_for("dashboard.collection", collection_id=collection_id))
 
 

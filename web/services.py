@@ -156,6 +156,17 @@ def submit_job(session: Session, *, kind: str, collection_id: int, params: dict[
         raise ApiError(503, "queue_unavailable", f"the job was recorded but could not be queued: {exc}") from exc
 
 
+def import_upload(session: Session, data_dir: Path, collection_id: int, files: Iterable[FileStorage], *, tag: str | None,
+                  manifest: FileStorage | None, user_id: int | None) -> tuple[Job, int]:
+    """Stage an upload (see :func:`stage_upload`) and start its import job: ``(job, files staged)``."""
+    get_collection(session, collection_id)
+    staged = stage_upload(data_dir, files, tag=tag, manifest=manifest)
+    params = {"path": str(staged.path)}
+    if staged.manifest is not None:
+        params["manifest"] = str(staged.manifest)
+    return submit_job(session, kind="import", collection_id=collection_id, params=params, user_id=user_id), staged.n_files
+
+
 def job_params_from(kind: str, data: Any) -> dict[str, Any]:
     """Validated parameters of a job started from a form or JSON body."""
     params: dict[str, Any] = {}

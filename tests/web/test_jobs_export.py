@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 from flask import Flask
-from web_helpers import Browser, Factory
+from web_helpers import Factory, wait_job
 
 from worker.store.models import Job, JobKind, JobStatus
-
-
-def _wait(browser: Browser, job_id: int, timeout_s: float = 60) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = browser.api("GET", f"/api/v1/jobs/{job_id}").get_json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(job)
 
 
 def _job_row(factory: Factory, collection_id: int, status: JobStatus) -> int:
@@ -56,7 +45,7 @@ def test_start_job_validation_and_a_failing_job_reports_its_error(app: Flask, fa
     assert reviewer.api("POST", "/api/v1/collections/424242/jobs", {"kind": "train"}).status_code == 404
     started = reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "evaluate"})
     assert started.status_code == 202
-    job = _wait(reviewer, started.get_json()["id"])
+    job = wait_job(reviewer, started.get_json()["id"])
     assert job["status"] == "failed" and job["error"], job  # no ground truth in this collection
     page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
     assert job["error"].split("'")[0][:30] in page
@@ -82,7 +71,7 @@ def test_export_download_accepted_by_default_all_with_scores(app: Flask, factory
         assert response.mimetype == "application/zip" and response.data[:2] == b"PK"
     assert reviewer.api("GET", f"/api/v1/collections/{cid}/export?format=pdf").status_code == 400
     started = reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "export", "params": {"format": "coco"}})
-    job = _wait(reviewer, started.get_json()["id"])
+    job = wait_job(reviewer, started.get_json()["id"])
     assert job["status"] == "succeeded", job
     with reviewer.client.get(f"/blobs/{job['result']['export_key']}") as response:
         assert response.headers["Content-Type"] == "application/json" and "attachment" in response.headers["Content-Disposition"]
@@ -98,6 +87,6 @@ def test_calibrate_starts_from_the_dashboard_and_reports_why_it_cannot_run(app: 
     started = reviewer.form(f"/collections/{cid}/jobs", {"kind": "calibrate"}, follow_redirects=True).get_data(as_text=True)
     assert "Calibrate job" in started and "started" in started
     listed = reviewer.api("GET", f"/api/v1/collections/{cid}/jobs").get_json()["items"]
-    job = _wait(reviewer, listed[0]["id"])
+    job = wait_job(reviewer, listed[0]["id"])
     assert job["kind"] == "calibrate" and job["status"] == "failed"
     assert "run an infer job first" in job["error"]

@@ -4,23 +4,12 @@ worker); zip entries with '..' or absolute paths are refused; oversized uploads 
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from web_helpers import Browser, Factory, login
-
-
-def _wait_job(browser: Browser, job_id: int, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = browser.api("GET", f"/api/v1/jobs/{job_id}").get_json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
+from web_helpers import Factory, login, wait_job
 
 
 def test_blobs_have_fixed_types_nosniff_and_never_html(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
@@ -96,7 +85,7 @@ def test_multi_file_upload_imports_real_photos_with_per_image_errors(app: Flask,
     files = [(io.BytesIO(p.read_bytes()), p.name) for p in photos] + [(io.BytesIO(b"this is not a jpeg"), "broken.jpg")]
     response = reviewer.api("POST", f"/api/v1/collections/{cid}/uploads", data={"files": files, "tag": "raccoon"}, content_type="multipart/form-data")
     assert response.status_code == 202, response.get_json()
-    job = _wait_job(reviewer, response.get_json()["job"]["id"])
+    job = wait_job(reviewer, response.get_json()["job"]["id"])
     assert job["status"] == "succeeded", job
     detail = reviewer.api("GET", f"/api/v1/collections/{cid}").get_json()
     assert detail["images"] == {"ok": 3, "failed": 1}
@@ -121,7 +110,7 @@ def test_zip_folder_layout_and_csv_manifest_uploads(app: Flask, factory: Factory
     buf.seek(0)
     response = reviewer.api("POST", f"/api/v1/collections/{cid}/uploads", data={"files": (buf, "photos.zip")}, content_type="multipart/form-data")
     assert response.status_code == 202
-    assert _wait_job(reviewer, response.get_json()["job"]["id"])["status"] == "succeeded"
+    assert wait_job(reviewer, response.get_json()["job"]["id"])["status"] == "succeeded"
     detail = reviewer.api("GET", f"/api/v1/collections/{cid}").get_json()
     assert sorted(c["name"] for c in detail["categories"]) == ["kangaroo", "raccoon"] and detail["images"]["ok"] == 2
 
@@ -130,7 +119,7 @@ def test_zip_folder_layout_and_csv_manifest_uploads(app: Flask, factory: Factory
     response = reviewer.api("POST", f"/api/v1/collections/{cid}/uploads", data={"files": files, "manifest": (manifest, "tags.csv")},
                             content_type="multipart/form-data")
     assert response.status_code == 202
-    assert _wait_job(reviewer, response.get_json()["job"]["id"])["status"] == "succeeded"
+    assert wait_job(reviewer, response.get_json()["job"]["id"])["status"] == "succeeded"
     detail = reviewer.api("GET", f"/api/v1/collections/{cid}").get_json()
     assert sorted(c["name"] for c in detail["categories"]) == ["cat", "dog", "kangaroo", "raccoon"] and detail["images"]["ok"] == 4
     page = reviewer.form(f"/collections/{cid}/upload", {"files": [(io.BytesIO(factory.png(20, 20, (9, 9, 9))), "c.png")], "tag": "bird"},

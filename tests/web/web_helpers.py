@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import io
 import re
 from dataclasses import dataclass
@@ -133,3 +135,13 @@ def login(client: FlaskClient, email: str, password: str = PASSWORD) -> Browser:
     return Browser(client=client, csrf=csrf_from(home.get_data(as_text=True)))
 
 
+def wait_job(browser: "Browser", job_id: int, timeout_s: float = 120) -> dict:
+    """Poll ``/api/v1/jobs/<id>`` until the job has finished; its JSON."""
+    deadline = time.monotonic() + timeout_s
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = browser.api("GET", f"/api/v1/jobs/{job_id}").get_json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {job}")

@@ -3,6 +3,8 @@ otherwise); lists are keyset-paginated (``limit`` + opaque ``cursor``, answered 
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, current_app, request
 from flask_login import current_user
 
@@ -41,6 +43,23 @@ def int_cursor() -> int | None:
         return int(raw)
     except ValueError as exc:
         raise ApiError(400, "bad_cursor", f"bad cursor {raw!r}") from exc
+
+
+def id_page(session: Any, stmt: Any, id_column: Any, *, newest_first: bool = False, default_limit: int = 50) -> tuple[list[Any], str | None]:
+    """One keyset page of ``stmt`` ordered by ``id_column``: ``(rows, next_cursor)``.
+
+    ``limit`` and ``cursor`` (the last id seen) come from the query string; ``next_cursor`` is
+    ``None`` on the last page. ``newest_first`` pages by descending id.
+    """
+    limit = page_limit(default_limit)
+    stmt = stmt.order_by(id_column.desc() if newest_first else id_column).limit(limit + 1)
+    after = int_cursor()
+    if after is not None:
+        stmt = stmt.where(id_column < after if newest_first else id_column > after)
+    rows = list(session.scalars(stmt))
+    if len(rows) > limit:
+        return rows[:limit], str(rows[limit - 1].id)
+    return rows, None
 
 
 def json_body() -> dict:

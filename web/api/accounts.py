@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from flask_login import current_user
 from sqlalchemy import select
 
-from web.api import bp, int_cursor, json_body, page_limit
+from web.api import bp, id_page, json_body
 from web.auth import admin_required, create_token, create_user
 from web.db import db
 from web.errors import ApiError
@@ -25,17 +25,10 @@ def me() -> dict:
 
 @bp.get("/tokens")
 def list_tokens() -> dict:
-    limit = page_limit()
-    stmt = select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id).limit(limit + 1)
-    after = int_cursor()
-    if after is not None:
-        stmt = stmt.where(ApiToken.id > after)
-    rows = list(db().scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = id_page(db(), select(ApiToken).where(ApiToken.user_id == current_user.id), ApiToken.id)
     return {"items": [{"id": t.id, "prefix": t.prefix, "name": t.name, "revoked": t.revoked_at is not None,
                        "created_at": t.created_at.isoformat() if t.created_at else None} for t in rows],
-            "next_cursor": str(rows[-1].id) if more else None}
+            "next_cursor": next_cursor}
 
 
 @bp.post("/tokens")
@@ -61,15 +54,8 @@ def revoke_token(token_id: int) -> tuple[str, int]:
 @bp.get("/users")
 @admin_required
 def list_users() -> dict:
-    limit = page_limit()
-    stmt = select(User).order_by(User.id).limit(limit + 1)
-    after = int_cursor()
-    if after is not None:
-        stmt = stmt.where(User.id > after)
-    rows = list(db().scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [_user_json(u) for u in rows], "next_cursor": str(rows[-1].id) if more else None}
+    rows, next_cursor = id_page(db(), select(User), User.id)
+    return {"items": [_user_json(u) for u in rows], "next_cursor": next_cursor}
 
 
 @bp.post("/users")

@@ -9,28 +9,21 @@ from flask import Response, after_this_request, request, send_file
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from web.api import bp, int_cursor, json_body, page_limit
+from web.api import bp, id_page, json_body
 from web.auth import admin_required
 from web.db import blobs, db, runtime
 from web.errors import ApiError
 from web.services import (
-    EXPORT_FORMATS, EXPORT_STATUSES, collection_json, create_collection, delete_collection, get_collection,
-    image_json, job_json, stage_upload, submit_job,
+    EXPORT_FORMATS, EXPORT_STATUSES, collection_json, create_collection, delete_collection, get_collection, image_json,
+    import_upload, job_json,
 )
 from worker.store.models import Collection, Evaluation, Image, ImageStatus
 
 
 @bp.get("/collections")
 def list_collections() -> dict:
-    limit = page_limit()
-    stmt = select(Collection).order_by(Collection.id).limit(limit + 1)
-    after = int_cursor()
-    if after is not None:
-        stmt = stmt.where(Collection.id > after)
-    rows = list(db().scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [collection_json(c) for c in rows], "next_cursor": str(rows[-1].id) if more else None}
+    rows, next_cursor = id_page(db(), select(Collection), Collection.id)
+    return {"items": [collection_json(c) for c in rows], "next_cursor": next_cursor}
 
 
 @bp.post("/collections")
@@ -61,15 +54,9 @@ def delete_collection_view(collection_id: int) -> tuple[str, int]:
 @bp.post("/collections/<int:collection_id>/uploads")
 def upload(collection_id: int) -> tuple[dict, int]:
     """Multipart ``files`` (images, or one .zip), optional ``tag`` and ``manifest`` (CSV ``file_name,tags``)."""
-    session = db()
-    get_collection(session, collection_id)
-    staged = stage_upload(Path(runtime().settings.data_dir), request.files.getlist("files"), tag=request.form.get("tag"),
-                          manifest=request.files.get("manifest"))
-    params = {"path": str(staged.path)}
-    if staged.manifest is not None:
-        params["manifest"] = str(staged.manifest)
-    job = submit_job(session, kind="import", collection_id=collection_id, params=params, user_id=current_user.id)
-    return {"job": job_json(job), "files": staged.n_files}, 202
+    job, n_files = import_upload(db(), Path(runtime().settings.data_dir), collection_id, request.files.getlist("files"),
+                                 tag=request.form.get("tag"), manifest=request.files.get("manifest"), user_id=current_user.id)
+    return {"job": job_json(job), "files": n_files}, 202
 
 
 @bp.get("/collections/<int:collection_id>/export")
@@ -109,18 +96,11 @@ def export(collection_id: int) -> Response:
 def evaluations(collection_id: int) -> dict:
     session = db()
     get_collection(session, collection_id)
-    limit = page_limit(20)
-    stmt = select(Evaluation).where(Evaluation.collection_id == collection_id).order_by(Evaluation.id.desc()).limit(limit + 1)
-    after = int_cursor()
-    if after is not None:
-        stmt = stmt.where(Evaluation.id < after)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = id_page(session, select(Evaluation).where(Evaluation.collection_id == collection_id), Evaluation.id, newest_first=True, default_limit=20)
     return {
         "items": [{"id": e.id, "model_version_id": e.model_version_id, "job_id": e.job_id, "box_status": e.box_status,
                    "metrics": e.metrics, "created_at": e.created_at.isoformat() if e.created_at else None} for e in rows],
-        "next_cursor": str(rows[-1].id) if more else None,
+        "next_cursor": next_cursor,
     }
 
 
@@ -129,12 +109,5 @@ def failed_images(collection_id: int) -> dict:
     """Images an import could not read, with the reason (per-image import errors)."""
     session = db()
     get_collection(session, collection_id)
-    limit = page_limit()
-    stmt = select(Image).where(Image.collection_id == collection_id, Image.status == ImageStatus.failed).order_by(Image.id).limit(limit + 1)
-    after = int_cursor()
-    if after is not None:
-        stmt = stmt.where(Image.id > after)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [image_json(i) for i in rows], "next_cursor": str(rows[-1].id) if more else None}
+    rows, next_cursor = id_page(session, select(Image).where(Image.collection_id == collection_id, Image.status == ImageStatus.failed), Image.id)
+    return {"items": [image_json(i) for i in rows], "next_cursor": next_cursor}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_login import current_user
 from sqlalchemy import select
 
-from web.api import bp, int_cursor, json_body, page_limit
+from web.api import bp, id_page, json_body
 from web.db import db
 from web.errors import ApiError
 from web.services import JOB_KINDS_FROM_UI, cancel_job, get_collection, job_json, job_params_from, submit_job
@@ -17,15 +17,8 @@ def list_jobs(collection_id: int) -> dict:
     """Jobs of a collection, newest first; cursor = last id seen."""
     session = db()
     get_collection(session, collection_id)
-    limit = page_limit()
-    stmt = select(Job).where(Job.collection_id == collection_id).order_by(Job.id.desc()).limit(limit + 1)
-    after = int_cursor()
-    if after is not None:
-        stmt = stmt.where(Job.id < after)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [job_json(j) for j in rows], "next_cursor": str(rows[-1].id) if more else None}
+    rows, next_cursor = id_page(session, select(Job).where(Job.collection_id == collection_id), Job.id, newest_first=True)
+    return {"items": [job_json(j) for j in rows], "next_cursor": next_cursor}
 
 
 @bp.post("/collections/<int:collection_id>/jobs")

@@ -6,7 +6,7 @@ from flask import request
 from flask_login import current_user
 from sqlalchemy import select
 
-from web.api import bp, int_cursor, json_body, page_limit
+from web.api import bp, id_page, json_body, page_limit
 from web.db import db
 from web.errors import ApiError
 from web.queries import Cursor, QueryError, boxes_for_images, filter_from_args, list_boxes, list_images, overlays_for_images
@@ -131,14 +131,7 @@ def bulk_accept_view(collection_id: int) -> dict:
 @bp.get("/models")
 def list_models() -> dict:
     """Model versions (trained and built-in) an infer job can apply."""
-    limit = page_limit()
-    stmt = select(ModelVersion).order_by(ModelVersion.id.desc()).limit(limit + 1)
-    after = int_cursor()
-    if after is not None:
-        stmt = stmt.where(ModelVersion.id < after)
-    rows = list(db().scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = id_page(db(), select(ModelVersion), ModelVersion.id, newest_first=True)
     return {"items": [{"id": m.id, "name": m.name, "arch": m.arch, "collection_id": m.collection_id, "class_names": m.class_names[:50],
                        "n_classes": len(m.class_names), "metrics": m.metrics} for m in rows],
-            "next_cursor": str(rows[-1].id) if more else None}
+            "next_cursor": next_cursor}
