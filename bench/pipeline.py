@@ -13,7 +13,14 @@ ImageNet weights and a 2-class GAP head) and the same batches, in one run, it me
    deployed, the whole set with decoding and PNG rendering overlapped with the forward pass in a
    thread pool, alternated with whole bare-forward runs (``pipeline_vs_forward``);
 3. ``camlabel maps``: forward + CAM of the top class (no boxes/PNG) on the same batches as 1;
-4. ``torchcam CAM`` and ``grad-cam GradCAM``: the same maps with those libraries.
+4. ``torchcam CAM`` and ``grad-cam GradCAM``: the same maps with those libraries, given the model
+   as loaded (NCHW, BatchNorm unfolded); torch-cam also once on camlabel's prepared network.
+
+The model is prepared as :class:`camcore.pipeline.Localizer` prepares it (an inference copy with
+BatchNorm folded into the convolutions, channels-last); "forward" is the bare forward pass of that
+same prepared network, so ``pipeline_vs_forward`` measures only what the pipeline adds. As after a
+train job, per-class objectness statistics are fitted on the images first (untimed; pass
+``--no-objectness-stats`` for the per-image fallback).
 
 Timings are best-of-``--repeats``, interleaved, so that bursts of load on a shared machine hit
 every method alike. The last line is ``pipeline_vs_forward=<ratio>`` (overlapped pipeline / bare
@@ -32,13 +39,13 @@ from pathlib import Path
 import torch
 
 from camcore.cam import forward_with_cams
-from camcore.concept_maps import render_heatmap_png
+from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
 from camcore.images import load_image
 from camcore.models import ModelSpec, build_model
+from camcore.objectness import fit_objectness
 from camcore.pipeline import BoxParams, ImageResult, Localizer, preprocess
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo"
-DISPLAY_MAX = 640  # heatmap PNGs are rendered at the image size capped to this longest side
 
 
 def _files(n: int) -> list[Path]:
@@ -55,12 +62,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _display_size(size: tuple[int, int]) -> tuple[int, int]:
-    w, h = size
-    scale = min(1.0, DISPLAY_MAX / max(w, h))
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
 def _load_batch(paths: list[Path], input_size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     images = [load_image(p) for p in paths]
     return preprocess(images, input_size), [im.size for im in images]
@@ -70,7 +71,8 @@ def _render(results: list[ImageResult]) -> int:
     total = 0
     for r in results:
         for m in r.maps.values():
-            total += len(render_heatmap_png(m, _display_size(r.image_size)))
+            # what an infer job stores per map: the raw float16 map and the overlay PNG
+            total += len(encode_map(m)) + len(render_heatmap_png(m, overlay_size(r.image_size), opacity=1.0))
     return total
 
 
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (best per batch kept)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (forward and pipeline alike)")
     parser.add_argument("--skip-libraries", action="store_true", help="skip the torch-cam / grad-cam comparison")
+    parser.add_argument("--no-objectness-stats", action="store_true",
+                        help="ddt_cam without fitted per-class statistics (per-image fallback)")
     parser.add_argument("--method", default=None, help="map method of the pipeline (default: BoxParams() default)")
     args = parser.parse_args(argv)
 
@@ -115,19 +119,30 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(spec, weights="imagenet").to(device).eval()
     amp = torch.bfloat16 if (args.amp and device.type == "cuda") else None
     params = BoxParams() if args.method is None else BoxParams(method=args.method)
-    loc = Localizer(model, spec, device=device, autocast_dtype=amp, params=params)
     files = _files(args.images)
     n = len(files)
+    if params.method == "ddt_cam" and not args.no_objectness_stats:
+        # As deployed: the train job fits per-class objectness statistics into the spec, and
+        # infer jobs use them (without them each image's own descriptors are decomposed).
+        tags = [[spec.class_names.index(f.parent.parent.name)] for f in files]
+        spec.extra["objectness"] = fit_objectness(model, spec, [load_image(f) for f in files], tags, device=device).to_dict()
+    loc = Localizer(model, spec, device=device, autocast_dtype=amp, params=params)
+    net = loc.model  # the prepared inference copy (BN folded, channels-last) that the pipeline runs
     print(f"device={device} torch_threads={torch.get_num_threads()} images={n} batch={args.batch_size} "
-          f"input={args.input_size} amp={amp} pipeline_method={params.method} box_mode={params.mode}")
+          f"input={args.input_size} amp={amp} pipeline_method={params.method} box_mode={params.mode} "
+          f"objectness_stats={'objectness' in spec.extra} prepared={loc.inference_report}")
 
     # Pre-decoded, pre-resized batches for the forward-only measurements.
     chunks = [files[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
     batches = [_load_batch(c, args.input_size) for c in chunks]
 
-    def bare_forward(i: int) -> None:
+    def bare_forward(i: int) -> None:  # the same network the pipeline runs, nothing else
         with torch.inference_mode(), loc._autocast():
-            model(loc.normalize(batches[i][0]))
+            net(loc.normalize(batches[i][0]))
+
+    def loaded_forward(i: int) -> None:  # the model as loaded (NCHW, BN unfolded): what a notebook runs
+        with torch.inference_mode(), loc._autocast():
+            model(loc.normalize(batches[i][0]).contiguous())
 
     def pipeline(i: int) -> None:  # decode -> resize -> forward+CAM -> boxes -> PNG, from the files
         batch, sizes = _load_batch(chunks[i], args.input_size)
@@ -135,28 +150,35 @@ def main(argv: list[str] | None = None) -> int:
 
     def camlabel_maps(i: int) -> None:
         with loc._autocast():
-            forward_with_cams(model, loc.normalize(batches[i][0]), None, top_k=1, method="cam").maps.cpu()
+            forward_with_cams(net, loc.normalize(batches[i][0]), None, top_k=1, method="cam").maps.cpu()
 
-    methods: dict[str, Callable[[int], None]] = {"forward": bare_forward, "pipeline": pipeline, "camlabel_maps": camlabel_maps}
+    methods: dict[str, Callable[[int], None]] = {"forward": bare_forward, "loaded_forward": loaded_forward, "pipeline": pipeline,
+                                                 "camlabel_maps": camlabel_maps}
     if not args.skip_libraries:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
         from torchcam.methods import CAM
 
-        def torchcam_maps(i: int) -> None:
-            with CAM(model, target_layer=model.backbone, fc_layer=model.classifier) as extractor:
-                with torch.no_grad(), loc._autocast():
-                    scores = model(loc.normalize(batches[i][0]))
-                extractor(scores.argmax(1).tolist(), scores)[0].cpu()
+        def torchcam_on(target: torch.nn.Module, contiguous: bool) -> Callable[[int], None]:
+            def run(i: int) -> None:
+                with CAM(target, target_layer=target.backbone, fc_layer=target.classifier) as extractor:
+                    with torch.no_grad(), loc._autocast():
+                        x = loc.normalize(batches[i][0])
+                        scores = target(x.contiguous() if contiguous else x)
+                    extractor(scores.argmax(1).tolist(), scores)[0].cpu()
+            return run
 
         def gradcam_maps(i: int) -> None:
             with GradCAM(model=model, target_layers=[model.backbone]) as cam:
-                x = loc.normalize(batches[i][0])
+                x = loc.normalize(batches[i][0]).contiguous()
                 with torch.no_grad():
                     top = model(x).argmax(1).tolist()
                 cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in top])
 
-        methods["torchcam"] = torchcam_maps
+        # torch-cam and grad-cam run the model as the user loaded it (they have no inference
+        # preparation); "torchcam_prepared" hands torch-cam camlabel's prepared network instead.
+        methods["torchcam"] = torchcam_on(model, contiguous=True)
+        methods["torchcam_prepared"] = torchcam_on(net, contiguous=False)
         methods["gradcam"] = gradcam_maps
 
     # warm-up (allocator, kernels, thread pools)
@@ -175,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                 best[name][i] = min(best[name][i], time.perf_counter() - t0)
     ips = {name: n / sum(times) for name, times in best.items()}
     labels = {
-        "forward": "forward only",
+        "forward": "forward only (prepared network)",
+        "loaded_forward": "forward only (model as loaded)",
+        "torchcam_prepared": "torch-cam CAM on the prepared net",
         "pipeline": "camlabel pipeline (decode..PNG)",
         "camlabel_maps": "camlabel forward+CAM (top-1 maps)",
         "torchcam": "torch-cam CAM (forward+maps)",
@@ -197,9 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         t_overlap = min(t_overlap, run_pipeline(loc, files, args.batch_size, args.workers))
     print(f"{'forward only, whole runs':34s}: {n / t_fwd_run:8.2f} images/s")
     print(f"{'pipeline, overlapped, whole runs':34s}: {n / t_overlap:8.2f} images/s")
+    print(f"prepared_vs_loaded_forward={ips['forward'] / ips['loaded_forward']:.3f}")
     print(f"pipeline_serial_vs_forward={ips['pipeline'] / ips['forward']:.3f}")
+    print(f"pipeline_serial_vs_loaded_forward={ips['pipeline'] / ips['loaded_forward']:.3f}")
     if "torchcam" in ips:
         print(f"camlabel_maps_vs_torchcam={ips['camlabel_maps'] / ips['torchcam']:.3f}")
+        print(f"camlabel_maps_vs_torchcam_same_net={ips['camlabel_maps'] / ips['torchcam_prepared']:.3f}")
         print(f"camlabel_maps_vs_gradcam={ips['camlabel_maps'] / ips['gradcam']:.3f}")
         print(f"pipeline_vs_torchcam_maps={ips['pipeline'] / ips['torchcam']:.3f}")
         print(f"pipeline_vs_gradcam_maps={ips['pipeline'] / ips['gradcam']:.3f}")

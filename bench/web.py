@@ -2,11 +2,17 @@
 300k boxes in PostgreSQL, under 1 and 20 concurrent clients.
 
     .venv/bin/python bench/web.py [--images 100000] [--boxes-per-image 3] [--requests 200] [--workers 4]
+    .venv/bin/python bench/web.py --in-process [--images 100000] [--requests 300]
 
 Creates a throwaway database on 127.0.0.1:5432 (dropped at the end), bulk-loads it with
 COPY, starts gunicorn (``--workers`` processes) on 127.0.0.1 and measures with threads of
 ``requests`` sessions, each logged in through the real login form (pages) or with a bearer
 token (API). Prints p50/p95/max per endpoint and concurrency. Goal: p95 < 150 ms at 20 clients.
+
+``--in-process`` skips gunicorn and HTTP: one client (Flask's test client, logged in the same
+way) sends the same requests one after another and the benchmark prints milliseconds per
+request, wall clock and this process's CPU. On a shared machine that CPU cost is the steadier
+figure, and p95 under 20 clients grows with it.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
@@ -35,6 +43,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import requests  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
+UrlMaker = Callable[[random.Random], str]
 PG_ADMIN = os.environ.get("CAMLABEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -105,6 +114,74 @@ def _login(base: str, email: str, password: str) -> requests.Session:
     return session
 
 
+def url_makers(base: str, info: dict[str, Any]) -> tuple[UrlMaker, UrlMaker, UrlMaker]:
+    """Random request URLs (under ``base``) of the review grid page, the image view and the API box list."""
+    from web.queries import Cursor
+
+    cid, cats = info["collection_id"], info["categories"]
+    lo, hi = int(info["first_image"]), int(info["last_image"])
+
+    def grid(rng: random.Random) -> str:
+        choice = rng.random()
+        if choice < 0.4:  # first page, lowest score first
+            return f"{base}/review/collections/{cid}"
+        if choice < 0.6:
+            return f"{base}/review/collections/{cid}?status=proposed&category_id={rng.choice(cats)}"
+        if choice < 0.8:  # a deep page: cursor somewhere in the score order
+            return f"{base}/review/collections/{cid}?cursor={Cursor(round(rng.random(), 4), rng.randint(lo, hi)).encode()}"
+        return f"{base}/review/collections/{cid}?min_score=0.2&max_score=0.4&sort=score"
+
+    def image(rng: random.Random) -> str:
+        return f"{base}/review/images/{rng.randint(lo, hi)}"
+
+    def boxes(rng: random.Random) -> str:
+        extra = "" if rng.random() < 0.5 else f"&category_id={rng.choice(cats)}&status=proposed"
+        return f"{base}/api/v1/collections/{cid}/boxes?limit=100&cursor={rng.randint(0, int(info['n_boxes']))}{extra}"
+
+    return grid, image, boxes
+
+
+def measure_in_process(url: str, data_dir: Path, info: dict[str, Any], n_requests: int) -> None:
+    """Each endpoint's ``n_requests`` in turn through Flask's test client; prints ms per request."""
+    from web import create_app
+    from web.auth import create_token, create_user
+
+    app = create_app({"DATABASE_URL": url, "CAMLABEL_DATA_DIR": str(data_dir), "REDIS_URL": None, "SECRET_KEY": "bench-secret"})
+    with app.app_context():
+        session = app.extensions["camlabel"].sessions()
+        user = create_user(session, "bench@example.com", "bench password")
+        _row, token = create_token(session, user.id)
+        session.commit()
+        session.close()
+    pages = app.test_client()
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', pages.get("/login").get_data(as_text=True)).group(1)
+    assert pages.post("/login", data={"email": "bench@example.com", "password": "bench password", "csrf_token": csrf}).status_code == 302
+    api = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    grid, image, boxes = url_makers("", info)
+    print(f"\n{'endpoint (in-process)':<24}{'wall ms':>10}{'p95 ms':>10}{'CPU ms':>10}   (per request, one client, this process)")
+    for label, make, client, extra in (("review grid page", grid, pages, {}), ("image view page", image, pages, {}),
+                                       ("API box list", boxes, api, {"headers": headers})):
+        rng = random.Random(0)
+        urls = [make(rng) for _ in range(n_requests)]
+        for warm in urls[:20]:
+            client.get(warm, **extra)
+        latencies = []
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        for one in urls:
+            start = time.perf_counter()
+            response = client.get(one, **extra)
+            if response.status_code != 200:
+                raise RuntimeError(f"{one} -> {response.status_code}: {response.get_data(as_text=True)[:200]}")
+            latencies.append((time.perf_counter() - start) * 1000)
+        cpu_ms = (time.process_time() - cpu_start) * 1000 / n_requests
+        wall_ms = (time.perf_counter() - wall_start) * 1000 / n_requests
+        latencies.sort()
+        print(f"{label:<24}{wall_ms:>10.2f}{latencies[int(0.95 * (len(latencies) - 1))]:>10.2f}{cpu_ms:>10.2f}")
+    print("\nCPU ms: the Flask app and test client in this process; PostgreSQL's own CPU is not included")
+    app.extensions["camlabel"].dispose()
+
+
 def measure(name: str, make_url, sessions: list[requests.Session], concurrency: int, n_requests: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """``n_requests`` GETs spread over ``concurrency`` threads; latency in ms."""
     latencies: list[float] = []
@@ -140,6 +217,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per endpoint and concurrency level")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument("--in-process", action="store_true", help="no server: ms per request through Flask's test client, one client")
     args = parser.parse_args()
 
     name = f"camlabel_bench_{uuid.uuid4().hex[:10]}"
@@ -154,6 +232,9 @@ def main() -> None:
             started = time.perf_counter()
             info = load(url, data_dir, args.images, args.boxes_per_image)
             print(f"loaded {args.images} images, {info['n_boxes']} boxes in {time.perf_counter() - started:.1f} s")
+            if args.in_process:
+                measure_in_process(url, data_dir, info, args.requests)
+                return
 
             env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
             env.update(DATABASE_URL=url, CAMLABEL_DATA_DIR=str(data_dir), CAMLABEL_SECRET_KEY="bench-secret")
@@ -176,27 +257,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError("gunicorn did not start")
 
-            cid, cats = info["collection_id"], info["categories"]
-            lo, hi = int(info["first_image"]), int(info["last_image"])  # type: ignore[arg-type]
-            from web.queries import Cursor
-
-            def grid(rng: random.Random) -> str:
-                choice = rng.random()
-                if choice < 0.4:  # first page, lowest score first
-                    return f"{base}/review/collections/{cid}"
-                if choice < 0.6:
-                    return f"{base}/review/collections/{cid}?status=proposed&category_id={rng.choice(cats)}"
-                if choice < 0.8:  # a deep page: cursor somewhere in the score order
-                    return f"{base}/review/collections/{cid}?cursor={Cursor(round(rng.random(), 4), rng.randint(lo, hi)).encode()}"
-                return f"{base}/review/collections/{cid}?min_score=0.2&max_score=0.4&sort=score"
-
-            def image(rng: random.Random) -> str:
-                return f"{base}/review/images/{rng.randint(lo, hi)}"
-
-            def boxes(rng: random.Random) -> str:
-                extra = "" if rng.random() < 0.5 else f"&category_id={rng.choice(cats)}&status=proposed"
-                return f"{base}/api/v1/collections/{cid}/boxes?limit=100&cursor={rng.randint(0, int(info['n_boxes']))}{extra}"
-
+            grid, image, boxes = url_makers(base, info)
             sessions = [_login(base, "bench@example.com", "bench password") for _ in range(20)]
             api_sessions = []
             for _ in range(20):

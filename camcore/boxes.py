@@ -58,31 +58,35 @@ def working_shape(image_size: tuple[int, int], working_size: int) -> tuple[int, 
 
 
 @lru_cache(maxsize=512)
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """``float64[n_out, n_in]`` bilinear weights, half-pixel centres (``align_corners=False``)."""
+def _interp_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps along one axis, half-pixel centres (``align_corners=False``): output ``j``
+    is ``(1 - frac[j]) * x[i0[j]] + frac[j] * x[i1[j]]`` (``int64[n_out]``, ``int64[n_out]``,
+    ``float32[n_out]``)."""
     src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
     i0 = np.floor(src).astype(np.int64)
     i1 = np.minimum(i0 + 1, n_in - 1)
-    frac = src - i0
-    m = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    np.add.at(m, (rows, i0), 1.0 - frac)
-    np.add.at(m, (rows, i1), frac)
-    m.setflags(write=False)
-    return m
+    frac = (src - i0).astype(np.float32)
+    for a in (i0, i1, frac):
+        a.setflags(write=False)
+    return i0, i1, frac
 
 
 def upsample_map(cam: Tensor, shape: tuple[int, int]) -> Tensor:
     """Bilinear upsampling of ``Tensor[h, w]`` to ``Tensor[H, W]`` float32 on the CPU.
 
     Same values as ``F.interpolate(..., mode="bilinear", align_corners=False)``, computed as two
-    small matrix products in numpy (cheaper than torch for one small map).
+    separable gather-and-blend passes in numpy (no BLAS call, whose worker threads would compete
+    with the model's: cheaper than torch for one small map).
     """
     if cam.dim() != 2:
         raise ValueError(f"map must be Tensor[h, w], got shape {tuple(cam.shape)}")
-    arr = cam.detach().cpu().numpy().astype(np.float64)
-    out = _interp_matrix(int(shape[0]), arr.shape[0]) @ arr @ _interp_matrix(int(shape[1]), arr.shape[1]).T
-    return torch.from_numpy(out.astype(np.float32))
+    arr = cam.detach().cpu().numpy().astype(np.float32, copy=False)
+    r0, r1, rf = _interp_taps(int(shape[0]), arr.shape[0])
+    c0, c1, cf = _interp_taps(int(shape[1]), arr.shape[1])
+    top = arr[r0]
+    rows = top + (arr[r1] - top) * rf[:, None]  # [H, w]; a + (b - a) * t keeps constant maps exact
+    left = rows[:, c0]
+    return torch.from_numpy(left + (rows[:, c1] - left) * cf)
 
 
 def normalize_map(cam: Tensor, mode: str = "max") -> Tensor | None:
@@ -216,9 +220,9 @@ def object_component_boxes(
     labels, count = _components(arr >= threshold)
     if count == 0:
         return torch.zeros((0, 4)), torch.zeros((0,))
-    idx = np.arange(1, count + 1)
-    mass = np.atleast_1d(np.asarray(ndimage.sum(np.clip(arr, 0, None), labels=labels, index=idx), dtype=np.float64))
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    flat = labels.ravel()
+    mass = np.bincount(flat, weights=np.clip(arr, 0, None).ravel(), minlength=count + 1)[1:]
+    areas = np.bincount(flat, minlength=count + 1)[1:]
     order = np.argsort(-mass, kind="stable")
     main = order[0]
     ratio = mass / max(mass[main], 1e-12)

@@ -5,6 +5,8 @@
   without running the model again.
 - :func:`render_heatmap_png`: min-max normalised map, bilinearly resized to the display size and
   coloured with a Turbo colormap (Google's polynomial approximation, numpy only) as a palette PNG.
+  :func:`overlay_size` is the size camlabel stores overlays at (longest side
+  :data:`OVERLAY_MAX_SIDE`; a browser scales the smooth heatmap over the photo).
 """
 
 from __future__ import annotations
@@ -16,7 +18,20 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["TURBO_LUT", "colorize", "decode_map", "encode_map", "render_heatmap_png"]
+__all__ = ["OVERLAY_MAX_SIDE", "TURBO_LUT", "colorize", "decode_map", "encode_map", "overlay_size", "render_heatmap_png"]
+
+#: Longest side in pixels of a stored heatmap overlay PNG.
+OVERLAY_MAX_SIDE = 192
+
+
+def overlay_size(image_size: tuple[int, int], max_side: int = OVERLAY_MAX_SIDE) -> tuple[int, int]:
+    """(width, height) in pixels of an overlay for an image of ``image_size`` (width, height):
+    the image's aspect ratio, longest side at most ``max_side``."""
+    width, height = int(image_size[0]), int(image_size[1])
+    if width <= 0 or height <= 0 or max_side < 1:
+        raise ValueError(f"image_size must be positive and max_side >= 1, got {image_size}, {max_side}")
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _turbo_lut() -> np.ndarray:

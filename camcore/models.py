@@ -167,10 +167,14 @@ class _EfficientNetLiteFeatures(nn.Module):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
+        from camcore.inference import use_symmetric_same_padding
+
         # image_size=None -> dynamic "same" padding, so any input size works.
         net = EfficientNet.from_name(name, image_size=None)
         net._fc = nn.Identity()
         net._dropout = nn.Identity()
+        # Same function, but symmetric "same" padding inside the convolutions (no F.pad copy).
+        use_symmetric_same_padding(net)
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:

@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from camcore import boxes as _boxes
 from camcore import objectness as _objectness
 from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
+from camcore.inference import InferenceReport, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec
 
 __all__ = [
@@ -240,7 +242,7 @@ def boxes_from_maps(
     if not all_boxes:
         return torch.zeros((0, 4)), torch.zeros((0,)), torch.zeros((0,), dtype=torch.long)
     boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
-    if params.nms_iou < 1.0:
+    if params.nms_iou < 1.0 and labels.unique().numel() < labels.numel():  # NMS only acts within a class
         keep = _boxes.nms(boxes, scores, labels, params.nms_iou)
     else:
         keep = torch.argsort(scores, descending=True, stable=True)
@@ -301,15 +303,22 @@ class ImageResult:
 def preprocess(images: Sequence[Image.Image], input_size: int) -> Tensor:
     """Resize each image to ``input_size x input_size`` (bilinear, RGB) -> ``Tensor[N, 3, S, S]`` uint8.
 
-    Cheap enough to run in DataLoader workers or threads; normalisation happens on the device.
+    Resizing is torch's antialiased bilinear filter on uint8 pixels (the same filter as PIL's
+    ``BILINEAR``, within one grey level, at about half its cost). The batch is laid out
+    channels-last in memory (pixels as PIL stores them, no transpose copy; what the prepared
+    network wants). Cheap enough to run in threads; normalisation happens on the device.
     """
-    out = torch.empty((len(images), 3, input_size, input_size), dtype=torch.uint8)
+    out = torch.empty((len(images), input_size, input_size, 3), dtype=torch.uint8)
+    batch = out.permute(0, 3, 1, 2)  # [N, 3, S, S] view, channels-last strides
     for i, img in enumerate(images):
         if img.mode != "RGB":
             img = img.convert("RGB")
-        resized = img.resize((input_size, input_size), Image.Resampling.BILINEAR)
-        out[i] = torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1)
-    return out
+        pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W]
+        if pixels.shape[-2:] == (input_size, input_size):
+            batch[i] = pixels[0]
+        else:
+            batch[i] = F.interpolate(pixels, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return batch
 
 
 class Localizer:
@@ -330,7 +339,11 @@ class Localizer:
             better unshifted (CorLoc 0.802 vs 0.775); pass ``True`` for the synthetic-exact
             alignment.
         channels_last: run convolutions in channels-last memory format (about 1.8x faster for
-            EfficientNet-Lite0 on CPU; also what tensor cores want). Converts ``model`` in place.
+            EfficientNet-Lite0 on CPU; also what tensor cores want).
+        prepare: run an inference copy of ``model`` with BatchNorm folded into the convolutions
+            (:func:`camcore.inference.prepare_for_inference`: the same function, checked on an
+            example batch; about 1.3x faster on CPU). ``model`` is moved to ``device`` but not
+            otherwise changed; :attr:`model` is the network that runs.
     """
 
     def __init__(
@@ -344,11 +357,20 @@ class Localizer:
         autocast_dtype: torch.dtype | None = None,
         align: bool = False,
         channels_last: bool = True,
+        prepare: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.spec = spec
+        self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        model = model.to(self.device).eval()
+        self.inference_report: InferenceReport | None = None
+        if prepare:
+            example = torch.randint(0, 256, (1, 3, spec.input_size, spec.input_size), dtype=torch.uint8,
+                                    generator=torch.Generator().manual_seed(0))
+            model, self.inference_report = prepare_for_inference(model, self.normalize(example), memory_format=self.memory_format)
+        self.model = model.to(memory_format=self.memory_format)
         self.params = params or BoxParams()
         if self.params.method not in map_methods():
             raise ValueError(f"unknown map method {self.params.method!r}; registered: {sorted(map_methods())}")
@@ -359,8 +381,6 @@ class Localizer:
         self._objectness_stats = _objectness.ObjectnessStats.from_dict(raw_stats) if raw_stats else None
         self.autocast_dtype = autocast_dtype
         self.shift_cells = -spec.map_shift / spec.feature_stride if align else 0.0
-        self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1) * 255.0
 
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
         """``Tensor[N, 3, S, S]`` uint8 CPU batch for :meth:`localize_batch`."""

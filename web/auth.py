@@ -111,13 +111,15 @@ def user_for_token(session: Session, secret: str) -> User | None:
 # -- request hooks ---------------------------------------------------------------------------
 @login_manager.user_loader
 def _load_user(user_id: str) -> CurrentUser | None:
+    """The session's user if still active (one light query per request, no ORM row)."""
     try:
-        user = db().get(User, int(user_id))
+        ident = int(user_id)
     except ValueError:
         return None
-    if user is None or not user.active:
+    row = db().execute(select(User.email, User.role).where(User.id == ident, User.active.is_(True))).first()
+    if row is None:
         return None
-    return _as_current(user)
+    return CurrentUser(id=ident, email=row.email, role=Role(row.role).value)
 
 
 def _bearer_token() -> str | None:

@@ -2,25 +2,28 @@
 ``images (collection_id, min_score, id)`` index at 100k images, and box lists.
 
 Order ``score``: lowest box score first (``min_score`` ascending, then ``id``), images with no
-box (``min_score IS NULL``) last. Order ``id``: import order. A cursor names the last row seen;
-each page is one or two index range scans (non-null scores, then the null tail), never an OFFSET.
+box (``min_score IS NULL``) last. Order ``id``: import order. A cursor names the last row seen
+(next page) or the first one (previous page, scanned in the reversed order); each page is one or
+two index range scans (non-null scores, then the null tail), never an OFFSET.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, select, tuple_
+from sqlalchemy import Select, String, cast, exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from worker.store.models import Box, BoxSource, ConceptMap, Image, ImageStatus, ReviewStatus
+from worker.store.models import Box, BoxSource, Category, Collection, ConceptMap, Image, ImageStatus, ReviewStatus
 
 SORTS = ("score", "id")
 REVIEW_STATUSES = tuple(s.value for s in ReviewStatus)
+_STATUS_BY_VALUE = {s.value: s for s in ReviewStatus}
 
 
 class QueryError(ValueError):
@@ -91,6 +94,8 @@ class Cursor:
 
 @dataclass
 class Page:
+    """A page of ORM images (the API list) and the cursor of the next one."""
+
     items: list[Image]
     next_cursor: str | None
     extra: dict[str, object] = field(default_factory=dict)
@@ -121,8 +126,9 @@ def filter_from_args(collection_id: int, args: dict[str, str] | object) -> Image
     )
 
 
-def _base(f: ImageFilter) -> Select[tuple[Image]]:
-    stmt = select(Image).where(Image.collection_id == f.collection_id, Image.status == ImageStatus.ok)
+def _base(f: ImageFilter, *columns: Any) -> Select[Any]:
+    """``SELECT columns FROM images`` restricted to the filter (no order, no limit)."""
+    stmt = select(*columns).select_from(Image).where(Image.collection_id == f.collection_id, Image.status == ImageStatus.ok)
     box_conditions = []
     if f.category_id is not None:
         box_conditions.append(Box.category_id == f.category_id)
@@ -153,22 +159,37 @@ def neighbour(session: Session, f: ImageFilter, image: Image, *, forward: bool) 
     return found[0] if found else None
 
 
-def _scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor | None, forward: bool) -> list[Image]:
-    base = _base(f)
+@dataclass(frozen=True)
+class _Part:
+    """One index range scan of a page: its filtered statement (no order yet) and sort keys.
+
+    ``keys``: ``images`` column names in scan order, descending when ``forward`` is false."""
+
+    stmt: Select[Any]
+    keys: tuple[str, ...]
+    forward: bool
+
+    def ordered(self) -> list[Any]:
+        """ORDER BY terms over ``images`` columns."""
+        columns = [getattr(Image, key) for key in self.keys]
+        return [c.asc() if self.forward else c.desc() for c in columns]
+
+
+def _parts(f: ImageFilter, columns: Sequence[Any], *, cursor: Cursor | None, forward: bool) -> list[_Part]:
+    """The scans that make up a page in the filter's order, starting after (``forward``) or
+    before ``cursor``; a caller runs them in turn until it has enough rows."""
+    base = _base(f, *columns)
     if f.sort == "id":
         stmt = base
         if cursor is not None:
             stmt = stmt.where(Image.id > cursor.id if forward else Image.id < cursor.id)
-        stmt = stmt.order_by(Image.id.asc() if forward else Image.id.desc()).limit(limit)
-        return list(session.scalars(stmt))
+        return [_Part(stmt, ("id",), forward)]
 
     scored = base.where(Image.min_score.is_not(None))
     unscored = base.where(Image.min_score.is_(None))
     key = tuple_(Image.min_score, Image.id)
-    by_score = (Image.min_score.asc(), Image.id.asc()) if forward else (Image.min_score.desc(), Image.id.desc())
-    by_id = (Image.id.asc(),) if forward else (Image.id.desc(),)
-    # Parts in scan order: (is_unscored, statement). Forward: scored images, then unscored ones.
-    parts: list[tuple[bool, Select[tuple[Image]]]]
+    # (is_unscored, statement) in scan order. Forward: scored images, then unscored ones.
+    parts: list[tuple[bool, Select[Any]]]
     if forward:
         if cursor is None:
             parts = [(False, scored), (True, unscored)]
@@ -189,12 +210,137 @@ def _scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor | None
         parts = [p for p in parts if p[0]]
     if f.min_score is not None or f.max_score is not None:
         parts = [p for p in parts if not p[0]]
+    return [_Part(stmt, ("id",) if is_unscored else ("min_score", "id"), forward) for is_unscored, stmt in parts]
+
+
+def _scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor | None, forward: bool) -> list[Image]:
     found: list[Image] = []
-    for is_unscored, part in parts:
+    for part in _parts(f, (Image,), cursor=cursor, forward=forward):
         if len(found) >= limit:
             break
-        found.extend(session.scalars(part.order_by(*(by_id if is_unscored else by_score)).limit(limit - len(found))))
+        found.extend(session.scalars(part.stmt.order_by(*part.ordered()).limit(limit - len(found))))
     return found
+
+
+# -- the review grid ---------------------------------------------------------------------------
+@dataclass
+class GridImage:
+    """What one grid thumbnail shows. ``boxes``: ``(x1, y1, x2, y2, status)`` in image pixels
+    (xyxy) of its CAM and human boxes (in no particular order); ``overlay_key``: its newest concept-map overlay."""
+
+    id: int
+    rel_path: str
+    thumb_key: str | None
+    storage_key: str | None
+    width: int | None
+    height: int | None
+    min_score: float | None
+    overlay_key: str | None
+    boxes: list[tuple[float, float, float, float, ReviewStatus]] = field(default_factory=list)
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.min_score, self.id)
+
+
+@dataclass
+class GridPage:
+    """A grid page in display order with the cursors of the pages around it (``None``: no such page).
+
+    ``next_cursor`` goes in ``cursor=`` (the page after), ``prev_cursor`` in ``before=``;
+    ``first``: this is the first page (a page past the end, reached by an old link, is not)."""
+
+    items: list[GridImage]
+    next_cursor: str | None
+    prev_cursor: str | None
+    first: bool
+
+
+@functools.cache
+def _grid_columns() -> tuple[Any, ...]:
+    """Columns of a grid row: the image, its newest overlay key and its boxes as one string.
+
+    The boxes come as ``"x1,y1,x2,y2,status;..."`` (``aggregate_strings``: ``string_agg`` on
+    PostgreSQL, ``group_concat`` on SQLite) so a page is one row per image and one round trip;
+    both correlated subqueries run only for the rows the LIMIT keeps. Built once: the
+    expressions are immutable and have no parameters."""
+    overlay = (select(ConceptMap.overlay_key)
+               .where(ConceptMap.image_id == Image.id, ConceptMap.overlay_key.is_not(None))
+               .order_by(ConceptMap.model_version_id.desc(), ConceptMap.category_id).limit(1)
+               .correlate(Image).scalar_subquery())
+    as_text = [cast(c, String) for c in (Box.x1, Box.y1, Box.x2, Box.y2)]
+    box_text = as_text[0] + "," + as_text[1] + "," + as_text[2] + "," + as_text[3] + "," + cast(Box.status, String)
+    boxes = (select(func.aggregate_strings(box_text, ";"))
+             .where(Box.image_id == Image.id, Box.source != BoxSource.ground_truth)
+             .correlate(Image).scalar_subquery())
+    return (Image.id, Image.rel_path, Image.thumb_key, Image.storage_key, Image.width, Image.height, Image.min_score, overlay, boxes)
+
+
+def _parse_boxes(text: str | None) -> list[tuple[float, float, float, float, ReviewStatus]]:
+    """``"x1,y1,x2,y2,status;..."`` -> ``[(x1, y1, x2, y2, status)]`` (xyxy pixels)."""
+    if not text:
+        return []
+    boxes = []
+    for item in text.split(";"):
+        x1, y1, x2, y2, status = item.split(",")
+        boxes.append((float(x1), float(y1), float(x2), float(y2), _STATUS_BY_VALUE[status]))
+    return boxes
+
+
+def _grid_scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor | None, forward: bool) -> list[GridImage]:
+    """Up to ``limit`` grid images from ``cursor`` on, in scan order (reversed when not ``forward``)."""
+    found: list[GridImage] = []
+    for part in _parts(f, _grid_columns(), cursor=cursor, forward=forward):
+        if len(found) >= limit:
+            break
+        rows = session.execute(part.stmt.order_by(*part.ordered()).limit(limit - len(found)))
+        found.extend(GridImage(image_id, rel_path, thumb_key, storage_key, width, height, min_score, overlay_key, _parse_boxes(boxes))
+                     for image_id, rel_path, thumb_key, storage_key, width, height, min_score, overlay_key, boxes in rows)
+    return found
+
+
+def grid_page(session: Session, f: ImageFilter, *, limit: int, after: Cursor | None = None, before: Cursor | None = None) -> GridPage:
+    """The grid page after ``after`` (or the first page), or the page that ends right before ``before``.
+
+    Keyset both ways: a ``before`` page scans the reversed order from ``before`` and flips the
+    rows. When fewer than ``limit`` rows lie before it, the answer is the first page, so
+    "previous" never shows a short page. A ``before`` page always has a next page (``before``'s
+    row or its followers); ``prev_cursor`` is set whenever rows lie before the page's first row.
+    """
+    if after is not None and before is not None:
+        raise QueryError("give either a cursor (next page) or before (previous page), not both")
+    if before is not None:
+        items = _grid_scan(session, f, limit=limit + 1, cursor=before, forward=False)
+        if len(items) > limit:
+            items = items[:limit][::-1]
+            return GridPage(items, next_cursor=items[-1].cursor.encode(), prev_cursor=items[0].cursor.encode(), first=False)
+        if len(items) == limit:
+            return GridPage(items[::-1], next_cursor=items[0].cursor.encode(), prev_cursor=None, first=True)
+        after = None  # fewer than a page before it: show the first page
+    items = _grid_scan(session, f, limit=limit + 1, cursor=after, forward=True)
+    more = len(items) > limit
+    items = items[:limit]
+    return GridPage(items, next_cursor=items[-1].cursor.encode() if more and items else None,
+                    prev_cursor=items[0].cursor.encode() if after is not None and items else None, first=after is None)
+
+
+@dataclass(frozen=True)
+class CollectionHead:
+    """A collection's id, name and categories (``{id: name}`` by id): the grid's header and filters."""
+
+    id: int
+    name: str
+    categories: dict[int, str]
+
+
+def collection_head(session: Session, collection_id: int) -> CollectionHead | None:
+    """The collection and its categories in one query; ``None`` when there is no such collection."""
+    rows = session.execute(select(Collection.name, Category.id, Category.name)
+                           .outerjoin(Category, Category.collection_id == Collection.id)
+                           .where(Collection.id == collection_id).order_by(Category.id)).all()
+    if not rows:
+        return None
+    return CollectionHead(collection_id, rows[0][0], {cid: name for _n, cid, name in rows if cid is not None})
 
 
 def boxes_for_images(session: Session, image_ids: Sequence[int], *, include_ground_truth: bool = False) -> dict[int, list[Box]]:
@@ -207,31 +353,6 @@ def boxes_for_images(session: Session, image_ids: Sequence[int], *, include_grou
         stmt = stmt.where(Box.source != BoxSource.ground_truth)
     for box in session.scalars(stmt.order_by(Box.image_id, Box.id)):
         result[box.image_id].append(box)
-    return result
-
-
-def box_rects_for_images(session: Session, image_ids: Sequence[int]) -> dict[int, list[Any]]:
-    """Light rows ``(image_id, x1, y1, x2, y2, status)`` of CAM and human boxes per image (grid drawing)."""
-    result: dict[int, list[Any]] = {i: [] for i in image_ids}
-    if not image_ids:
-        return result
-    stmt = (select(Box.image_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.status)
-            .where(Box.image_id.in_(list(image_ids)), Box.source != BoxSource.ground_truth).order_by(Box.image_id, Box.id))
-    for row in session.execute(stmt):
-        result[row.image_id].append(row)
-    return result
-
-
-def overlay_keys_for_images(session: Session, image_ids: Sequence[int]) -> dict[int, str]:
-    """The overlay PNG key of each image's newest concept map (one per image, for the grid)."""
-    result: dict[int, str] = {}
-    if not image_ids:
-        return result
-    stmt = (select(ConceptMap.image_id, ConceptMap.overlay_key)
-            .where(ConceptMap.image_id.in_(list(image_ids)), ConceptMap.overlay_key.is_not(None))
-            .order_by(ConceptMap.image_id, ConceptMap.model_version_id.desc(), ConceptMap.category_id))
-    for image_id, key in session.execute(stmt):
-        result.setdefault(image_id, key)
     return result
 
 

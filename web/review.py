@@ -7,16 +7,15 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from web.db import db
 from web.errors import ApiError
 from web.queries import (
-    Cursor, QueryError, box_rects_for_images, boxes_for_images, filter_from_args, list_images, neighbour, overlay_keys_for_images,
-    overlays_for_images,
+    Cursor, GridImage, QueryError, boxes_for_images, collection_head, filter_from_args, grid_page, neighbour, overlays_for_images,
 )
 from web.services import box_json, get_collection
-from worker.store.models import Image, ReviewStatus
+from worker.store.models import Image
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -30,33 +29,52 @@ def _require_login() -> Response | None:
 
 @bp.get("/collections/<int:collection_id>")
 def grid(collection_id: int) -> str:
+    """One page of thumbnails: ``cursor`` = the page after that row, ``before`` = the page before it."""
     session = db()
-    collection = get_collection(session, collection_id)
+    head = collection_head(session, collection_id)
+    if head is None:
+        raise ApiError(404, "not_found", f"no collection {collection_id}")
     try:
         f = filter_from_args(collection_id, request.args)
-        cursor = Cursor.decode(request.args["cursor"]) if request.args.get("cursor") else None
+        after = Cursor.decode(request.args["cursor"]) if request.args.get("cursor") else None
+        before = Cursor.decode(request.args["before"]) if request.args.get("before") else None
+        page = grid_page(session, f, limit=int(current_app.config["PAGE_SIZE"]), after=after, before=before)
     except QueryError as exc:
         raise ApiError(400, "bad_query", str(exc)) from exc
-    page = list_images(session, f, limit=int(current_app.config["PAGE_SIZE"]), after=cursor)
-    ids = [i.id for i in page.items]
-    boxes = {image_id: _svg_rects(rows) for image_id, rows in box_rects_for_images(session, ids).items()}
-    overlays = overlay_keys_for_images(session, ids)
-    categories = {c.id: c.name for c in collection.categories}
-    return render_template("review/grid.html", collection=collection, images=page.items, boxes=boxes, overlays=overlays,
-                           categories=categories, filter=f, query=urlencode(f.query_args()), next_cursor=page.next_cursor,
-                           has_cursor=cursor is not None)
+    query = urlencode(f.query_args())
+    grid_url = f"{url_for('review.grid', collection_id=collection_id)}?{query}"
+    href_query = escape(query)
+    return render_template(
+        "review/grid.html", collection=head, filter=f, thumbs=[_thumb_html(image, href_query) for image in page.items],
+        first_url=None if page.first else grid_url,
+        prev_url=f"{grid_url}&before={page.prev_cursor}" if page.prev_cursor else None,
+        next_url=f"{grid_url}&cursor={page.next_cursor}" if page.next_cursor else None,
+    )
 
 
-def _svg_rects(rows: list) -> Markup:  # type: ignore[type-arg]
-    """SVG ``<rect>`` elements of one thumbnail's boxes (xyxy pixels -> x, y, width, height).
+def _thumb_html(image: GridImage, href_query: str) -> Markup:
+    """One thumbnail's ``<a class="thumb">`` element (frame, overlay, SVG boxes, caption).
 
-    Built here rather than in Jinja: every value is a number or an enum member from the
-    database, so nothing needs escaping, and the grid renders 48 images x ~3 boxes per page."""
-    return Markup("".join(
-        f'<rect class="box status-{ReviewStatus(r.status).value}" x="{r.x1:.1f}" y="{r.y1:.1f}" width="{r.x2 - r.x1:.1f}" '
-        f'height="{r.y2 - r.y1:.1f}" vector-effect="non-scaling-stroke"></rect>'
-        for r in rows
-    ))
+    Built here rather than in Jinja: 48 thumbnails x ~10 autoescaped template expressions
+    cost ~60% more CPU than these f-strings. Text from users (``rel_path``) and stored keys
+    go through ``escape``; ``href_query`` is already escaped; ids, sizes and box numbers are
+    numbers, and box statuses are enum values."""
+    name = escape(image.rel_path)
+    overlay = (f'<img class="overlay" src="/blobs/{escape(image.overlay_key)}" alt="" loading="lazy">'
+               if image.overlay_key else "")
+    svg = ""
+    if image.width and image.height:
+        rects = "".join(
+            f'<rect class="box status-{status.value}" x="{x1:.1f}" y="{y1:.1f}" width="{x2 - x1:.1f}" '
+            f'height="{y2 - y1:.1f}" vector-effect="non-scaling-stroke"></rect>'
+            for x1, y1, x2, y2, status in image.boxes)
+        svg = f'<svg viewBox="0 0 {image.width:d} {image.height:d}" preserveAspectRatio="none" aria-hidden="true">{rects}</svg>'
+    score = f"{image.min_score:.2f}" if image.min_score is not None else "no box"
+    return Markup(
+        f'<a class="thumb" href="/review/images/{image.id:d}?{href_query}" data-image-id="{image.id:d}">'
+        f'<div class="frame"><img src="/blobs/{escape(image.thumb_key or image.storage_key)}" alt="{name}" loading="lazy">{overlay}{svg}</div>'
+        f'<div class="caption"><span class="name">{name}</span> <span class="score">{score}</span></div></a>\n'
+    )
 
 
 @bp.get("/images/<int:image_id>")

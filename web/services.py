@@ -7,6 +7,7 @@ documented entry points (``worker.jobs.submit``, ``worker.store.bulk.update_box`
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
 from web.errors import ApiError
+from worker.importing import remove_staging, staging_root, sweep_staging
 from worker.store.models import Box, BoxSource, Category, Collection, Image, Job, JobKind, ReviewStatus
 
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,199}$")
@@ -65,9 +67,10 @@ def delete_collection(session: Session, blobs: Any, collection_id: int) -> None:
 # -- uploads -------------------------------------------------------------------------------
 @dataclass
 class StagedUpload:
-    """Files saved under ``data_dir/staging/<uuid>/`` ready for an import job."""
+    """Files saved under ``data_dir/staging/<uuid>/`` (``folder``) ready for an import job."""
 
-    path: Path  # a folder (multi-file upload) or the saved .zip
+    folder: Path  # the upload's staging folder, deleted when its import job ends
+    path: Path  # a folder (multi-file upload) or the saved .zip, inside ``folder``
     manifest: Path | None
     n_files: int
 
@@ -90,8 +93,16 @@ def stage_upload(data_dir: Path, files: Iterable[FileStorage], *, tag: str | Non
         tag = tag.strip()
         if not _TAG_RE.match(tag):
             raise ApiError(400, "bad_tag", "a tag has 1 to 100 letters, digits, spaces, '.', '_' or '-'")
-    staging = Path(data_dir) / "staging" / uuid.uuid4().hex
+    staging = staging_root(data_dir) / uuid.uuid4().hex
     staging.mkdir(parents=True)
+    try:
+        return _save_upload(staging, uploads, tag=tag, manifest=manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _save_upload(staging: Path, uploads: list[FileStorage], *, tag: str | None, manifest: FileStorage | None) -> StagedUpload:
     manifest_path: Path | None = None
     if manifest is not None and manifest.filename:
         manifest_path = staging / "manifest.csv"
@@ -103,7 +114,7 @@ def stage_upload(data_dir: Path, files: Iterable[FileStorage], *, tag: str | Non
         target = staging / "upload.zip"
         zips[0].save(target)
         _check_zip(target)
-        return StagedUpload(path=target, manifest=manifest_path, n_files=1)
+        return StagedUpload(folder=staging, path=target, manifest=manifest_path, n_files=1)
     root = staging / "files"
     folder = root / tag if tag else root
     folder.mkdir(parents=True)
@@ -115,13 +126,12 @@ def stage_upload(data_dir: Path, files: Iterable[FileStorage], *, tag: str | Non
             target = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
             n += 1
         upload.save(target)
-    return StagedUpload(path=root, manifest=manifest_path, n_files=len(uploads))
+    return StagedUpload(folder=staging, path=root, manifest=manifest_path, n_files=len(uploads))
 
 
 def _check_zip(path: Path) -> None:
     """Refuse at once (400) a file that is no zip or has absolute / ``..`` entries; the importer
-    checks again, this only makes the error immediate. The staged file is removed."""
-    import shutil
+    checks again, this only makes the error immediate (:func:`stage_upload` removes the folder)."""
     import zipfile
 
     from worker.import_sources import ImportSourceError, safe_relative
@@ -131,7 +141,6 @@ def _check_zip(path: Path) -> None:
             for name in archive.namelist():
                 safe_relative(name)
     except (zipfile.BadZipFile, ImportSourceError) as exc:
-        shutil.rmtree(path.parent, ignore_errors=True)
         message = str(exc) if isinstance(exc, ImportSourceError) else "the uploaded .zip is not a valid zip archive"
         raise ApiError(400, "bad_zip", message.replace(str(path), "the upload")) from exc
 
@@ -158,13 +167,23 @@ def submit_job(session: Session, *, kind: str, collection_id: int, params: dict[
 
 def import_upload(session: Session, data_dir: Path, collection_id: int, files: Iterable[FileStorage], *, tag: str | None,
                   manifest: FileStorage | None, user_id: int | None) -> tuple[Job, int]:
-    """Stage an upload (see :func:`stage_upload`) and start its import job: ``(job, files staged)``."""
+    """Stage an upload (see :func:`stage_upload`) and start its import job: ``(job, files staged)``.
+
+    The job deletes the staging folder when it ends (``staging`` param); a folder whose job
+    could not be recorded is deleted here, and older leftovers by :func:`sweep_staging`."""
     get_collection(session, collection_id)
+    sweep_staging(session, data_dir)
     staged = stage_upload(data_dir, files, tag=tag, manifest=manifest)
-    params = {"path": str(staged.path)}
+    params = {"path": str(staged.path), "staging": str(staged.folder)}
     if staged.manifest is not None:
         params["manifest"] = str(staged.manifest)
-    return submit_job(session, kind="import", collection_id=collection_id, params=params, user_id=user_id), staged.n_files
+    try:
+        job = submit_job(session, kind="import", collection_id=collection_id, params=params, user_id=user_id)
+    except ApiError as exc:
+        if exc.status != 503:  # 503: the job is recorded (the watchdog sends it again) and will read the files
+            remove_staging(data_dir, staged.folder)
+        raise
+    return job, staged.n_files
 
 
 def job_params_from(kind: str, data: Any) -> dict[str, Any]:
@@ -214,6 +233,10 @@ def cancel_job(session: Session, job_id: int) -> Job:
     request_cancel(session, job_id)
     session.commit()
     session.refresh(job)
+    if job.kind == JobKind.import_ and job.status.finished and (job.params or {}).get("staging"):
+        from web.db import runtime
+
+        remove_staging(runtime().settings.data_dir, job.params["staging"])  # cancelled while queued: no handler will run
     return job
 
 

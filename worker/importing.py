@@ -13,27 +13,44 @@ For each entry, in the source's fixed order, in chunks of ``ctx.chunk_size`` fil
 
 Each chunk's rows and the job's cursor are committed together, so a resumed import starts at
 the first unfinished chunk, and re-imports never duplicate (``(collection, sha256)`` is unique).
+
+Uploads from the web are staged under ``<data_dir>/staging/<uuid>/`` and their job has param
+``staging`` naming that folder. Once the job ends (succeeded, failed or cancelled) the folder
+is deleted: the images now live in the blob store. It stays while the job can still resume
+(lease lost to another worker, a transient error Celery retries, a worker shutting down).
+:func:`sweep_staging` removes folders left behind otherwise (a job cancelled after its worker
+died, an upload whose job was never recorded). A ``path`` given by hand is never deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from pathlib import PurePosixPath
+import logging
+import shutil
+import time
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import Image as PILImage
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from worker.categories import ensure_categories
-from worker.execution import JobContext, JobFailed
+from worker.execution import JobContext, JobFailed, is_transient
 from worker.import_sources import Entry, ImportSourceError, list_source
+from worker.lease import LeaseLost
 from worker.store.bulk import insert_image_tags, insert_images_detailed
-from worker.store.models import Image
+from worker.store.models import Image, Job, JobKind, JobStatus
+
+log = logging.getLogger(__name__)
 
 THUMB_SIZE = 256
 COUNTERS = ("imported", "duplicates", "failed", "skipped_non_image")
 MAX_REPORTED = 50
+STAGING_DIR = "staging"
+#: :func:`sweep_staging` leaves younger folders alone: their upload may still be on its way to a job.
+STAGING_MIN_AGE_S = 3600.0
 
 
 def make_thumbnail(image: PILImage.Image, size: int = THUMB_SIZE) -> bytes:
@@ -74,8 +91,67 @@ def _decode_and_store(entry: Entry, data: bytes, row: dict[str, Any], blobs: Any
             "thumb_key": blobs.put_bytes(make_thumbnail(image), kind="thumbs", suffix=".jpg")}
 
 
+def staging_root(data_dir: Path | str) -> Path:
+    """``<data_dir>/staging``: where the web stages uploads, one folder per upload."""
+    return Path(data_dir) / STAGING_DIR
+
+
+def remove_staging(data_dir: Path | str, folder: Path | str) -> bool:
+    """Delete one upload's staging folder; True if it was there.
+
+    Only a direct child of :func:`staging_root` is ever deleted: anything else (a job whose
+    params name another path) is logged and left alone."""
+    root = staging_root(data_dir).resolve()
+    path = Path(folder).resolve()
+    if path.parent != root:
+        log.warning("not removing %s: not a staging folder under %s", path, root)
+        return False
+    existed = path.exists()
+    shutil.rmtree(path, ignore_errors=True)
+    return existed
+
+
+def sweep_staging(session: Session, data_dir: Path | str, *, min_age_s: float = STAGING_MIN_AGE_S) -> list[Path]:
+    """Remove staging folders older than ``min_age_s`` seconds that no queued or running import
+    job reads (left by a job cancelled after its worker died, or an upload whose job was never
+    recorded); returns the folders removed."""
+    root = staging_root(data_dir)
+    if not root.is_dir():
+        return []
+    now = time.time()
+    old = [p for p in root.iterdir() if p.is_dir() and now - p.stat().st_mtime > min_age_s]
+    if not old:
+        return []
+    params = session.scalars(select(Job.params).where(Job.kind == JobKind.import_, Job.status.in_((JobStatus.queued, JobStatus.running))))
+    in_use = {Path(p["staging"]).resolve() for p in params if p and p.get("staging")}
+    removed = [p for p in old if p.resolve() not in in_use and remove_staging(data_dir, p)]
+    for path in removed:
+        log.info("removed abandoned staging folder %s", path)
+    return removed
+
+
+def _job_ends_after(exc: BaseException) -> bool:
+    """Whether :func:`worker.execution.execute` records the job as finished after ``exc``: not
+    when the lease was lost (another worker goes on), for a transient error (Celery retries) or
+    when the process is stopping (the watchdog requeues the job)."""
+    return isinstance(exc, Exception) and not isinstance(exc, LeaseLost) and not is_transient(exc)
+
+
 def run_import_job(ctx: JobContext) -> dict[str, Any]:
-    """Handler of ``import`` jobs (see the module docstring)."""
+    """Handler of ``import`` jobs (see the module docstring); deletes a staged upload once the job ends."""
+    staging = ctx.params.get("staging")
+    try:
+        result = _import(ctx)
+    except BaseException as exc:
+        if staging and _job_ends_after(exc):
+            remove_staging(ctx.runtime.settings.data_dir, staging)
+        raise
+    if staging:
+        remove_staging(ctx.runtime.settings.data_dir, staging)
+    return result
+
+
+def _import(ctx: JobContext) -> dict[str, Any]:
     path = ctx.params.get("path")
     if not path or ctx.collection_id is None:
         raise JobFailed("an import job needs a collection and a 'path'")

@@ -110,3 +110,24 @@ def expected_box_counts(sessions, blobs_root: Path, model_version_id: int, box_p
         boxes, _scores, _labels = boxes_from_maps(per_class, sizes[image_id], params)  # type: ignore[arg-type]
         counts[image_id] = int(boxes.shape[0])
     return +counts
+
+
+def new_collection(runtime, name: str = "c") -> int:  # type: ignore[no-untyped-def]
+    """Id of a new empty collection in ``runtime``'s database."""
+    from worker.store.models import Collection
+
+    with runtime.sessions() as session:
+        collection = Collection(name=name)
+        session.add(collection)
+        session.commit()
+        return collection.id
+
+
+def detached_job(runtime, job_id: int):  # type: ignore[no-untyped-def]
+    """The ``Job`` row ``job_id`` as it is now, detached from its session."""
+    from worker.store.models import Job
+
+    with runtime.sessions() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job

@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 
 
 def test_collections_create_and_list(run) -> None:  # type: ignore[no-untyped-def]

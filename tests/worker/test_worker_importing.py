@@ -11,10 +11,11 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
+from tests.worker.helpers import new_collection
 from worker.execution import execute
 from worker.import_sources import ImportSourceError, list_source
 from worker.jobs import submit
-from worker.store.models import Category, Collection, Image, ImageStatus, ImageTag, Job, JobStatus
+from worker.store.models import Category, Image, ImageStatus, ImageTag, Job, JobStatus
 
 
 def _jpeg(color: tuple[int, int, int], size: tuple[int, int] = (48, 32), exif_orientation: int | None = None) -> bytes:
@@ -29,12 +30,6 @@ def _jpeg(color: tuple[int, int, int], size: tuple[int, int] = (48, 32), exif_or
     return buffer.getvalue()
 
 
-def _collection(runtime) -> int:  # type: ignore[no-untyped-def]
-    with runtime.sessions() as session:
-        collection = Collection(name="c")
-        session.add(collection)
-        session.commit()
-        return collection.id
 
 
 def _import(runtime, collection_id: int, path: Path, manifest: Path | None = None) -> Job:  # type: ignore[no-untyped-def]
@@ -82,7 +77,7 @@ def test_folder_layout_bad_files_and_dedup(runtime, shared_dataset: Path, tmp_pa
     shutil.copy(shared_dataset / "kangaroo" / "images" / "00090.jpg", root / "dog" / "00090.jpg")  # the real truncated one
     (root / "dog" / "garbage.jpg").write_bytes(b"this is not a jpeg")
     (root / "dog" / "rotated.jpg").write_bytes(_jpeg((50, 50, 50), size=(40, 20), exif_orientation=6))
-    collection_id = _collection(runtime)
+    collection_id = new_collection(runtime)
 
     job = _import(runtime, collection_id, root)
     assert job.status is JobStatus.succeeded, job.error
@@ -120,7 +115,7 @@ def _zip(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_D
 def test_zip_in_folder_layout(sqlite_runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     archive = _zip(tmp_path / "a.zip", {"owl/x/1.jpg": _jpeg((1, 2, 3)), "fox/2.jpg": _jpeg((4, 5, 6)), "readme.md": b"hi",
                                         "__MACOSX/owl/._1.jpg": b"junk"})
-    job = _import(sqlite_runtime, _collection(sqlite_runtime), archive)
+    job = _import(sqlite_runtime, new_collection(sqlite_runtime), archive)
     assert job.status is JobStatus.succeeded, job.error
     assert job.result["imported"] == 2 and job.result["skipped_non_image"] == 1
     assert _tags(sqlite_runtime) == {"owl/x/1.jpg": {"owl"}, "fox/2.jpg": {"fox"}}
@@ -131,7 +126,7 @@ def test_zip_with_unsafe_paths_is_refused(sqlite_runtime, tmp_path: Path, bad_na
     archive = _zip(tmp_path / "bad.zip", {"owl/ok.jpg": _jpeg((1, 2, 3)), bad_name: _jpeg((3, 2, 1))})
     with pytest.raises(ImportSourceError, match="unsafe path"):
         list_source(archive)
-    job = _import(sqlite_runtime, _collection(sqlite_runtime), archive)
+    job = _import(sqlite_runtime, new_collection(sqlite_runtime), archive)
     assert job.status is JobStatus.failed and "unsafe path" in (job.error or "")
     assert _images(sqlite_runtime) == {}
     assert not (tmp_path / "evil.jpg").exists()
@@ -144,7 +139,7 @@ def test_zip_bomb_is_refused(sqlite_runtime, tmp_path: Path, monkeypatch: pytest
         list_source(bomb)
     stored = _zip(tmp_path / "big.zip", {"owl/a.jpg": _jpeg((1, 1, 1)), "owl/b.jpg": _jpeg((2, 2, 2))}, zipfile.ZIP_STORED)
     monkeypatch.setenv("CAMLABEL_IMPORT_MAX_BYTES", "1000")
-    job = _import(sqlite_runtime, _collection(sqlite_runtime), stored)
+    job = _import(sqlite_runtime, new_collection(sqlite_runtime), stored)
     assert job.status is JobStatus.failed and "over the 1000-byte limit" in (job.error or "")
 
 
@@ -156,7 +151,7 @@ def test_manifest_tags_and_missing_files(sqlite_runtime, tmp_path: Path) -> None
     (root / "unlisted.jpg").write_bytes(_jpeg((0, 0, 10)))
     manifest = tmp_path / "tags.csv"
     manifest.write_text("file_name,tags\n1.jpg,raccoon; animal\nsub/2.jpg,kangaroo\nnot-there.jpg,raccoon\n")
-    job = _import(sqlite_runtime, _collection(sqlite_runtime), root, manifest)
+    job = _import(sqlite_runtime, new_collection(sqlite_runtime), root, manifest)
     assert job.status is JobStatus.succeeded, job.error
     assert job.result["imported"] == 2 and job.result["missing"] == 1 and job.result["missing_files"] == ["not-there.jpg"]
     assert _tags(sqlite_runtime) == {"1.jpg": {"raccoon", "animal"}, "sub/2.jpg": {"kangaroo"}}

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
+from tests.worker.helpers import detached_job
 from worker import handlers, lease, watchdog
 from worker.execution import JobContext, execute
 from worker.jobs import request_cancel, submit
@@ -27,23 +28,18 @@ def _job(runtime, status: JobStatus = JobStatus.queued, **values) -> int:  # typ
         return job.id
 
 
-def _row(runtime, job_id: int) -> Job:  # type: ignore[no-untyped-def]
-    with runtime.sessions() as session:
-        job = session.get(Job, job_id)
-        session.expunge(job)
-        return job
 
 
 def test_only_one_worker_claims_a_job_until_its_lease_expires(runtime) -> None:  # type: ignore[no-untyped-def]
     job_id = _job(runtime)
     assert lease.claim(runtime.sessions, job_id, "a", 30)
     assert not lease.claim(runtime.sessions, job_id, "b", 30)
-    assert _row(runtime, job_id).worker_id == "a"
+    assert detached_job(runtime, job_id).worker_id == "a"
     with runtime.sessions() as session:
         session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(seconds=60)))
         session.commit()
     assert lease.claim(runtime.sessions, job_id, "b", 30)
-    row = _row(runtime, job_id)
+    row = detached_job(runtime, job_id)
     assert row.worker_id == "b" and row.attempts == 2
     # the old owner can no longer renew or write progress
     with runtime.sessions() as session:
@@ -55,7 +51,7 @@ def test_only_one_worker_claims_a_job_until_its_lease_expires(runtime) -> None: 
             pass
     with pytest.raises(lease.LeaseLost):
         ctx.check()
-    assert _row(runtime, job_id).done == 0
+    assert detached_job(runtime, job_id).done == 0
 
 
 def test_watchdog_requeues_expired_jobs_and_finishes_cancelled_ones(runtime) -> None:  # type: ignore[no-untyped-def]
@@ -64,10 +60,10 @@ def test_watchdog_requeues_expired_jobs_and_finishes_cancelled_ones(runtime) -> 
     fresh = _job(runtime, JobStatus.running, worker_id="alive", heartbeat_at=utcnow())
     stale_cancelled = _job(runtime, JobStatus.running, worker_id="dead", heartbeat_at=old, cancel_requested=True)
     assert watchdog.sweep() == [stale]
-    row = _row(runtime, stale)
+    row = detached_job(runtime, stale)
     assert row.status is JobStatus.queued and row.worker_id is None and row.celery_task_id not in (None, "t0")
-    assert _row(runtime, fresh).status is JobStatus.running
-    assert _row(runtime, stale_cancelled).status is JobStatus.cancelled
+    assert detached_job(runtime, fresh).status is JobStatus.running
+    assert detached_job(runtime, stale_cancelled).status is JobStatus.cancelled
     assert watchdog.sweep() == []
 
 
@@ -77,9 +73,9 @@ def test_watchdog_resends_jobs_left_queued(runtime) -> None:  # type: ignore[no-
     lost = _job(runtime, created_at=old, celery_task_id="t0")
     recent = _job(runtime)
     assert watchdog.sweep() == [lost]
-    row = _row(runtime, lost)
+    row = detached_job(runtime, lost)
     assert row.status is JobStatus.queued and row.celery_task_id != "t0" and row.heartbeat_at is not None
-    assert _row(runtime, recent).heartbeat_at is None  # a fresh queued job is left alone
+    assert detached_job(runtime, recent).heartbeat_at is None  # a fresh queued job is left alone
     assert watchdog.sweep() == []  # not again until another CAMLABEL_REQUEUE_QUEUED_S has passed
     # a claim still works on the re-sent job
     assert lease.claim(runtime.sessions, lost, "w", 30)
@@ -109,7 +105,7 @@ def test_transient_errors_release_the_job_for_a_retry(runtime, monkeypatch: pyte
     monkeypatch.setattr(handlers, "handler_for", lambda kind: flaky)
     with pytest.raises(OperationalError):
         execute(job_id)
-    row = _row(runtime, job_id)
+    row = detached_job(runtime, job_id)
     assert row.status is JobStatus.queued and row.worker_id is None and row.attempts == 1
 
     def broken(ctx: JobContext) -> None:
@@ -117,7 +113,7 @@ def test_transient_errors_release_the_job_for_a_retry(runtime, monkeypatch: pyte
 
     monkeypatch.setattr(handlers, "handler_for", lambda kind: broken)
     assert execute(job_id) == "failed"
-    row = _row(runtime, job_id)
+    row = detached_job(runtime, job_id)
     assert row.status is JobStatus.failed and row.error == "RuntimeError: boom" and row.finished_at is not None
 
 

@@ -28,10 +28,6 @@ from worker.models_cache import builtin_imagenet_version, load_model
 from worker.store.bulk import replace_boxes, upsert_concept_maps
 from worker.store.models import Category, ConceptMap, Image, ImageStatus, ImageTag, ModelVersion
 
-#: Longest side in pixels of the stored heatmap PNG (browsers scale it over the photo).
-OVERLAY_MAX_SIDE = 192
-
-
 def resolve_model_version(session: Any, collection_id: int, requested: Any) -> ModelVersion:
     """The model version an infer job uses (see the module docstring); ``JobFailed`` if none."""
     if requested in (None, ""):
@@ -66,11 +62,6 @@ def _box_params(ctx: JobContext, version: ModelVersion) -> Any:
         return BoxParams.from_dict(chosen if isinstance(chosen, dict) else None)
     except (TypeError, ValueError) as exc:
         raise JobFailed(f"bad box parameters: {exc}") from exc
-
-
-def _overlay_size(width: int, height: int) -> tuple[int, int]:
-    scale = min(1.0, OVERLAY_MAX_SIDE / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 @dataclass
@@ -126,7 +117,7 @@ def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk
 
     Returns the number of boxes written.
     """
-    from camcore.concept_maps import encode_map, render_heatmap_png
+    from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
 
     blobs = ctx.runtime.blobs
     map_rows: list[dict[str, Any]] = []
@@ -136,7 +127,7 @@ def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk
         for cls, cam in result.maps.items():
             map_rows.append({"image_id": image_id, "class": class_names[cls],
                              "raw_key": blobs.put_bytes(encode_map(cam), kind="maps", suffix=".npy"),
-                             "overlay_key": blobs.put_bytes(render_heatmap_png(cam, _overlay_size(width, height), opacity=1.0),
+                             "overlay_key": blobs.put_bytes(render_heatmap_png(cam, overlay_size((width, height)), opacity=1.0),
                                                             kind="overlays", suffix=".png")})
         for box, score, label in zip(result.boxes.tolist(), result.scores.tolist(), result.labels.tolist()):
             box_rows.append({"image_id": image_id, "class": class_names[label], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
