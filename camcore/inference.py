@@ -39,6 +39,7 @@ __all__ = [
     "InferenceReport",
     "SamePadConv2d",
     "fold_batchnorm",
+    "example_batch",
     "prepare_for_inference",
     "use_in_place_activations",
     "use_symmetric_same_padding",
@@ -119,6 +120,11 @@ def use_in_place_activations(model: nn.Module) -> int:
             module.inplace = True
             count += 1
     return count
+
+
+def example_batch(input_size: int) -> Tensor:
+    """A fixed pseudo-random uint8 ``Tensor[1, 3, S, S]`` image batch (seed 0) to prepare a model with."""
+    return torch.randint(0, 256, (1, 3, input_size, input_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
 def _parents(model: nn.Module) -> dict[int, tuple[nn.Module, str]]:

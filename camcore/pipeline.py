@@ -30,7 +30,8 @@ from torch import Tensor
 from camcore import boxes as _boxes
 from camcore import objectness as _objectness
 from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
-from camcore.inference import InferenceReport, prepare_for_inference
+from camcore.images import original_size
+from camcore.inference import InferenceReport, example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec
 
 __all__ = [
@@ -367,9 +368,8 @@ class Localizer:
         model = model.to(self.device).eval()
         self.inference_report: InferenceReport | None = None
         if prepare:
-            example = torch.randint(0, 256, (1, 3, spec.input_size, spec.input_size), dtype=torch.uint8,
-                                    generator=torch.Generator().manual_seed(0))
-            model, self.inference_report = prepare_for_inference(model, self.normalize(example), memory_format=self.memory_format)
+            model, self.inference_report = prepare_for_inference(model, self.normalize(example_batch(spec.input_size)),
+                                                                 memory_format=self.memory_format)
         self.model = model.to(memory_format=self.memory_format)
         self.params = params or BoxParams()
         if self.params.method not in map_methods():
@@ -473,7 +473,8 @@ class Localizer:
             top_k: classes per image when ``tags`` is ``None``.
 
         Returns:
-            One :class:`ImageResult` per image, in order; boxes in each image's own pixels.
+            One :class:`ImageResult` per image, in order; boxes in each image's own pixels (its
+            :func:`camcore.images.original_size`, also when it was decoded at a reduced scale).
         """
         if tags is not None and len(tags) != len(images):
             raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
@@ -482,5 +483,5 @@ class Localizer:
             chunk = images[start : start + self.batch_size]
             chunk_tags = None if tags is None else tags[start : start + self.batch_size]
             batch = self.preprocess(chunk)
-            results.extend(self.localize_batch(batch, [im.size for im in chunk], chunk_tags, top_k=top_k))
+            results.extend(self.localize_batch(batch, [original_size(im) for im in chunk], chunk_tags, top_k=top_k))
         return results

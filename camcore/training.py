@@ -32,6 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from camcore.images import ImageLoadError, load_image
+from camcore.inference import example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec, WeightsArg, build_model
 from camcore.pipeline import preprocess
 
@@ -135,8 +136,8 @@ class _FeatureCache:
             os.replace(tmp, key)
 
 
-def _load(image: ImageInput) -> Image.Image:
-    return image if isinstance(image, Image.Image) else load_image(image)
+def _load(image: ImageInput, min_size: int) -> Image.Image:
+    return image if isinstance(image, Image.Image) else load_image(image, min_size=min_size)
 
 
 def _normalizer(spec: ModelSpec, device: torch.device) -> Callable[[Tensor], Tensor]:
@@ -160,6 +161,8 @@ def _pooled_features(
     feats: dict[int, Tensor] = {}
     skipped: list[dict[str, Any]] = []
     todo: list[int] = []
+    # the frozen backbone only runs forward here: its BN-folded inference copy is the same function, faster
+    net, _report = prepare_for_inference(model.eval(), norm(example_batch(spec.input_size)))
     for i, img in enumerate(images):
         hit = cache.get(img) if cache else None
         if hit is not None:
@@ -173,12 +176,12 @@ def _pooled_features(
         ok: list[int] = []
         for i in idx:
             try:
-                loaded.append(_load(images[i]))
+                loaded.append(_load(images[i], spec.input_size))
                 ok.append(i)
             except ImageLoadError as exc:
                 skipped.append({"index": i, "reason": str(exc)})
         if ok:
-            f = model.features(norm(preprocess(loaded, spec.input_size))).float().mean(dim=(2, 3)).cpu()
+            f = net.features(norm(preprocess(loaded, spec.input_size))).float().mean(dim=(2, 3)).cpu()
             for j, i in enumerate(ok):
                 feats[i] = f[j]
                 if cache:
@@ -352,7 +355,7 @@ def train_head(
 
     set_head(w, b)
     if mode == "finetune":
-        loaded = [_load(images[i]) for i in kept]
+        loaded = [_load(images[i], spec.input_size) for i in kept]
         loss = _finetune(model, spec, loaded, y, tr, dev, iters, batch_size, learning_rate, weight_decay, seed, tick)
         probs = _predict(model, spec, loaded, dev, batch_size)
     else:

@@ -173,3 +173,33 @@ def test_file_objects_and_bytes(tmp_path: Path) -> None:
     with open(path, "rb") as fh:
         assert load_image(fh).size == (40, 20)
     assert load_image(path.read_bytes()).size == (40, 20)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_large_jpeg_decoded_at_reduced_scale_keeps_its_original_size(tmp_path: Path, orientation: int) -> None:
+    """``min_size``: a 2400x1800 JPEG needed at 448 px decodes at 1/2 or 1/4 scale (sides >= 448),
+    and ``original_size`` still reports the displayed full size (EXIF rotation included)."""
+    from camcore.images import original_size
+
+    photo = Image.new("RGB", (2400, 1800), (30, 90, 160))
+    photo.paste((240, 200, 20), (1200, 300, 2000, 1500))  # a yellow block right of centre
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "big.jpg"
+    photo.save(path, format="JPEG", quality=92, exif=exif.tobytes())
+    displayed = (2400, 1800) if orientation == 1 else (1800, 2400)
+
+    full = load_image(path)
+    reduced = load_image(path, min_size=448)
+    assert full.size == displayed and original_size(full) == displayed
+    assert original_size(reduced) == displayed
+    assert reduced.size in ((displayed[0] // 2, displayed[1] // 2), (displayed[0] // 4, displayed[1] // 4))
+    assert min(reduced.size) >= 448
+    # same picture: the reduced decode matches the full one downscaled
+    small_full = np.asarray(full.resize(reduced.size, Image.Resampling.BOX), dtype=np.int16)
+    assert np.abs(small_full - np.asarray(reduced, dtype=np.int16)).mean() < 3.0
+    # small images and other formats are never reduced
+    assert load_image(path, min_size=1000).size == displayed
+    png = tmp_path / "big.png"
+    photo.save(png)
+    assert load_image(png, min_size=448).size == (2400, 1800) and "camlabel_original_size" not in load_image(png, min_size=448).info

@@ -67,3 +67,25 @@ def test_custom_box_rule_plugs_in(trained_shapes) -> None:  # type: ignore[no-un
     ts = trained_shapes
     r = Localizer(ts.model, ts.spec, params=BoxParams(mode="test_whole_image")).localize(ts.test_images[:1], ts.test_tags[:1])[0]
     assert r.boxes.tolist() == [[0.0, 0.0, 64.0, 64.0]]
+
+
+def test_reduced_scale_decode_gives_boxes_in_original_pixels(trained_shapes, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A large JPEG loaded with ``min_size`` (DCT-scaled decode) is localised in its full-size pixels."""
+    from PIL import Image
+
+    from camcore.images import load_image
+
+    ts = trained_shapes
+    params = BoxParams(method="cam", mode="largest", threshold=0.2, normalize="max")
+    loc = Localizer(ts.model, ts.spec, params=params)
+    for k in range(4):
+        path = tmp_path / f"big{k}.jpg"
+        big = ts.test_images[k].resize((ts.test_images[k].width * 10, ts.test_images[k].height * 8), Image.Resampling.BILINEAR)
+        big.save(path, quality=95)
+        full = load_image(path)
+        reduced = load_image(path, min_size=ts.spec.input_size)
+        assert reduced.size[0] < full.size[0]  # really decoded smaller
+        a, b = loc.localize([full, reduced], [ts.test_tags[k], ts.test_tags[k]])
+        assert a.image_size == b.image_size == full.size
+        assert a.boxes.shape == b.boxes.shape and a.boxes.shape[0] >= 1
+        assert torch.allclose(a.boxes, b.boxes, atol=0.04 * max(full.size))

@@ -96,7 +96,7 @@ def _compute_chunk(ctx: JobContext, localizer: Any, class_index: dict[str, int],
         try:
             if not key:
                 raise ImageLoadError("the image has no stored file")
-            loaded.append((image_id, load_image(ctx.runtime.blobs.local_path(key))))
+            loaded.append((image_id, load_image(ctx.runtime.blobs.local_path(key), min_size=localizer.spec.input_size)))
         except ImageLoadError as exc:
             failed.append((image_id, exc.reason))
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the job

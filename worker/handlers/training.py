@@ -104,10 +104,12 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
 
 
 class _LazyImages(Sequence[Any]):
-    """Image files read only when a batch is sliced out, so memory stays one batch deep."""
+    """Image files read only when a batch is sliced out, so memory stays one batch deep; large
+    JPEGs decoded at a reduced scale that keeps both sides >= ``min_size`` (the model input)."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], min_size: int | None = None) -> None:
         self.paths = paths
+        self.min_size = min_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -116,8 +118,8 @@ class _LazyImages(Sequence[Any]):
         from camcore.images import load_image
 
         if isinstance(index, slice):
-            return [load_image(path) for path in self.paths[index]]
-        return load_image(self.paths[index])
+            return [load_image(path, min_size=self.min_size) for path in self.paths[index]]
+        return load_image(self.paths[index], min_size=self.min_size)
 
 
 def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> None:
@@ -128,7 +130,7 @@ def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list
     """
     from camcore.objectness import SPEC_KEY, fit_objectness
 
-    stats = fit_objectness(trained.model, trained.spec, _LazyImages(paths), tags, device=ctx.device, progress=progress)
+    stats = fit_objectness(trained.model, trained.spec, _LazyImages(paths, trained.spec.input_size), tags, device=ctx.device, progress=progress)
     trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
 
 
