@@ -29,6 +29,7 @@ from torch import Tensor
 
 from camcore import boxes as _boxes
 from camcore import objectness as _objectness
+from camcore.box_correction import corrections_from_extra
 from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
 from camcore.images import original_size
 from camcore.inference import InferenceReport, example_batch, prepare_for_inference
@@ -226,6 +227,7 @@ def boxes_from_maps(
         if mode not in _BOX_RULES:
             raise ValueError(f"unknown box mode {mode!r}; registered: {sorted(_BOX_RULES)}")
     grid = _boxes.working_shape(image_size, params.working_size)
+    corrections = corrections_from_extra(params.extra)  # per-class box corrections from calibration
     all_boxes: list[Tensor] = []
     all_scores: list[Tensor] = []
     all_labels: list[Tensor] = []
@@ -235,6 +237,8 @@ def boxes_from_maps(
         if norm is None:
             continue
         b, s = boxes_from_normalized(norm, image_size, p)
+        if int(cls) in corrections:
+            b = corrections[int(cls)].apply(b, image_size)
         if class_scores is not None:
             s = s * float(class_scores[int(cls)])
         all_boxes.append(b.float())

@@ -4,9 +4,11 @@ Params: ``model_version_id`` (default: the newest model version with concept map
 collection). Reviewed boxes are the collection's accepted or edited boxes and human boxes
 that are not rejected, in images that have that model version's maps; their categories are
 matched to the model's classes by name. :func:`camcore.calibration.calibrate` picks per-class
-parameters from the stored maps of those images; they are stored in
-``model_versions.calibration`` (later infer jobs use them too), then every other image's CAM
-proposals are recomputed from its stored maps in chunks (``replace_boxes``: idempotent, reviewed
+threshold rules and box corrections (``extra["box_correction"]``) from the stored maps of those
+images, always relative to the version's uncalibrated params, so a re-run from the same reviews
+stores the same thing. They are stored in ``model_versions.calibration`` (later infer jobs read it
+as their ``BoxParams``), then every other image's CAM proposals are recomputed from its stored
+maps in chunks with :func:`camcore.calibration.apply` (``replace_boxes``: idempotent, reviewed
 boxes untouched). An (image, class) a reviewer already acted on gets no new proposal.
 """
 

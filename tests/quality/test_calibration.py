@@ -1,4 +1,4 @@
-"""Calibration from a few reviewed boxes picks better per-class thresholds (synthetic maps)."""
+"""Calibration from a few reviewed boxes: per-class thresholds and box corrections (synthetic maps)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from camcore.calibration import apply, calibrate
+from camcore.box_correction import BoxCorrection, corrections_from_extra
+from camcore.calibration import PRIOR_IMAGES, apply, calibrate
 from camcore.pipeline import BoxParams
 from quality_synth import pyramid_map
 
@@ -59,13 +60,89 @@ def test_calibration_picks_per_class_thresholds_that_beat_the_default_on_other_i
     assert report["0"]["images"] == 5 and report["0"]["chosen"]["hits"] >= report["0"]["base"]["hits"]
 
 
-def test_calibration_is_stable_when_the_base_is_already_calibrated() -> None:
+def test_calibration_is_idempotent_when_the_base_is_already_calibrated() -> None:
     maps, sizes, truth = _collection(6, seed=3)
     reviews = {k: [v] for k, v in truth.items()}
     first = calibrate(maps, sizes, reviews)
     again = calibrate(maps, sizes, reviews, BoxParams.from_dict(first))
-    assert again["per_class"] == first["per_class"]  # nothing beats the chosen params: ties keep the base
-    assert [r["params"] for r in again["extra"]["calibration"].values()] == ["base", "base"]
+    # calibration always starts from the uncalibrated params: a second run from the same reviews
+    # neither compounds the corrections nor drifts the rules
+    assert again["per_class"] == first["per_class"]
+    assert again["extra"].get("box_correction") == first["extra"].get("box_correction")
+    assert again["extra"]["calibration"] == first["extra"]["calibration"]
+
+
+def _biased_collection(n: int, seed: int, width: float, shift_y: float, noise: float) -> tuple[dict, dict, dict]:
+    """Maps whose default top box is ``1 / width`` times wider than the object and ``shift_y`` box
+    heights too high (times a log-normal per-image ``noise``): the reviewed box is the default's
+    top box with that bias undone."""
+    rng = np.random.default_rng(seed)
+    maps, sizes, truth = {}, {}, {}
+    base = BoxParams()
+    for i in range(n):
+        w, h = rng.uniform(50, 110), rng.uniform(40, 80)
+        x0, y0 = rng.uniform(10, SIZE[0] - w - 10), rng.uniform(10, SIZE[1] - h - 10)
+        m, _ = pyramid_map((x0, y0, x0 + w, y0 + h), 0.5, SIZE)
+        key = f"biased{seed}-{i}"
+        top = apply({key: {0: m}}, {key: SIZE}, base)[key][0][0]
+        bw, bh = float(top[2] - top[0]), float(top[3] - top[1])
+        cx, cy = float(top[0] + top[2]) / 2, float(top[1] + top[3]) / 2 + shift_y * bh
+        tw, th = bw * width * float(np.exp(rng.normal(0, noise))), bh * float(np.exp(rng.normal(0, noise)))
+        maps[key], sizes[key], truth[key] = {0: m}, SIZE, (0, [cx - tw / 2, cy - th / 2, cx + tw / 2, cy + th / 2])
+    return maps, sizes, truth
+
+
+def _mean_iou(pred: dict, truth: dict) -> float:
+    ious = [float(box_iou(pred[k][0][:1], torch.tensor([box]))[0, 0]) if len(pred[k][0]) else 0.0 for k, (_, box) in truth.items()]
+    return float(np.mean(ious))
+
+
+def test_calibration_fixes_boxes_that_are_systematically_too_wide() -> None:
+    maps, sizes, truth = _biased_collection(5, seed=5, width=0.45, shift_y=0.06, noise=0.05)
+    held_maps, held_sizes, held_truth = _biased_collection(30, seed=6, width=0.45, shift_y=0.06, noise=0.05)
+    params = calibrate(maps, sizes, {k: [v] for k, v in truth.items()})
+    json.dumps(params)
+    corr = corrections_from_extra(BoxParams.from_dict(params).extra)[0]
+    assert corr.width < corr.height and corr.shift_x == 0.0 and corr.shift_y > 0.0
+    base_pred, cal_pred = apply(held_maps, held_sizes, BoxParams()), apply(held_maps, held_sizes, params)
+    assert _hits(base_pred, held_truth) == 0  # IoU about 0.45: every default box misses
+    assert _hits(cal_pred, held_truth) >= 27
+    assert _mean_iou(cal_pred, held_truth) > _mean_iou(base_pred, held_truth) + 0.1
+
+
+def test_box_correction_is_shrunk_toward_identity_with_few_reviews() -> None:
+    maps, sizes, truth = _biased_collection(5, seed=5, width=0.6, shift_y=0.06, noise=0.02)
+    held_maps, held_sizes, held_truth = _biased_collection(30, seed=6, width=0.6, shift_y=0.06, noise=0.02)
+    params = calibrate(maps, sizes, {k: [v] for k, v in truth.items()})
+    assert params["per_class"] == {}  # the default rule already localises every reviewed image
+    corr = corrections_from_extra(params["extra"])[0]
+    keep = 5 / (5 + PRIOR_IMAGES)  # 5 reviews against a prior worth PRIOR_IMAGES images of "no correction"
+    assert corr.width == pytest.approx(0.6 ** keep, abs=0.02) and corr.height == pytest.approx(1.0, abs=0.02)
+    assert corr.shift_y == pytest.approx(0.06 * keep, abs=0.01)
+    before = _mean_iou(apply(held_maps, held_sizes, BoxParams()), held_truth)
+    assert _mean_iou(apply(held_maps, held_sizes, params), held_truth) > before + 0.05
+
+
+def test_calibration_leaves_unbiased_classes_almost_alone() -> None:
+    maps, sizes, truth = _biased_collection(5, seed=7, width=1.0, shift_y=0.0, noise=0.15)
+    held_maps, held_sizes, held_truth = _biased_collection(30, seed=8, width=1.0, shift_y=0.0, noise=0.15)
+    params = calibrate(maps, sizes, {k: [v] for k, v in truth.items()})
+    assert params["per_class"] == {}  # no rule beats the base by two reviewed images
+    corr = corrections_from_extra(params["extra"]).get(0)
+    assert corr is None or (abs(np.log(corr.width)) < 0.06 and abs(np.log(corr.height)) < 0.06 and abs(corr.shift_y) < 0.02)
+    assert _hits(apply(held_maps, held_sizes, params), held_truth) >= _hits(apply(held_maps, held_sizes, BoxParams()), held_truth) - 1
+
+
+def test_apply_corrects_every_box_of_the_class_before_nms() -> None:
+    maps, sizes, _ = _collection(4, seed=9)
+    base = BoxParams()
+    params = base.to_dict() | {"extra": {"box_correction": {"0": {"width": 0.5, "height": 2.0, "shift_y": 0.1}}}}
+    plain, corrected = apply(maps, sizes, base), apply(maps, sizes, params)
+    for key, m in maps.items():
+        cls = next(iter(m))
+        expected = plain[key][0] if cls == 1 else BoxCorrection(width=0.5, height=2.0, shift_y=0.1).apply(plain[key][0], SIZE)
+        assert torch.allclose(corrected[key][0], expected, atol=1e-4)
+        assert torch.equal(corrected[key][1], plain[key][1]) and torch.equal(corrected[key][2], plain[key][2])
 
 
 def test_calibration_rejects_bad_reviews() -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from camcore.box_correction import corrections_from_extra
+from camcore.pipeline import BoxParams
 from worker.store.models import Box, BoxSource, ModelVersion, ReviewStatus
 
 
@@ -59,6 +61,10 @@ def test_calibrate_stores_params_and_recomputes_only_unreviewed_proposals(run, p
     calibration, per_pair, total = state()
     report = calibration["extra"]["calibration"]
     assert report and all(entry["images"] >= 1 for entry in report.values())
+    stored = BoxParams.from_dict(calibration)  # what later infer jobs read
+    corrections = corrections_from_extra(stored.extra)
+    assert set(corrections) <= {int(c) for c in report}
+    assert all(entry["correction"]["images"] <= entry["images"] for entry in report.values())
     # no new proposal where a reviewer already acted on that class
     assert not [pair for pair in per_pair if pair[0] in reviewed_images]
     assert total > 0
