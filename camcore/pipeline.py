@@ -29,7 +29,7 @@ from torch import Tensor
 
 from camcore import boxes as _boxes
 from camcore import objectness as _objectness
-from camcore.box_correction import corrections_from_extra
+from camcore.box_correction import BoxCorrection, corrections_from_extra
 from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
 from camcore.images import original_size
 from camcore.inference import InferenceReport, example_batch, prepare_for_inference
@@ -269,19 +269,9 @@ def boxes_from_normalized(norm: Tensor, image_size: tuple[int, int], params: Box
         raise ValueError(f"unknown box mode {p.mode!r}; registered: {sorted(_BOX_RULES)}")
     b, s = _BOX_RULES[p.mode](norm, image_size, p)
     b, s = b[: p.max_boxes_per_class], s[: p.max_boxes_per_class]
-    if p.box_scale != 1.0 and len(b):
-        b = _scale_about_centre(b.float(), p.box_scale, image_size)
+    if p.box_scale != 1.0 and len(b):  # scaled about the centre, clipped: a uniform box correction
+        b = BoxCorrection(width=p.box_scale, height=p.box_scale).apply(b, image_size)
     return b, s
-
-
-def _scale_about_centre(boxes: Tensor, factor: float, image_size: tuple[int, int]) -> Tensor:
-    """``boxes[N, 4]`` xyxy scaled by ``factor`` about their centres, clipped to (width, height)."""
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
-    out = torch.cat([centre - half, centre + half], dim=1)
-    out[:, 0::2] = out[:, 0::2].clamp(0, image_size[0])
-    out[:, 1::2] = out[:, 1::2].clamp(0, image_size[1])
-    return out
 
 
 @dataclass
