@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+from camcore.allocator import keep_freed_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "datasets" / "raccoon-kangaroo"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -81,6 +83,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs of each side (best is reported)")
     parser.add_argument("--embedded", action="store_true", help="force the embedded worker on SQLite")
     args = parser.parse_args()
+    keep_freed_memory()  # the camcore-alone side runs as the worker process does (camcore.allocator)
 
     os.environ["CAMLABEL_CHUNK_SIZE"] = str(args.chunk)
     os.environ.setdefault("CAMLABEL_DEVICE", "cpu")

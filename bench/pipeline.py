@@ -9,9 +9,10 @@ ImageNet weights and a 2-class GAP head) and the same batches, in one run, it me
 
 1. ``forward``: the bare ``model(x)`` on pre-decoded, pre-resized batches (normalisation included);
 2. ``pipeline``: decode -> resize -> forward + CAM -> boxes -> PNG heatmap per map, from the
-   files: (a) serially per batch, nothing overlapped (``pipeline_serial_vs_forward``); (b) as
-   deployed, the whole set with decoding and PNG rendering overlapped with the forward pass in a
-   thread pool, alternated with whole bare-forward runs (``pipeline_vs_forward``);
+   files, as deployed (decoding and resizing in parallel on the ``Localizer``'s host threads,
+   then the forward pass; see :func:`run_pipeline`): (a) per batch, interleaved with the other
+   methods (``pipeline_serial_vs_forward``); (b) whole runs over all images, alternated with
+   whole bare-forward runs (``pipeline_vs_forward``);
 3. ``camlabel maps``: forward + CAM of the top class (no boxes/PNG) on the same batches as 1;
 4. ``torchcam CAM`` and ``grad-cam GradCAM``: the same maps with those libraries, given the model
    as loaded (NCHW, BatchNorm unfolded); torch-cam also once on camlabel's prepared network.
@@ -23,8 +24,9 @@ train job, per-class objectness statistics are fitted on the images first (untim
 ``--no-objectness-stats`` for the per-image fallback).
 
 Timings are best-of-``--repeats``, interleaved, so that bursts of load on a shared machine hit
-every method alike. The last line is ``pipeline_vs_forward=<ratio>`` (overlapped pipeline / bare
-forward, whole runs).
+every method alike. The last line is ``pipeline_vs_forward=<ratio>`` (pipeline / bare forward,
+whole runs). Like camlabel's worker processes, the benchmark keeps freed memory for reuse
+(:func:`camcore.allocator.keep_freed_memory`; ``--release-freed-memory`` measures glibc's defaults).
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from camcore.allocator import keep_freed_memory
 from camcore.cam import forward_with_cams
 from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
 from camcore.images import load_image, original_size
@@ -62,9 +64,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _load_batch(paths: list[Path], input_size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    images = [load_image(p, min_size=input_size) for p in paths]  # as the infer job loads them
-    return preprocess(images, input_size), [original_size(im) for im in images]
+def _load_batch(loc: Localizer, paths: list[Path]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Decode and resize as the infer job does: in parallel on the localizer's host threads."""
+    images = loc.load_images(paths)
+    bad = [im for im in images if isinstance(im, Exception)]
+    if bad:
+        raise SystemExit(f"cannot load {bad[0]}")
+    return loc.preprocess(images), [original_size(im) for im in images]  # type: ignore[arg-type]
 
 
 def _render(results: list[ImageResult]) -> int:
@@ -76,23 +82,18 @@ def _render(results: list[ImageResult]) -> int:
     return total
 
 
-def run_pipeline(loc: Localizer, files: list[Path], batch_size: int, workers: int) -> float:
-    """Seconds for decode -> resize -> forward+CAM -> boxes -> PNG over ``files``, overlapped."""
-    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    device = loc.device
+def run_pipeline(loc: Localizer, files: list[Path], batch_size: int) -> float:
+    """Seconds for decode -> resize -> forward+CAM -> boxes -> PNG over ``files``.
+
+    Phases, as deployed: decoding and resizing use both cores on the host threads, then the
+    forward pass uses them; nothing runs beside the forward pass (on 2 cores a thread decoding
+    next to it stalls its OpenMP threads at every barrier and costs more than it saves).
+    """
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending_render: list[Future[int]] = []
-        next_batch = pool.submit(_load_batch, chunks[0], loc.spec.input_size)
-        for i in range(len(chunks)):
-            batch, sizes = next_batch.result()
-            if i + 1 < len(chunks):
-                next_batch = pool.submit(_load_batch, chunks[i + 1], loc.spec.input_size)
-            results = loc.localize_batch(batch, sizes, None, top_k=1)
-            pending_render.append(pool.submit(_render, results))
-        for f in pending_render:
-            f.result()
-    _sync(device)
+    for i in range(0, len(files), batch_size):
+        batch, sizes = _load_batch(loc, files[i : i + batch_size])
+        _render(loc.localize_batch(batch, sizes, None, top_k=1))
+    _sync(loc.device)
     return time.perf_counter() - start
 
 
@@ -102,14 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--input-size", type=int, default=ModelSpec().input_size, help="network input side (default: the product's)")
-    parser.add_argument("--workers", type=int, default=2, help="threads for decoding and PNG rendering")
+    parser.add_argument("--host-threads", type=int, default=2, help="Localizer host_threads (decoding and resizing)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (best per batch kept)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (forward and pipeline alike)")
     parser.add_argument("--skip-libraries", action="store_true", help="skip the torch-cam / grad-cam comparison")
     parser.add_argument("--no-objectness-stats", action="store_true",
                         help="ddt_cam without fitted per-class statistics (per-image fallback)")
     parser.add_argument("--method", default=None, help="map method of the pipeline (default: BoxParams() default)")
+    parser.add_argument("--release-freed-memory", action="store_true",
+                        help="leave glibc malloc at its defaults (the worker's camcore.allocator.keep_freed_memory off)")
     args = parser.parse_args(argv)
+    # As camlabel's worker processes run: freed tensor memory kept for reuse (applies to every
+    # method measured here alike; --release-freed-memory measures glibc's defaults).
+    kept = False if args.release_freed_memory else keep_freed_memory()
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")
@@ -126,15 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         # infer jobs use them (without them each image's own descriptors are decomposed).
         tags = [[spec.class_names.index(f.parent.parent.name)] for f in files]
         spec.extra["objectness"] = fit_objectness(model, spec, [load_image(f) for f in files], tags, device=device).to_dict()
-    loc = Localizer(model, spec, device=device, autocast_dtype=amp, params=params)
+    loc = Localizer(model, spec, device=device, autocast_dtype=amp, params=params, host_threads=args.host_threads)
     net = loc.model  # the prepared inference copy (BN folded, channels-last) that the pipeline runs
     print(f"device={device} torch_threads={torch.get_num_threads()} images={n} batch={args.batch_size} "
           f"input={args.input_size} amp={amp} pipeline_method={params.method} box_mode={params.mode} "
-          f"objectness_stats={'objectness' in spec.extra} prepared={loc.inference_report}")
+          f"objectness_stats={'objectness' in spec.extra} keep_freed_memory={kept} prepared={loc.inference_report}")
 
     # Pre-decoded, pre-resized batches for the forward-only measurements.
     chunks = [files[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
-    batches = [_load_batch(c, args.input_size) for c in chunks]
+    batches = [_load_batch(loc, c) for c in chunks]
 
     def bare_forward(i: int) -> None:  # the same network the pipeline runs, nothing else
         with torch.inference_mode(), loc._autocast():
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             model(loc.normalize(batches[i][0]).contiguous())
 
     def pipeline(i: int) -> None:  # decode -> resize -> forward+CAM -> boxes -> PNG, from the files
-        batch, sizes = _load_batch(chunks[i], args.input_size)
+        batch, sizes = _load_batch(loc, chunks[i])
         _render(loc.localize_batch(batch, sizes, None, top_k=1))
 
     def camlabel_maps(i: int) -> None:
@@ -211,10 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, value in ips.items():
         print(f"{labels[name]:34s}: {value:8.2f} images/s")
-    # The deployable configuration: decoding of the next batch and PNG rendering of the previous
-    # one overlap the forward pass in a thread pool. Whole runs, alternated with whole bare-forward
-    # runs over the same batches, best of --repeats each.
-    t_fwd_run = t_overlap = float("inf")
+    # Whole runs over all images, alternated with whole bare-forward runs over the same batches,
+    # best of --repeats each.
+    t_fwd_run = t_pipe_run = float("inf")
     for _ in range(args.repeats):
         _sync(device)
         t0 = time.perf_counter()
@@ -222,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             bare_forward(i)
         _sync(device)
         t_fwd_run = min(t_fwd_run, time.perf_counter() - t0)
-        t_overlap = min(t_overlap, run_pipeline(loc, files, args.batch_size, args.workers))
+        t_pipe_run = min(t_pipe_run, run_pipeline(loc, files, args.batch_size))
     print(f"{'forward only, whole runs':34s}: {n / t_fwd_run:8.2f} images/s")
-    print(f"{'pipeline, overlapped, whole runs':34s}: {n / t_overlap:8.2f} images/s")
+    print(f"{'pipeline, whole runs':34s}: {n / t_pipe_run:8.2f} images/s")
     print(f"prepared_vs_loaded_forward={ips['forward'] / ips['loaded_forward']:.3f}")
     print(f"pipeline_serial_vs_forward={ips['pipeline'] / ips['forward']:.3f}")
     print(f"pipeline_serial_vs_loaded_forward={ips['pipeline'] / ips['loaded_forward']:.3f}")
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"camlabel_maps_vs_gradcam={ips['camlabel_maps'] / ips['gradcam']:.3f}")
         print(f"pipeline_vs_torchcam_maps={ips['pipeline'] / ips['torchcam']:.3f}")
         print(f"pipeline_vs_gradcam_maps={ips['pipeline'] / ips['gradcam']:.3f}")
-    print(f"pipeline_vs_forward={t_fwd_run / t_overlap:.3f}")
+    print(f"pipeline_vs_forward={t_fwd_run / t_pipe_run:.3f}")
     return 0
 
 

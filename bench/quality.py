@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from camcore.allocator import keep_freed_memory
 from camcore import objectness as obj
 from camcore.calibration import apply, calibrate
 from camcore.cam import align_maps, class_activation_maps
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump", type=Path, default=None, help="save the stored maps and ground truth here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as camlabel's worker processes run
     torch.manual_seed(args.seed)
 
     t0 = time.perf_counter()

@@ -217,12 +217,13 @@ def object_component_boxes(
     if not 0.0 <= min_area <= 1.0 or not 0.0 <= secondary_mass <= 1.0:
         raise ValueError(f"min_area and secondary_mass must be in [0, 1], got {min_area}, {secondary_mass}")
     arr = norm.detach().float().cpu().numpy()
-    labels, count = _components(arr >= threshold)
+    mask = arr >= threshold
+    labels, count = _components(mask)
     if count == 0:
         return torch.zeros((0, 4)), torch.zeros((0,))
-    flat = labels.ravel()
-    mass = np.bincount(flat, weights=np.clip(arr, 0, None).ravel(), minlength=count + 1)[1:]
-    areas = np.bincount(flat, minlength=count + 1)[1:]
+    inside = labels[mask]  # component of each pixel above threshold (the only labelled ones)
+    mass = np.bincount(inside, weights=np.clip(arr[mask], 0, None), minlength=count + 1)[1:]
+    areas = np.bincount(inside, minlength=count + 1)[1:]
     order = np.argsort(-mass, kind="stable")
     main = order[0]
     ratio = mass / max(mass[main], 1e-12)

@@ -294,19 +294,18 @@ def fit_objectness(
         :class:`ObjectnessStats`; store ``stats.to_dict()`` in ``spec.extra["objectness"]``.
     """
     from camcore.cam import class_activation_maps
-    from camcore.pipeline import preprocess
+    from camcore.pipeline import Normalizer, preprocess
 
     if len(images) != len(tags):
         raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
     dev = torch.device(device)
     model = model.to(dev).eval()
-    mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
+    normalize = Normalizer(spec, dev)
     acc: DdtAccumulator | None = None
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         chunk_tags = [list(t) for t in tags[start : start + batch_size]]
-        x = (preprocess(chunk, spec.input_size).to(dev).float() / 255.0 - mean) / std
+        x = normalize(preprocess(chunk, spec.input_size))
         with capture_descriptors(model) as cap:
             feats = model.features(x)
         desc = cap.get("features", feats)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -31,7 +32,7 @@ from camcore import boxes as _boxes
 from camcore import objectness as _objectness
 from camcore.box_correction import BoxCorrection, corrections_from_extra
 from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
-from camcore.images import original_size
+from camcore.images import ImageLoadError, ImageSource, load_images, original_size
 from camcore.inference import InferenceReport, example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec
 
@@ -39,6 +40,7 @@ __all__ = [
     "BoxParams",
     "BoxRule",
     "ImageResult",
+    "Normalizer",
     "Localizer",
     "box_rules",
     "boxes_from_maps",
@@ -295,25 +297,73 @@ class ImageResult:
     image_size: tuple[int, int]
 
 
-def preprocess(images: Sequence[Image.Image], input_size: int) -> Tensor:
+def preprocess(images: Sequence[Image.Image], input_size: int, *, executor: Executor | None = None, parts: int = 2) -> Tensor:
     """Resize each image to ``input_size x input_size`` (bilinear, RGB) -> ``Tensor[N, 3, S, S]`` uint8.
 
     Resizing is torch's antialiased bilinear filter on uint8 pixels (the same filter as PIL's
-    ``BILINEAR``, within one grey level, at about half its cost). The batch is laid out
-    channels-last in memory (pixels as PIL stores them, no transpose copy; what the prepared
-    network wants). Cheap enough to run in threads; normalisation happens on the device.
+    ``BILINEAR``, within one grey level, at about half its cost). The batch is contiguous NCHW:
+    that filter writes NCHW, so each image is one plain copy; :class:`Normalizer` turns it into
+    the normalised (channels-last) float batch in one pass. With an ``executor`` (threads) the
+    batch is split into ``parts`` contiguous parts filled in parallel: the filter and the copies
+    release the GIL and start no OpenMP team (the copy is numpy's), so two threads do a batch
+    about 1.8x faster on two cores.
     """
-    out = torch.empty((len(images), input_size, input_size, 3), dtype=torch.uint8)
-    batch = out.permute(0, 3, 1, 2)  # [N, 3, S, S] view, channels-last strides
-    for i, img in enumerate(images):
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W]
-        if pixels.shape[-2:] == (input_size, input_size):
-            batch[i] = pixels[0]
-        else:
-            batch[i] = F.interpolate(pixels, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)[0]
+    batch = torch.empty((len(images), 3, input_size, input_size), dtype=torch.uint8)
+    out = batch.numpy()
+
+    def fill(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            img = images[i]
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            pixels = np.array(img, dtype=np.uint8)  # [H, W, 3]
+            if pixels.shape[:2] == (input_size, input_size):
+                out[i] = pixels.transpose(2, 0, 1)
+            else:
+                chw = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W] view
+                resized = F.interpolate(chw, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
+                out[i] = resized[0].numpy()
+
+    if executor is None or parts < 2 or len(images) < 2:
+        fill(0, len(images))
+        return batch
+    bounds = np.linspace(0, len(images), min(parts, len(images)) + 1).round().astype(int).tolist()
+    for future in [executor.submit(fill, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+        future.result()
     return batch
+
+
+class Normalizer:
+    """uint8 ``Tensor[N, 3, S, S]`` (0..255, any memory layout) -> normalised float32 on ``device``.
+
+    ``(x / 255 - mean) / std`` per channel, computed as one fused multiply-add
+    (``x * (1 / (255 std)) - mean / std``) written straight into a buffer of the wanted
+    ``memory_format``: one pass over the pixels instead of a convert, two arithmetic passes and a
+    layout copy.
+
+    Args:
+        spec: gives ``mean`` and ``std`` (per channel, for pixels scaled to 0..1).
+        device: where the float batch goes (a CUDA batch is copied from pinned memory, async).
+        memory_format: layout of the result (``torch.channels_last`` for the prepared network).
+    """
+
+    def __init__(self, spec: ModelSpec, device: str | torch.device = "cpu",
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        self.device = torch.device(device)
+        self.memory_format = memory_format
+        std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._scale = (1.0 / (255.0 * std)).to(self.device)
+        self._shift = (-mean / std).to(self.device)
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"batch must be uint8 Tensor[N, 3, S, S], got {batch.dtype} {tuple(batch.shape)}")
+        if self.device.type == "cuda" and not batch.is_pinned():
+            batch = batch.pin_memory()
+        x = batch.to(self.device, non_blocking=True)
+        out = torch.empty(x.shape, dtype=torch.float32, device=self.device, memory_format=self.memory_format)
+        return torch.addcmul(self._shift, x, self._scale, out=out)
 
 
 class Localizer:
@@ -339,6 +389,14 @@ class Localizer:
             (:func:`camcore.inference.prepare_for_inference`: the same function, checked on an
             example batch; about 1.3x faster on CPU). ``model`` is moved to ``device`` but not
             otherwise changed; :attr:`model` is the network that runs.
+        host_threads: threads for the CPU work around the forward pass: decoding
+            (:meth:`load_images`) and resizing (:meth:`preprocess`) run in parallel on them, in
+            their own phase (not overlapped with the forward pass, whose threads they would
+            stall). ``1``: no threads.
+
+    Attributes:
+        normalize: the :class:`Normalizer` (uint8 batch -> normalised float on the device).
+        executor: the host thread pool (``None`` when ``host_threads == 1``).
     """
 
     def __init__(
@@ -353,12 +411,17 @@ class Localizer:
         align: bool = False,
         channels_last: bool = True,
         prepare: bool = True,
+        host_threads: int = 2,
     ) -> None:
+        if host_threads < 1:
+            raise ValueError(f"host_threads must be >= 1, got {host_threads}")
+        self.host_threads = host_threads
+        self.executor: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(max_workers=host_threads, thread_name_prefix="camcore-host") if host_threads > 1 else None)
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.spec = spec
-        self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.normalize = Normalizer(spec, self.device, self.memory_format)
         model = model.to(self.device).eval()
         self.inference_report: InferenceReport | None = None
         if prepare:
@@ -377,17 +440,21 @@ class Localizer:
         self.shift_cells = -spec.map_shift / spec.feature_stride if align else 0.0
 
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
-        """``Tensor[N, 3, S, S]`` uint8 CPU batch for :meth:`localize_batch`."""
-        return preprocess(images, self.spec.input_size)
+        """``Tensor[N, 3, S, S]`` uint8 CPU batch for :meth:`localize_batch` (resized in parallel
+        on the host threads)."""
+        return preprocess(images, self.spec.input_size, executor=self.executor, parts=self.host_threads)
 
-    def normalize(self, batch: Tensor) -> Tensor:
-        """uint8 ``Tensor[N, 3, S, S]`` -> normalised float32 on the device."""
-        if batch.dtype != torch.uint8 or batch.dim() != 4:
-            raise ValueError(f"batch must be uint8 Tensor[N, 3, S, S], got {batch.dtype} {tuple(batch.shape)}")
-        if self.device.type == "cuda" and not batch.is_pinned():
-            batch = batch.pin_memory()
-        x = batch.to(self.device, non_blocking=True).float()
-        return ((x - self._mean) / self._std).contiguous(memory_format=self.memory_format)
+    def load_images(self, sources: Sequence[ImageSource]) -> list[Image.Image | ImageLoadError]:
+        """:func:`camcore.images.load_images` on the host threads, decoding large JPEGs at a
+        reduced scale no smaller than the network input (boxes stay in the files' pixels)."""
+        return load_images(sources, min_size=self.spec.input_size, executor=self.executor)
+
+    def close(self) -> None:
+        """Stop the host threads (the localizer still works afterwards, single-threaded)."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
+            self.host_threads = 1
 
     def _ddt_cam(self, x: Tensor, tags: Sequence[Sequence[int]] | None, top_k: int) -> CamOutput:
         """CAM fused with the DDT objectness map of the same class (see :mod:`camcore.objectness`)."""

@@ -34,7 +34,7 @@ from torch import Tensor
 from camcore.images import ImageLoadError, load_image
 from camcore.inference import example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec, WeightsArg, build_model
-from camcore.pipeline import preprocess
+from camcore.pipeline import Normalizer, preprocess
 
 __all__ = ["ProgressFn", "TrainResult", "average_precision", "train_head"]
 
@@ -140,12 +140,6 @@ def _load(image: ImageInput, min_size: int) -> Image.Image:
     return image if isinstance(image, Image.Image) else load_image(image, min_size=min_size)
 
 
-def _normalizer(spec: ModelSpec, device: torch.device) -> Callable[[Tensor], Tensor]:
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
-    return lambda b: ((b.to(device).float() - mean) / std).contiguous(memory_format=torch.channels_last)
-
-
 @torch.no_grad()
 def _pooled_features(
     model: GapClassifier,
@@ -157,7 +151,7 @@ def _pooled_features(
     tick: Callable[[int], None],
 ) -> tuple[Tensor, list[int], list[dict[str, Any]]]:
     """``(features[M, C], kept indices[M], skipped)``; unloadable images are skipped."""
-    norm = _normalizer(spec, device)
+    norm = Normalizer(spec, device, torch.channels_last)
     feats: dict[int, Tensor] = {}
     skipped: list[dict[str, Any]] = []
     todo: list[int] = []
@@ -380,7 +374,7 @@ def train_head(
 @torch.no_grad()
 def _predict(model: GapClassifier, spec: ModelSpec, images: Sequence[Image.Image], dev: torch.device, batch_size: int) -> Tensor:
     model.eval()
-    norm = _normalizer(spec, dev)
+    norm = Normalizer(spec, dev, torch.channels_last)
     out = [torch.sigmoid(model(norm(preprocess(images[s : s + batch_size], spec.input_size)))).float().cpu()
            for s in range(0, len(images), batch_size)]
     return torch.cat(out)
@@ -404,7 +398,7 @@ def _finetune(
     if dev.type == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    norm = _normalizer(spec, dev)
+    norm = Normalizer(spec, dev, torch.channels_last)
     batches = preprocess(images, spec.input_size)  # uint8, kept on CPU
     g = torch.Generator().manual_seed(seed + 1)
     head = list(model.classifier.parameters())

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from kombu import Queue
 
 from worker.config import Settings
@@ -118,6 +118,15 @@ class RuntimeTask(Task):
 
         get_runtime()
         return super().__call__(*args, **kwargs)
+
+
+@worker_init.connect
+def _keep_freed_memory(**_: Any) -> None:
+    """Before the pool starts: keep freed tensor memory for reuse (see :mod:`camcore.allocator`;
+    forked pool children inherit the setting)."""
+    from camcore.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
 
 @worker_process_init.connect

@@ -27,6 +27,9 @@ def ensure_worker(timeout_s: float = 30.0) -> Any:
     with _lock:
         if _thread is not None and _thread.is_alive():
             return _worker
+        from camcore.allocator import keep_freed_memory
+
+        keep_freed_memory()  # before the worker thread's first allocation puts it on its own arena
         app = configure_celery(runtime.settings)
         app.loader.import_default_modules()
         ready = threading.Event()

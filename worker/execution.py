@@ -160,9 +160,11 @@ def execute(job_id: int, *, worker_id: str | None = None, runtime: Runtime | Non
     Transient errors (lost database/broker connection) release the claim and propagate so
     Celery retries with backoff; anything else fails the job with its message.
     """
+    from camcore.allocator import keep_freed_memory
     from worker.device import select_device
     from worker.handlers import handler_for
 
+    keep_freed_memory()  # once per process (also done at worker start-up, before its threads)
     runtime = runtime or get_runtime()
     worker_id = worker_id or lease.worker_identity()
     lease_s = lease.lease_seconds()

@@ -90,17 +90,26 @@ def _compute_chunk(ctx: JobContext, localizer: Any, class_index: dict[str, int],
                 tags.setdefault(image_id, set()).add(class_index[name])
     if not rows:
         return None
-    loaded: list[tuple[int, Any]] = []
-    failed: list[tuple[int, str]] = []
-    for image_id, key in rows:
+    def load(key: str | None) -> Any:
         try:
             if not key:
                 raise ImageLoadError("the image has no stored file")
-            loaded.append((image_id, load_image(ctx.runtime.blobs.local_path(key), min_size=localizer.spec.input_size)))
+            return load_image(ctx.runtime.blobs.local_path(key), min_size=localizer.spec.input_size)
         except ImageLoadError as exc:
-            failed.append((image_id, exc.reason))
+            return exc.reason
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the job
-            failed.append((image_id, f"{type(exc).__name__}: {exc}"))
+            return f"{type(exc).__name__}: {exc}"
+
+    # decoded in parallel on the localizer's host threads (Pillow releases the GIL)
+    keys = [key for _image_id, key in rows]
+    outcomes = list(localizer.executor.map(load, keys)) if localizer.executor is not None else [load(k) for k in keys]
+    loaded: list[tuple[int, Any]] = []
+    failed: list[tuple[int, str]] = []
+    for (image_id, _key), outcome in zip(rows, outcomes):
+        if isinstance(outcome, str):
+            failed.append((image_id, outcome))
+        else:
+            loaded.append((image_id, outcome))
     results: dict[int, Any] = {}
     tagged = [(image_id, im) for image_id, im in loaded if tags.get(image_id)]
     untagged = [(image_id, im) for image_id, im in loaded if not tags.get(image_id)]
@@ -197,5 +206,6 @@ def run_infer_job(ctx: JobContext) -> dict[str, Any]:
             pending.result()
     finally:
         writer.shutdown(wait=True)  # a chunk computed before a cancel is still committed
+        localizer.close()
     return {"model_version_id": version.id, "images": ctx.done, "images_failed": int(ctx.state.get("images_failed", 0)),
             "boxes": int(ctx.state.get("boxes", 0))}
