@@ -1,7 +1,7 @@
 """Latency of the review grid page, the image view and the API box list at 100k images and
 300k boxes in PostgreSQL, under 1 and 20 concurrent clients.
 
-    .venv/bin/python bench/web.py [--images 100000] [--boxes-per-image 3] [--requests 200] [--workers 4]
+    .venv/bin/python bench/web.py [--images 100000] [--boxes-per-image 3] [--requests 200] [--workers 4] [--threads 1]
     .venv/bin/python bench/web.py --in-process [--images 100000] [--requests 300]
 
 Creates a throwaway database on 127.0.0.1:5432 (dropped at the end), bulk-loads it with
@@ -216,7 +216,8 @@ def main() -> None:
     parser.add_argument("--boxes-per-image", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200, help="requests per endpoint and concurrency level")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="gunicorn threads per worker (default 1: sync workers, as docker-compose.yml deploys)")
     parser.add_argument("--in-process", action="store_true", help="no server: ms per request through Flask's test client, one client")
     args = parser.parse_args()
 
