@@ -124,8 +124,8 @@ def main() -> None:
 
         upgrade(database_url)
         runtime = configure(Settings.from_env())
-        files = _copy_images(tmp / "photos", args.images)
-        warm = _copy_images(tmp / "warm", 4)
+        _copy_images(tmp / "photos", args.images)
+        _copy_images(tmp / "warm", 4)
         with runtime.sessions() as session:
             main_c, warm_c = Collection(name="bench"), Collection(name="warm")
             session.add_all([main_c, warm_c])

@@ -45,7 +45,7 @@ from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
 from camcore.images import load_image, original_size
 from camcore.models import ModelSpec, build_model
 from camcore.objectness import fit_objectness
-from camcore.pipeline import BoxParams, ImageResult, Localizer, preprocess
+from camcore.pipeline import BoxParams, ImageResult, Localizer
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo"
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,11 +82,9 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def expected_box_counts(sessions, blobs_root: Path, model_version_id: int, box_params: dict) -> "Counter[int]":  # type: ignore[no-untyped-def]
+def expected_box_counts(sessions, blobs_root: Path, model_version_id: int, box_params: dict) -> Counter[int]:  # type: ignore[no-untyped-def]
     """Boxes per image that the stored concept maps give under ``box_params`` (recomputed with
     camcore, no model pass): what one complete set of proposals must hold."""
-    from collections import Counter
-
     from sqlalchemy import select
 
     from camcore.concept_maps import decode_map
