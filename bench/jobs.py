@@ -4,8 +4,8 @@ End to end = an ``infer`` job submitted through the queue to a real ``camlabel w
 (Redis + PostgreSQL when reachable, else the embedded worker on SQLite), which reads the images
 from blob storage, runs the model, writes maps (float16 + heatmap PNG), boxes and progress per
 chunk; timed from ``submit`` until the job row says ``succeeded``. Pipeline alone = the same
-model (``camcore.pipeline.Localizer``) over the same image files, loading included, in this
-process. The worker is warmed first (one small job) so both sides have the model loaded.
+model (``camcore.pipeline.Localizer``: parallel decoding, forward + CAM, boxes, the float16 map
+and overlay PNG of each map) over the same image files, in this process. The worker is warmed first (one small job) so both sides have the model loaded.
 
     .venv/bin/python bench/jobs.py [--images 96] [--model imagenet] [--chunk 64]
 
@@ -160,8 +160,9 @@ def main() -> None:
             warmed = _wait(runtime.sessions, job.id)
         assert warmed.status is JobStatus.succeeded, warmed.error
 
-        # camcore pipeline alone, same model and images
-        from camcore.images import load_image
+        # camcore pipeline alone, same model and images: decode (parallel, reduced-scale JPEG
+        # decoding as the job does), forward + CAM, boxes, and the float16 map + overlay PNG the job stores
+        from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
         from camcore.pipeline import BoxParams, Localizer
         from worker.models_cache import load_model
         from worker.store.models import ModelVersion
@@ -175,8 +176,11 @@ def main() -> None:
         def pipeline_alone() -> tuple[float, float]:
             start, cpu = time.perf_counter(), time.process_time()
             for i in range(0, len(keys), args.chunk):
-                images = [load_image(p) for p in keys[i : i + args.chunk]]
-                localizer.localize(images, None, top_k=1)
+                images = localizer.load_images(keys[i : i + args.chunk])
+                for r in localizer.localize(images, None, top_k=1):  # type: ignore[arg-type]
+                    for m in r.maps.values():
+                        encode_map(m)
+                        render_heatmap_png(m, overlay_size(r.image_size), opacity=1.0)
             return time.perf_counter() - start, time.process_time() - cpu
 
         def job_end_to_end() -> tuple[float, float]:
