@@ -21,6 +21,7 @@ outer products (``C x C``) and the covariance with the CAM, so fitting needs one
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -293,33 +294,44 @@ def fit_objectness(
     Returns:
         :class:`ObjectnessStats`; store ``stats.to_dict()`` in ``spec.extra["objectness"]``.
     """
-    from camcore.cam import class_activation_maps
+    from camcore.inference import example_batch, prepare_for_inference
     from camcore.pipeline import Normalizer, preprocess
 
     if len(images) != len(tags):
         raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
     dev = torch.device(device)
-    model = model.to(dev).eval()
-    normalize = Normalizer(spec, dev)
+    normalize = Normalizer(spec, dev, torch.channels_last)
+    # forward passes only: the BN-folded inference copy (the same function, faster)
+    net, _report = prepare_for_inference(model.to(dev).eval(), normalize(example_batch(spec.input_size)))
     acc: DdtAccumulator | None = None
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        chunk_tags = [list(t) for t in tags[start : start + batch_size]]
-        x = normalize(preprocess(chunk, spec.input_size))
-        with capture_descriptors(model) as cap:
-            feats = model.features(x)
-        desc = cap.get("features", feats)
-        img = torch.tensor([i for i, t in enumerate(chunk_tags) for _ in t], dtype=torch.long, device=dev)
-        cls = torch.tensor([c for t in chunk_tags for c in t], dtype=torch.long, device=dev)
-        cams = class_activation_maps(feats, model.classifier.weight, img, cls)
-        per_image: list[dict[int, Tensor]] = [{} for _ in chunk]
-        for p, (i, c) in enumerate(zip(img.tolist(), cls.tolist())):
-            per_image[i][c] = cams[p]
-        if acc is None:
-            acc = DdtAccumulator(spec.num_classes, desc.shape[1])
-        acc.update(desc, chunk_tags, per_image)
-        if progress is not None:
-            progress(min(start + batch_size, len(images)), len(images))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcore-objectness") as pool:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            chunk_tags = [list(t) for t in tags[start : start + batch_size]]
+            x = normalize(preprocess(chunk, spec.input_size, executor=pool))
+            with capture_descriptors(net) as cap:
+                feats = net.features(x)
+            desc = cap.get("features", feats)
+            acc = _accumulate(acc, spec, net, feats, desc, chunk_tags, dev)
+            if progress is not None:
+                progress(min(start + batch_size, len(images)), len(images))
     if acc is None:
         raise ValueError("fit_objectness needs at least one image")
     return acc.finalize()
+
+
+def _accumulate(acc: "DdtAccumulator | None", spec: Any, net: nn.Module, feats: Tensor, desc: Tensor,
+                chunk_tags: list[list[int]], dev: torch.device) -> "DdtAccumulator":
+    """Add one batch (``feats[N, C, h, w]``, descriptors ``desc[N, D, h', w']``) to ``acc``."""
+    from camcore.cam import class_activation_maps
+
+    img = torch.tensor([i for i, t in enumerate(chunk_tags) for _ in t], dtype=torch.long, device=dev)
+    cls = torch.tensor([c for t in chunk_tags for c in t], dtype=torch.long, device=dev)
+    cams = class_activation_maps(feats, net.classifier.weight, img, cls)
+    per_image: list[dict[int, Tensor]] = [{} for _ in chunk_tags]
+    for p, (i, c) in enumerate(zip(img.tolist(), cls.tolist())):
+        per_image[i][c] = cams[p]
+    if acc is None:
+        acc = DdtAccumulator(spec.num_classes, desc.shape[1])
+    acc.update(desc, chunk_tags, per_image)
+    return acc

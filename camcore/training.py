@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -164,23 +165,31 @@ def _pooled_features(
             tick(1)
         else:
             todo.append(i)
-    for start in range(0, len(todo), batch_size):
-        idx = todo[start : start + batch_size]
-        loaded: list[Image.Image] = []
-        ok: list[int] = []
-        for i in idx:
-            try:
-                loaded.append(_load(images[i], spec.input_size))
-                ok.append(i)
-            except ImageLoadError as exc:
-                skipped.append({"index": i, "reason": str(exc)})
-        if ok:
-            f = net.features(norm(preprocess(loaded, spec.input_size))).float().mean(dim=(2, 3)).cpu()
-            for j, i in enumerate(ok):
-                feats[i] = f[j]
-                if cache:
-                    cache.put(images[i], f[j])
-        tick(len(idx))
+    def load(i: int) -> Image.Image | ImageLoadError:
+        try:
+            return _load(images[i], spec.input_size)
+        except ImageLoadError as exc:
+            return exc
+
+    # decoding and resizing in parallel on two host threads, in their own phase (see Localizer)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcore-features") as pool:
+        for start in range(0, len(todo), batch_size):
+            idx = todo[start : start + batch_size]
+            loaded: list[Image.Image] = []
+            ok: list[int] = []
+            for i, outcome in zip(idx, pool.map(load, idx)):
+                if isinstance(outcome, ImageLoadError):
+                    skipped.append({"index": i, "reason": str(outcome)})
+                else:
+                    loaded.append(outcome)
+                    ok.append(i)
+            if ok:
+                f = net.features(norm(preprocess(loaded, spec.input_size, executor=pool))).float().mean(dim=(2, 3)).cpu()
+                for j, i in enumerate(ok):
+                    feats[i] = f[j]
+                    if cache:
+                        cache.put(images[i], f[j])
+            tick(len(idx))
     kept = sorted(feats)
     c = spec.feature_channels
     stacked = torch.stack([feats[i] for i in kept]) if kept else torch.zeros((0, c))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -105,20 +106,26 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
 
 class _LazyImages(Sequence[Any]):
     """Image files read only when a batch is sliced out, so memory stays one batch deep; large
-    JPEGs decoded at a reduced scale that keeps both sides >= ``min_size`` (the model input)."""
+    JPEGs decoded at a reduced scale that keeps both sides >= ``min_size`` (the model input); a
+    slice is decoded in parallel on ``executor``'s threads."""
 
-    def __init__(self, paths: list[Path], min_size: int | None = None) -> None:
+    def __init__(self, paths: list[Path], min_size: int | None = None, executor: Executor | None = None) -> None:
         self.paths = paths
         self.min_size = min_size
+        self.executor = executor
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
-        from camcore.images import load_image
+        from camcore.images import ImageLoadError, load_image, load_images
 
         if isinstance(index, slice):
-            return [load_image(path, min_size=self.min_size) for path in self.paths[index]]
+            loaded = load_images(self.paths[index], min_size=self.min_size, executor=self.executor)
+            for item in loaded:
+                if isinstance(item, ImageLoadError):
+                    raise item
+            return loaded
         return load_image(self.paths[index], min_size=self.min_size)
 
 
@@ -130,7 +137,9 @@ def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list
     """
     from camcore.objectness import SPEC_KEY, fit_objectness
 
-    stats = fit_objectness(trained.model, trained.spec, _LazyImages(paths, trained.spec.input_size), tags, device=ctx.device, progress=progress)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"camlabel-train-{ctx.job_id}") as pool:
+        images = _LazyImages(paths, trained.spec.input_size, pool)
+        stats = fit_objectness(trained.model, trained.spec, images, tags, device=ctx.device, progress=progress)
     trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
 
 
