@@ -181,7 +181,7 @@ def _open_image(page: Any, server: Server, image_id: int) -> dict[str, Any]:
     return _review_data(page)
 
 
-def _insert_review_rows(server: Server, photo: Path) -> tuple[int, int, dict[str, int]]:
+def _insert_review_rows(server: Server, photo: Path, name: str = "inserted-rows") -> tuple[int, int, dict[str, int]]:
     """A collection with one real photo and three proposed boxes (rows as an infer job writes them)."""
     from PIL import Image as PILImage
 
@@ -193,7 +193,7 @@ def _insert_review_rows(server: Server, photo: Path) -> tuple[int, int, dict[str
     with PILImage.open(photo) as opened:
         width, height = opened.size
     with _sessions(server)() as s:
-        coll = Collection(name="inserted-rows")
+        coll = Collection(name=name)
         s.add(coll)
         s.flush()
         cat = Category(collection_id=coll.id, name="raccoon")
@@ -283,6 +283,55 @@ def test_review_edits_in_the_browser(server: Server, page: Any, shared_dataset: 
     after = _boxes(server, image_id)[ids["accept"]]
     assert after.status.value == "accepted" and after.x1 == 30
     assert page.get_attribute(f"li[data-box-id='{ids['accept']}']", "data-version") == str(after.version)
+
+
+def test_shortcuts_are_remapped_in_the_help_overlay_and_kept(server: Server, page: Any, shared_dataset: Path) -> None:
+    photo = shared_dataset / "raccoon" / "images" / "raccoon-2.jpg"
+    _collection_id, image_id, ids = _insert_review_rows(server, photo, name="remapped-keys")
+    _open_image(page, server, image_id)
+    keys_of = "a => document.querySelector(`#shortcut-list dt[data-action='${a}']`).textContent"
+
+    # remap "reject selected box" from R to X in the help overlay
+    page.keyboard.press("?")
+    assert page.is_visible("#help") and page.evaluate(keys_of, "reject") == "R"
+    page.click("button.rebind[data-action='reject']")
+    assert "Press the new key" in page.text_content("#keys-status")
+    page.keyboard.press("x")
+    assert page.evaluate(keys_of, "reject") == "X" and "X now" in page.text_content("#keys-status")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#help")
+
+    # R does nothing any more; X rejects the selected box
+    page.click(f"li[data-box-id='{ids['reject']}'] .box-title")
+    page.wait_for_selector(f"li[data-box-id='{ids['reject']}'].selected")
+    page.keyboard.press("r")
+    page.wait_for_timeout(700)
+    assert _boxes(server, image_id)[ids["reject"]].status.value == "proposed"
+    page.keyboard.press("x")
+    _wait_saved(page, f"Saved box #{ids['reject']} (rejected)")
+    assert _boxes(server, image_id)[ids["reject"]].status.value == "rejected"
+
+    # kept across page loads; taking a key from another action moves it, with a message
+    _open_image(page, server, image_id)
+    page.keyboard.press("?")
+    assert page.evaluate(keys_of, "reject") == "X"
+    page.click("button.rebind[data-action='accept']")
+    page.keyboard.press("x")
+    assert page.evaluate(keys_of, "accept") == "X" and page.evaluate(keys_of, "reject") == "(none)"
+    assert "no longer: “reject selected box”" in page.text_content("#keys-status")
+    page.click("button.rebind[data-action='draw']")
+    page.keyboard.press("Escape")  # cancels the capture, keeps the key
+    assert page.evaluate(keys_of, "draw") == "D" and page.is_visible("#help")
+    page.click("button.rebind[data-action='heatmap']")
+    page.keyboard.press("m")
+    assert page.text_content("[data-shortcut='heatmap']") == "(M)"  # the hint beside the toggle follows
+    shot(page, "review-shortcuts")
+
+    # reset: the defaults come back and nothing is stored any more
+    page.click("#keys-reset")
+    assert page.evaluate(keys_of, "reject") == "R" and page.evaluate(keys_of, "accept") == "E / Enter"
+    assert page.evaluate("localStorage.getItem('camlabel.keys')") is None
+    assert page.text_content("[data-shortcut='heatmap']") == "(H)"
 
 
 def _wait_job_in_page(page: Any, kind: str, timeout_s: float) -> dict[str, Any]:

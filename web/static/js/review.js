@@ -215,21 +215,24 @@
     overlay.style.opacity = heatOpacity.value;
   }
 
-  // -- keyboard ------------------------------------------------------------------------------
+  // -- keyboard (remappable: shortcuts.js) -------------------------------------------------------
+  const shortcuts = window.camlabel.shortcuts.create(document.getElementById("shortcut-list"),
+    document.getElementById("keys-status"), document.getElementById("keys-reset"));
+
   function onKey(event) {
     if (event.target.closest("input, select, textarea") || event.ctrlKey || event.metaKey || event.altKey) return;
-    const key = event.key;
     const box = selected();
-    if (key === "?") { help.hidden = !help.hidden; }
-    else if (key === "Escape") { help.hidden = true; setDrawing(false); if (anno) anno.cancelSelected(); selectedId = null; renderList(); }
-    else if (key === "j" || key === "J" || key === "ArrowRight") { if (data.next_url) window.location.href = data.next_url; }
-    else if (key === "k" || key === "K" || key === "ArrowLeft") { if (data.prev_url) window.location.href = data.prev_url; }
-    else if (key === "a" || key === "A") { acceptAll(); }
-    else if ((key === "r" || key === "R") && box) { patch(box, { status: "rejected" }); }
-    else if ((key === "e" || key === "E" || key === "Enter") && box) { patch(box, { status: "accepted" }); }
-    else if ((key === "Delete" || key === "Backspace") && box) { removeBox(box); }
-    else if (key === "d" || key === "D") { setDrawing(!(anno && anno.isDrawingEnabled())); }
-    else if (key === "h" || key === "H") { heatToggle.checked = !heatToggle.checked; applyHeatmap(); }
+    const action = event.key === "Escape" ? "escape" : shortcuts.actionFor(event);
+    if (action === "help") { help.hidden = !help.hidden; }
+    else if (action === "escape") { help.hidden = true; setDrawing(false); if (anno) anno.cancelSelected(); selectedId = null; renderList(); }
+    else if (action === "next") { if (data.next_url) window.location.href = data.next_url; }
+    else if (action === "prev") { if (data.prev_url) window.location.href = data.prev_url; }
+    else if (action === "acceptAll") { acceptAll(); }
+    else if (action === "reject" && box) { patch(box, { status: "rejected" }); }
+    else if (action === "accept" && box) { patch(box, { status: "accepted" }); }
+    else if (action === "delete" && box) { removeBox(box); }
+    else if (action === "draw") { setDrawing(!(anno && anno.isDrawingEnabled())); }
+    else if (action === "heatmap") { heatToggle.checked = !heatToggle.checked; applyHeatmap(); }
     else return;
     event.preventDefault();
   }
@@ -291,6 +294,8 @@
   heatToggle.addEventListener("change", applyHeatmap);
   heatOpacity.addEventListener("input", applyHeatmap);
   heatCategory.addEventListener("change", applyHeatmap);
+  // a key being remapped is taken in the capture phase: it reaches neither a button nor onKey
+  document.addEventListener("keydown", shortcuts.handleCapture, true);
   document.addEventListener("keydown", onKey);
   if (image.complete && image.naturalWidth) start();
   else image.addEventListener("load", start, { once: true });
