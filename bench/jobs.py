@@ -5,7 +5,8 @@ End to end = an ``infer`` job submitted through the queue to a real ``camlabel w
 from blob storage, runs the model, writes maps (float16 + heatmap PNG), boxes and progress per
 chunk; timed from ``submit`` until the job row says ``succeeded``. Pipeline alone = the same
 model (``camcore.pipeline.Localizer``: parallel decoding, forward + CAM, boxes, the float16 map
-and overlay PNG of each map) over the same image files, in this process. The worker is warmed first (one small job) so both sides have the model loaded.
+and overlay PNG of each map) over the same image files, in this process. The worker is warmed
+first (one small job) so both sides have the model loaded.
 
     .venv/bin/python bench/jobs.py [--images 96] [--model imagenet] [--chunk 64]
 

@@ -42,7 +42,7 @@ import torch
 from camcore.allocator import keep_freed_memory
 from camcore.cam import forward_with_cams
 from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
-from camcore.images import load_image, original_size
+from camcore.images import original_size
 from camcore.models import ModelSpec, build_model
 from camcore.objectness import fit_objectness
 from camcore.pipeline import BoxParams, ImageResult, Localizer
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         # As deployed: the train job fits per-class objectness statistics into the spec, and
         # infer jobs use them (without them each image's own descriptors are decomposed).
         tags = [[spec.class_names.index(f.parent.parent.name)] for f in files]
-        spec.extra["objectness"] = fit_objectness(model, spec, [load_image(f) for f in files], tags, device=device).to_dict()
+        spec.extra["objectness"] = fit_objectness(model, spec, files, tags, device=device).to_dict()
     loc = Localizer(model, spec, device=device, autocast_dtype=amp, params=params, host_threads=args.host_threads)
     net = loc.model  # the prepared inference copy (BN folded, channels-last) that the pipeline runs
     print(f"device={device} torch_threads={torch.get_num_threads()} images={n} batch={args.batch_size} "

@@ -3,9 +3,9 @@
 A forward pass of EfficientNet-Lite0 on 16 images at 448 px allocates and frees activation
 tensors of tens to hundreds of MiB, layer after layer. glibc serves blocks above its mmap
 threshold (128 KiB to 32 MiB, adaptive) with fresh ``mmap`` calls and returns them to the kernel
-on ``free``, so every pass faults every page of every activation in again: on a 2-core VM
-``bench/pipeline.py`` measured ~22k minor page faults and ~46 ms of kernel time per image, as
-much as the convolutions themselves. :func:`keep_freed_memory` makes the heap keep those blocks
+on ``free``, so every pass faults every page of every activation in again: on the 2-core
+development VM (EfficientNet-Lite0, 16 images at 448 px) that was ~22k minor page faults and
+~46 ms of kernel time per image, as much as the convolutions themselves. :func:`keep_freed_memory` makes the heap keep those blocks
 (``M_MMAP_THRESHOLD`` 1 GiB, ``M_TRIM_THRESHOLD`` 2 GiB) and puts every thread on the main heap
 (``M_ARENA_MAX`` 1: a thread's own arena is capped at 64 MiB and would still ``mmap`` large
 blocks), so later passes reuse pages already mapped.

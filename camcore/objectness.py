@@ -21,8 +21,8 @@ outer products (``C x C``) and the covariance with the CAM, so fitting needs one
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,13 +287,15 @@ def fit_objectness(
     Args:
         model: a trained :class:`~camcore.models.GapClassifier`.
         spec: its :class:`~camcore.models.ModelSpec`.
-        images: PIL images (RGB).
+        images: PIL images (RGB) or image files; files are decoded one batch at a time (large
+            JPEGs at a reduced scale no smaller than ``spec.input_size``), in parallel.
         tags: per image its class indices.
         progress: optional ``callable(done, total)``.
 
     Returns:
         :class:`ObjectnessStats`; store ``stats.to_dict()`` in ``spec.extra["objectness"]``.
     """
+    from camcore.images import ImageLoadError, load_images
     from camcore.inference import example_batch, prepare_for_inference
     from camcore.pipeline import Normalizer, preprocess
 
@@ -306,9 +308,12 @@ def fit_objectness(
     acc: DdtAccumulator | None = None
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcore-objectness") as pool:
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
+            chunk = load_images(images[start : start + batch_size], min_size=spec.input_size, executor=pool)
+            bad = next((item for item in chunk if isinstance(item, ImageLoadError)), None)
+            if bad is not None:
+                raise bad
             chunk_tags = [list(t) for t in tags[start : start + batch_size]]
-            x = normalize(preprocess(chunk, spec.input_size, executor=pool))
+            x = normalize(preprocess(chunk, spec.input_size, executor=pool))  # type: ignore[arg-type]
             with capture_descriptors(net) as cap:
                 feats = net.features(x)
             desc = cap.get("features", feats)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from camcore.images import ImageLoadError, load_image
+from camcore.images import ImageLoadError, load_image, load_images
 from camcore.inference import example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec, WeightsArg, build_model
 from camcore.pipeline import Normalizer, preprocess
@@ -165,19 +165,14 @@ def _pooled_features(
             tick(1)
         else:
             todo.append(i)
-    def load(i: int) -> Image.Image | ImageLoadError:
-        try:
-            return _load(images[i], spec.input_size)
-        except ImageLoadError as exc:
-            return exc
-
     # decoding and resizing in parallel on two host threads, in their own phase (see Localizer)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcore-features") as pool:
         for start in range(0, len(todo), batch_size):
             idx = todo[start : start + batch_size]
             loaded: list[Image.Image] = []
             ok: list[int] = []
-            for i, outcome in zip(idx, pool.map(load, idx)):
+            outcomes = load_images([images[i] for i in idx], min_size=spec.input_size, executor=pool)
+            for i, outcome in zip(idx, outcomes):
                 if isinstance(outcome, ImageLoadError):
                     skipped.append({"index": i, "reason": str(outcome)})
                 else:

@@ -35,6 +35,7 @@ def test_load_images_in_parallel_keeps_order_and_puts_errors_in_place(shared_dat
         parallel = load_images(sources, min_size=448, executor=pool)
     serial = load_images(sources, min_size=448)
     assert isinstance(parallel[3], ImageLoadError) and "not a recognised image format" in str(parallel[3])
+    assert load_images([serial[0], broken])[0] is serial[0]  # an image already loaded passes through
     for a, b in zip(parallel[:3] + parallel[4:], serial[:3] + serial[4:]):
         assert isinstance(a, Image.Image) and isinstance(b, Image.Image)
         assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -104,31 +102,6 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
             "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap")}
 
 
-class _LazyImages(Sequence[Any]):
-    """Image files read only when a batch is sliced out, so memory stays one batch deep; large
-    JPEGs decoded at a reduced scale that keeps both sides >= ``min_size`` (the model input); a
-    slice is decoded in parallel on ``executor``'s threads."""
-
-    def __init__(self, paths: list[Path], min_size: int | None = None, executor: Executor | None = None) -> None:
-        self.paths = paths
-        self.min_size = min_size
-        self.executor = executor
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
-        from camcore.images import ImageLoadError, load_image, load_images
-
-        if isinstance(index, slice):
-            loaded = load_images(self.paths[index], min_size=self.min_size, executor=self.executor)
-            for item in loaded:
-                if isinstance(item, ImageLoadError):
-                    raise item
-            return loaded
-        return load_image(self.paths[index], min_size=self.min_size)
-
-
 def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> None:
     """Per-class DDT statistics (camcore.objectness) of the trained model, stored in its spec.
 
@@ -137,9 +110,7 @@ def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list
     """
     from camcore.objectness import SPEC_KEY, fit_objectness
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"camlabel-train-{ctx.job_id}") as pool:
-        images = _LazyImages(paths, trained.spec.input_size, pool)
-        stats = fit_objectness(trained.model, trained.spec, images, tags, device=ctx.device, progress=progress)
+    stats = fit_objectness(trained.model, trained.spec, paths, tags, device=ctx.device, progress=progress)
     trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
 
 
