@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy import Enum, ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from worker.store.models.base import Base, Role, enum_values, utcnow
@@ -19,6 +19,8 @@ class User(Base):
     role: Mapped[Role] = mapped_column(Enum(Role, name="user_role", values_callable=enum_values, native_enum=False, length=16), default=Role.reviewer)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Incremented by logout and password change; a session cookie holding an older value is refused.
+    session_generation: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
 
 class ApiToken(Base):
