@@ -1,6 +1,6 @@
 """All tables, importable from one place (Alembic's ``target_metadata`` is ``Base.metadata``)."""
 
-from worker.store.models.base import Base, BoxSource, ImageStatus, JobKind, JobStatus, ReviewStatus, Role
+from worker.store.models.base import Base, BoxSource, ImageReviewState, ImageStatus, JobKind, JobStatus, ReviewStatus, Role
 from worker.store.models.boxes import Box
 from worker.store.models.collections import Category, Collection
 from worker.store.models.images import Image, ImageTag
@@ -10,5 +10,5 @@ from worker.store.models.users import ApiToken, User
 
 __all__ = [
     "ApiToken", "Base", "Box", "BoxSource", "Category", "Collection", "ConceptMap", "Evaluation", "Image",
-    "ImageStatus", "ImageTag", "Job", "JobKind", "JobStatus", "ModelVersion", "ReviewStatus", "Role", "User",
+    "ImageReviewState", "ImageStatus", "ImageTag", "Job", "JobKind", "JobStatus", "ModelVersion", "ReviewStatus", "Role", "User",
 ]

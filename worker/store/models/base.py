@@ -102,6 +102,14 @@ class ReviewStatus(str, enum.Enum):
     edited = "edited"
 
 
+class ImageReviewState(str, enum.Enum):
+    """Where a person's review of one image stands (``images.review_state``)."""
+
+    unreviewed = "unreviewed"
+    reviewed = "reviewed"  # a person accepted, rejected, edited, drew or deleted one of its boxes
+    no_objects = "no_objects"  # a person marked it as showing none of the classes (a negative)
+
+
 class Role(str, enum.Enum):
     admin = "admin"
     reviewer = "reviewer"

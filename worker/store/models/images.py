@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from worker.store.models.base import Base, ImageStatus, enum_values, utcnow
+from worker.store.models.base import Base, ImageReviewState, ImageStatus, enum_values, utcnow
 
 
 class Image(Base):
@@ -17,7 +17,9 @@ class Image(Base):
     path relative to what was imported (``raccoon/images/raccoon-1.jpg``), ``storage_key`` the
     content-addressed blob key. Failed images keep their row with ``failure_reason``.
     ``n_boxes``/``min_score``/``max_score`` summarise the image's non-ground-truth boxes so
-    the review grid can filter and sort 100k images on an index.
+    the review grid can filter and sort 100k images on an index. ``review_state`` says whether a
+    person reviewed the image (``worker.store.review_state``); exports hold reviewed images only
+    unless asked otherwise.
     """
 
     __tablename__ = "images"
@@ -27,6 +29,7 @@ class Image(Base):
         Index("ix_images_collection_id_id", "collection_id", "id"),
         Index("ix_images_collection_min_score", "collection_id", "min_score", "id"),
         Index("ix_images_collection_n_boxes", "collection_id", "n_boxes", "id"),
+        Index("ix_images_collection_review_state", "collection_id", "review_state", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -45,6 +48,12 @@ class Image(Base):
     n_boxes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     min_score: Mapped[float | None] = mapped_column(Float)
     max_score: Mapped[float | None] = mapped_column(Float)
+    review_state: Mapped[ImageReviewState] = mapped_column(
+        Enum(ImageReviewState, name="image_review_state", values_callable=enum_values, native_enum=False, length=16),
+        default=ImageReviewState.unreviewed, server_default=ImageReviewState.unreviewed.value,
+    )
+    reviewed_at: Mapped[datetime | None] = mapped_column()
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
