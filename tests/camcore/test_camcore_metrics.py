@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from camcore.metrics import coco_ap, corloc, max_box_acc_v2
+from camcore.metrics import (
+    auroc,
+    box_acc_table,
+    box_correctness,
+    coco_ap,
+    corloc,
+    max_box_acc_from_table,
+    max_box_acc_v2,
+    top_fraction_precision,
+)
 
 
 def _t(rows):  # type: ignore[no-untyped-def]
@@ -65,3 +75,89 @@ def test_coco_ap_with_pycocotools() -> None:
     none = [(_t([]), torch.tensor([]), torch.tensor([], dtype=torch.long))] * 2
     assert coco_ap(none, gt) == {"AP": 0.0, "AP50": 0.0}
     assert coco_ap(none, [(_t([]), torch.tensor([], dtype=torch.long))] * 2) == {"AP": None, "AP50": None}
+
+
+def test_coco_ap_per_class_from_the_same_evaluation() -> None:
+    gt = [(_t([[0, 0, 10, 10]]), torch.tensor([0])), (_t([[10, 10, 50, 50]]), torch.tensor([1]))]
+    # class 0 found exactly; class 1's only box lies elsewhere
+    preds = [(gt[0][0], torch.tensor([0.9]), torch.tensor([0])), (_t([[60, 60, 90, 90]]), torch.tensor([0.8]), torch.tensor([1]))]
+    res = coco_ap(preds, gt, per_class=True)
+    assert res["per_class"][0] == {"AP": pytest.approx(1.0), "AP50": pytest.approx(1.0)}
+    assert res["per_class"][1] == {"AP": pytest.approx(0.0), "AP50": pytest.approx(0.0)}
+    assert res["AP50"] == pytest.approx(0.5)  # the mean over the two categories
+    assert "per_class" not in coco_ap(preds, gt)
+    none = [(_t([]), torch.tensor([]), torch.tensor([], dtype=torch.long))] * 2
+    assert coco_ap(none, gt, per_class=True)["per_class"] == {0: {"AP": 0.0, "AP50": 0.0}, 1: {"AP": 0.0, "AP50": 0.0}}
+
+
+def test_box_acc_table_gives_max_box_acc_of_any_subset() -> None:
+    size = (100, 100)
+    hit = torch.zeros(10, 10)
+    hit[2:6, 3:8] = 1.0
+    miss = torch.zeros(10, 10)
+    miss[5:9, 0:3] = 1.0
+    gt = _t([[30, 20, 80, 60]])
+    ts = [i / 10 for i in range(10)]
+    table = box_acc_table([hit, miss, torch.zeros(4, 4)], [gt, gt, gt], [size] * 3, thresholds=ts, working_size=100)
+    assert table.shape == (3, 10, 3) and table.dtype == bool
+    assert table[0, 5].all() and not table[1].any() and not table[2].any()  # a flat map finds nothing
+    assert max_box_acc_from_table(table[:1], thresholds=ts)["max_box_acc_v2"] == pytest.approx(1.0)
+    assert max_box_acc_from_table(table, thresholds=ts)["max_box_acc_v2"] == pytest.approx(1 / 3)
+    assert max_box_acc_from_table(table, thresholds=ts) == max_box_acc_v2(
+        [hit, miss, torch.zeros(4, 4)], [gt, gt, gt], [size] * 3, thresholds=ts, working_size=100)
+    assert math.isnan(max_box_acc_from_table(table[:0], thresholds=ts)["max_box_acc_v2"])
+    with pytest.raises(ValueError, match="does not match"):
+        max_box_acc_from_table(table)  # built with 10 thresholds, read with the default 100
+
+
+def test_box_correctness_needs_the_same_class_and_image() -> None:
+    gt = [(_t([[0, 0, 10, 10], [20, 20, 40, 40]]), torch.tensor([0, 1])), (_t([]), torch.tensor([], dtype=torch.long))]
+    preds = [
+        # right class and place; right place, wrong class; class 1 loose (IoU 0.25); class 1 exact
+        (_t([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 60, 60], [20, 20, 40, 40]]),
+         torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([0, 1, 1, 1])),
+        (_t([[0, 0, 10, 10]]), torch.tensor([0.5]), torch.tensor([0])),  # an image without ground truth
+    ]
+    scores, correct, labels = box_correctness(preds, gt)
+    assert correct.tolist() == [True, False, False, True, False]
+    assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5])
+    assert labels.tolist() == [0, 1, 1, 1, 0]
+    assert box_correctness(preds, gt, iou_threshold=0.2)[1].tolist() == [True, False, True, True, False]
+    empty = box_correctness([], [])
+    assert len(empty[0]) == len(empty[1]) == len(empty[2]) == 0
+    with pytest.raises(ValueError):
+        box_correctness(preds[:1], gt)
+
+
+def test_auroc_known_values_ties_and_empty_outcomes() -> None:
+    assert auroc([0.9, 0.8, 0.7, 0.1], [True, True, False, False]) == pytest.approx(1.0)
+    assert auroc([0.1, 0.2, 0.7, 0.9], [1, 1, 0, 0]) == pytest.approx(0.0)
+    assert auroc([0.5] * 4, [1, 0, 1, 0]) == pytest.approx(0.5)
+    # pairs (correct, wrong): (0.9, 0.5) 1, (0.9, 0.1) 1, (0.5, 0.5) 1/2, (0.5, 0.1) 1 -> 3.5 / 4
+    assert auroc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == pytest.approx(0.875)
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 5, 40).astype(float)  # many ties
+    c = rng.random(40) < 0.4
+    pairs = [(a > b) + 0.5 * (a == b) for a in s[c] for b in s[~c]]
+    assert auroc(s, c) == pytest.approx(sum(pairs) / len(pairs))
+    assert math.isnan(auroc([0.3, 0.4], [True, True])) and math.isnan(auroc([], []))
+    with pytest.raises(ValueError, match="NaN"):
+        auroc([0.1, float("nan")], [1, 0])
+    with pytest.raises(ValueError):
+        auroc([0.1, 0.2], [1])
+
+
+def test_top_fraction_precision_shares_ties_and_ignores_input_order() -> None:
+    assert top_fraction_precision([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]) == pytest.approx(0.5)
+    assert top_fraction_precision([0.9, 0.8, 0.7, 0.6], [1, 1, 0, 0]) == pytest.approx(1.0)
+    assert top_fraction_precision([1.0] * 4, [1, 1, 0, 0]) == pytest.approx(0.5)  # no ranking at all
+    # top 2: the wrong 0.9, then one of the two tied 0.5 (one right, one wrong) -> (0 + 1/2) / 2
+    assert top_fraction_precision([0.9, 0.5, 0.5, 0.1], [0, 1, 0, 1]) == pytest.approx(0.25)
+    assert top_fraction_precision([0.5, 0.1, 0.9, 0.5], [0, 1, 0, 1]) == pytest.approx(0.25)
+    # three items: the top 1.5 -> (1 + 0.5 * 0) / 1.5
+    assert top_fraction_precision([0.9, 0.5, 0.1], [1, 0, 0]) == pytest.approx(1 / 1.5)
+    assert top_fraction_precision([0.9, 0.5, 0.1], [1, 0, 1], fraction=1.0) == pytest.approx(2 / 3)
+    assert math.isnan(top_fraction_precision([], []))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            top_fraction_precision([0.1], [1], fraction=bad)
