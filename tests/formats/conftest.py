@@ -81,6 +81,14 @@ class Factory:
             session.commit()
             return [r.id for r in rows]
 
+    def no_objects(self, built: Built, rel_path: str) -> None:
+        """Mark an image "no objects" as a reviewer would (``worker.store.review_state``)."""
+        from worker.store.review_state import set_no_objects
+
+        with self.runtime.sessions() as session:
+            set_no_objects(session, built.image_ids[rel_path], user_id=None)
+            session.commit()
+
     def add_category(self, built: Built, name: str) -> int:
         with self.runtime.sessions() as session:
             category = Category(collection_id=built.collection_id, name=name)
@@ -126,6 +134,9 @@ BOXES = [
 
 @pytest.fixture
 def scene(factory: Factory) -> Built:
+    """The standard scene. Reviewed: c1, c2, d1 (boxes a person decided on) and empty.jpg (marked
+    "no objects"); d2 holds only a proposal and ground truth, so nobody reviewed it."""
     built = factory.collection("scene", ["cat", "dog"], IMAGES, failed={"dogs/images/broken.jpg": "truncated JPEG"})
     factory.boxes(built, BOXES)
+    factory.no_objects(built, "dogs/images/empty.jpg")
     return built

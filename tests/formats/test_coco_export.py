@@ -35,12 +35,13 @@ def test_coco_export_loads_in_pycocotools_and_follows_the_rules(runtime, scene: 
     coco = _quiet_coco(out)
     data = json.loads(out.read_text())
 
-    # every usable image, also the one without boxes; the failed one is left out
+    # every reviewed usable image, also the one marked "no objects"; the failed one and the
+    # unreviewed d2 are left out
     files = {img["file_name"] for img in data["images"]}
-    assert files == {"cats/images/c1.jpg", "cats/images/c2.jpg", "dogs/images/d1.jpg", "dogs/images/d2.jpg", "dogs/images/empty.jpg"}
+    assert files == {"cats/images/c1.jpg", "cats/images/c2.jpg", "dogs/images/d1.jpg", "dogs/images/empty.jpg"}
     sizes = {img["file_name"]: (img["width"], img["height"]) for img in data["images"]}
     assert sizes["dogs/images/d1.jpg"] == (50, 70)
-    assert summary["images"] == 5
+    assert summary["images"] == 4 and summary["include_unreviewed"] is False
 
     # accepted = accepted + edited + human: 4 boxes; proposed, rejected and ground truth are not exported
     assert summary["annotations"] == len(data["annotations"]) == 4
@@ -61,7 +62,7 @@ def test_coco_export_loads_in_pycocotools_and_follows_the_rules(runtime, scene: 
     assert clipped[0]["bbox"] == [0.0, 10.0, 50.0, 60.0]
     human = [a for a in data["annotations"] if a["source"] == "human"]
     assert human[0]["score"] == 1.0  # a human box without a score still carries one
-    assert data["info"]["status"] == "accepted" and "model_versions" in data["info"]
+    assert set(data["info"]) == {"description", "version", "year", "date_created", "contributor", "url", "model_version_id", "model_version_ids"}
 
     # COCOeval runs against it (scored against itself: every box matches)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -74,7 +75,7 @@ def test_coco_export_loads_in_pycocotools_and_follows_the_rules(runtime, scene: 
 
 
 def test_status_all_adds_proposed_but_never_rejected_or_ground_truth(runtime, scene: Built, tmp_path: Path) -> None:
-    summary, out = _export(runtime, scene, tmp_path, status="all")
+    summary, out = _export(runtime, scene, tmp_path, status="all", include_unreviewed=True)
     data = json.loads(out.read_text())
     assert summary["annotations"] == 6
     assert {a["status"] for a in data["annotations"]} == {"accepted", "edited", "proposed"}
@@ -101,7 +102,7 @@ def test_category_ids_stay_stable_when_a_category_is_added(runtime, factory: Fac
 
 def test_results_export_is_accepted_by_loadres_against_the_ground_truth_export(runtime, scene: Built, tmp_path: Path) -> None:
     _s, gt_path = _export(runtime, scene, tmp_path, name="gt.json", source="ground_truth")
-    summary, res_path = _export(runtime, scene, tmp_path, fmt="coco-results", name="res.json", status="all")
+    summary, res_path = _export(runtime, scene, tmp_path, fmt="coco-results", name="res.json", status="all", include_unreviewed=True)
     results = json.loads(res_path.read_text())
     assert isinstance(results, list) and len(results) == summary["annotations"] == 6
     assert set(results[0]) == {"image_id", "category_id", "bbox", "score"}
@@ -127,24 +128,21 @@ def test_bad_requests_raise_clear_errors(runtime, scene: Built, tmp_path: Path) 
             export_collection(session, runtime.blobs, 999, "coco", tmp_path / "x.json")
 
 
-def test_info_names_the_model_version_and_thresholds(runtime, factory: Factory, tmp_path: Path) -> None:
-    from worker.store.models import BoxSource, Job, JobKind, JobStatus, ModelVersion, ReviewStatus
+def test_info_is_small_and_names_the_model_version(runtime, factory: Factory, tmp_path: Path) -> None:
+    from worker.store.models import BoxSource, ModelVersion, ReviewStatus
 
     built = factory.collection("info", ["cat"], [("a.jpg", 40, 30)])
-    with runtime.sessions() as session:
-        mv = ModelVersion(name="cats-v1", arch="efficientnet_lite0", spec={"arch": "efficientnet_lite0", "input_size": 384}, class_names=["cat"],
-                          calibration={"cat": {"threshold": 0.3}})
+    with runtime.sessions() as session:  # a spec as large as a trained model's (objectness vectors)
+        spec = {"arch": "efficientnet_lite0", "input_size": 384, "extra": {"objectness": {"mean": [0.123456789] * 1280}}}
+        mv = ModelVersion(name="cats-v1", arch="efficientnet_lite0", spec=spec, class_names=["cat"], calibration={"cat": {"threshold": 0.3}})
         session.add(mv)
-        session.flush()
-        session.add(Job(collection_id=built.collection_id, kind=JobKind.infer, status=JobStatus.succeeded,
-                        params={"model_version_id": None, "box_params": {"threshold": 0.25}}, result={"model_version_id": mv.id}))
         session.commit()
         mv_id = mv.id
     factory.boxes(built, [("a.jpg", "cat", (1, 1, 20, 20), 0.8, BoxSource.cam, ReviewStatus.accepted)], model_version_id=mv_id)
     summary, out = _export(runtime, built, tmp_path)
     info = json.loads(out.read_text())["info"]
     assert summary["model_versions"] == [mv_id]
-    [version] = info["model_versions"]
-    assert version["name"] == "cats-v1" and version["spec"]["input_size"] == 384
-    assert version["calibration"] == {"cat": {"threshold": 0.3}}
-    assert version["infer_params"]["box_params"] == {"threshold": 0.25}
+    assert info["model_version_id"] == mv_id and info["model_version_ids"] == [mv_id]
+    assert info["description"].startswith("camlabel export of collection info") and info["version"]
+    assert info["date_created"].startswith(str(info["year"]))
+    assert len(json.dumps(info)) < 400  # was 14.7 KB with the model's vectors

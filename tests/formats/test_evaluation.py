@@ -98,7 +98,7 @@ def test_ap_matches_cocoeval_on_the_exported_files(runtime, evalset: tuple[Built
     result = _evaluate(runtime, built, store=False)
     with runtime.sessions() as session:
         export_collection(session, runtime.blobs, built.collection_id, "coco", tmp_path / "gt.json", source="ground_truth")
-        export_collection(session, runtime.blobs, built.collection_id, "coco-results", tmp_path / "res.json", status="all")
+        export_collection(session, runtime.blobs, built.collection_id, "coco-results", tmp_path / "res.json", status="all", include_unreviewed=True)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(tmp_path / "gt.json"))
         dt = gt.loadRes(str(tmp_path / "res.json"))

@@ -41,11 +41,11 @@ def _write_array(fh: TextIO, items: Iterable[str | None], counts: dict[str, int]
             counts[key] += len(good)
 
 
-def _annotations(session: Session, collection_id: int, selection: str, coco_ids: dict[int, int], model_version_id: int | None, with_meta: bool):  # type: ignore[no-untyped-def]
+def _annotations(session: Session, collection_id: int, selection: str, coco_ids: dict[int, int], model_version_id: int | None, with_meta: bool, reviewed_only: bool):  # type: ignore[no-untyped-def]
     """Yield the JSON text of every selected box, clipped inside its image; ``None`` for a box
     left out (degenerate after clipping, or of a category not in the collection)."""
     for box_id, category_id, x1, y1, x2, y2, score, source, status, image_id, width, height in stream(
-        session, boxes_stmt(collection_id, selection, model_version_id=model_version_id)
+        session, boxes_stmt(collection_id, selection, model_version_id=model_version_id, reviewed_only=reviewed_only)
     ):
         coco_id = coco_ids.get(category_id)
         # clip inline (hot loop): same rule as selection.clip_xyxy
@@ -85,30 +85,36 @@ def write_coco(
     info: dict[str, Any],
     *,
     model_version_id: int | None = None,
+    reviewed_only: bool = False,
 ) -> dict[str, int]:
-    """Write a COCO detection file; returns ``{"images", "annotations", "skipped_boxes"}``."""
+    """Write a COCO detection file; returns ``{"images", "annotations", "skipped_boxes"}``.
+
+    With ``reviewed_only`` only images a person reviewed (and their boxes) are written."""
     counts = {"images": 0, "annotations": 0, "skipped_boxes": 0}
     coco_ids = categories.coco_id
     with out_path.open("w", encoding="utf-8", buffering=_BUFFER) as fh:
         fh.write('{"info":' + _dump(info) + ',"licenses":[],"categories":' + _dump(categories.coco_categories()) + ',"images":[')
         images = (
             f'{{"id":{image_id},"file_name":{_quote(rel_path)},"width":{width or 0},"height":{height or 0}}}'
-            for image_id, rel_path, width, height, _key in stream(session, images_stmt(collection_id))
+            for image_id, rel_path, width, height, _key in stream(session, images_stmt(collection_id, reviewed_only=reviewed_only))
         )
         _write_array(fh, images, counts, "images")
         fh.write('],"annotations":[')
-        _write_array(fh, _annotations(session, collection_id, selection, coco_ids, model_version_id, with_meta=True), counts, "annotations")
+        annotations = _annotations(session, collection_id, selection, coco_ids, model_version_id, with_meta=True, reviewed_only=reviewed_only)
+        _write_array(fh, annotations, counts, "annotations")
         fh.write("]}\n")
     return counts
 
 
 def write_coco_results(
-    session: Session, collection_id: int, categories: CategoryMap, selection: str, out_path: Path, *, model_version_id: int | None = None
+    session: Session, collection_id: int, categories: CategoryMap, selection: str, out_path: Path, *, model_version_id: int | None = None,
+    reviewed_only: bool = False,
 ) -> dict[str, int]:
     """Write a flat COCO results list ``[{image_id, category_id, bbox, score}]``."""
     counts = {"annotations": 0, "skipped_boxes": 0}
     with out_path.open("w", encoding="utf-8", buffering=_BUFFER) as fh:
         fh.write("[")
-        _write_array(fh, _annotations(session, collection_id, selection, categories.coco_id, model_version_id, with_meta=False), counts, "annotations")
+        annotations = _annotations(session, collection_id, selection, categories.coco_id, model_version_id, with_meta=False, reviewed_only=reviewed_only)
+        _write_array(fh, annotations, counts, "annotations")
         fh.write("]\n")
     return counts

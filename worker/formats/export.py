@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.formats.coco import write_coco, write_coco_results
-from worker.formats.perimage import write_voc, write_yolo
+from worker.formats.perimage import choose_split, write_voc, write_yolo
 from worker.formats.selection import BOX_STATUSES, IMAGE_OK, FormatError, box_filter, category_map, load_collection
 from worker.formats.sink import ExportSink
 from worker.store.blobs import LocalBlobStore
@@ -20,6 +21,27 @@ from worker.store.models import Image as ImageRow
 
 EXPORT_FORMATS = ("coco", "coco-results", "yolo", "voc")
 SOURCES = ("predictions", "ground_truth")
+SUFFIXES = {"coco": ".json", "coco-results": ".json", "yolo": ".zip", "voc": ".zip"}
+_UNSAFE_NAME = re.compile(r"[^\w.-]+")
+
+
+def download_name(collection_name: str, fmt: str, day: date | None = None) -> str:
+    """``<collection>-<format>-<YYYYMMDD><suffix>``: the file name a download is saved under
+    (characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``)."""
+    if fmt not in SUFFIXES:
+        raise FormatError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    safe = _UNSAFE_NAME.sub("_", collection_name).strip("._") or "collection"
+    day = day or datetime.now(timezone.utc).date()
+    return f"{safe}-{fmt}-{day:%Y%m%d}{SUFFIXES[fmt]}"
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("camlabel")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _selection(status: str, source: str) -> str:
@@ -80,6 +102,9 @@ def export_collection(
     status: str = "accepted",
     source: str = "predictions",
     model_version_id: int | None = None,
+    include_unreviewed: bool = False,
+    val_fraction: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Export a collection's boxes, streaming (constant memory), and return a summary.
 
@@ -90,6 +115,11 @@ def export_collection(
         source: ``predictions`` (CAM and human boxes, per ``status``) or ``ground_truth``
             (the imported ground truth, ``status`` ignored; never mixed into the other).
         model_version_id: only boxes made by this model version.
+        include_unreviewed: also images nobody reviewed yet. Off by default: such an image would
+            be exported with only its accepted boxes (often none), and a detector trained on it
+            learns its unreviewed objects as background. Ground-truth exports hold every image.
+        val_fraction, seed: YOLO/VOC only: hold out a seeded random ``val_fraction`` of the
+            images for validation (``images/val`` / ``ImageSets/Main/val.txt``).
 
     Returns: ``{"format", "path", "status", "source", "images", "annotations", "skipped_boxes",
     "categories", "model_versions", "seconds", ...}`` (JSON-serialisable).
@@ -97,6 +127,9 @@ def export_collection(
     if fmt not in EXPORT_FORMATS:
         raise FormatError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
     selection = _selection(status, source)
+    reviewed_only = source == "predictions" and not include_unreviewed
+    if val_fraction and fmt not in ("yolo", "voc"):
+        raise FormatError(f"a train/val split (val_fraction) is for yolo and voc exports, not {fmt}")
     collection = load_collection(session, collection_id)
     categories = category_map(session, collection_id)
     out_path = Path(out_path)
@@ -104,29 +137,40 @@ def export_collection(
     versions = model_versions_info(session, collection_id, selection, model_version_id)
     if fmt in ("coco", "coco-results"):
         out_path.parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
     if fmt == "coco":
+        now = datetime.now(timezone.utc)
+        what = "ground-truth boxes" if source == "ground_truth" else f"{status} boxes of {'all' if include_unreviewed else 'reviewed'} images"
         info = {
-            "description": f"camlabel export of collection {collection.name!r}",
-            "collection_id": collection.id,
-            "date_created": datetime.now(timezone.utc).isoformat(),
-            "source": source,
-            "status": None if source == "ground_truth" else status,
-            "bbox_format": "xywh absolute pixels of the displayed (EXIF-rotated) image",
-            "model_versions": versions,
+            "description": f"camlabel export of collection {collection.name}: {what}",
+            "version": _package_version(),
+            "year": now.year,
+            "date_created": now.isoformat(timespec="seconds"),
+            "contributor": "camlabel",
+            "url": "",
+            "model_version_id": versions[0]["id"] if len(versions) == 1 else None,
+            "model_version_ids": [v["id"] for v in versions],
         }
-        counts: dict[str, int] = write_coco(session, collection_id, categories, selection, out_path, info, model_version_id=model_version_id)
+        counts: dict[str, int] = write_coco(session, collection_id, categories, selection, out_path, info, model_version_id=model_version_id,
+                                            reviewed_only=reviewed_only)
     elif fmt == "coco-results":
-        counts = write_coco_results(session, collection_id, categories, selection, out_path, model_version_id=model_version_id)
+        counts = write_coco_results(session, collection_id, categories, selection, out_path, model_version_id=model_version_id,
+                                    reviewed_only=reviewed_only)
     else:
+        split = choose_split(session, collection_id, fraction=float(val_fraction), seed=int(seed), reviewed_only=reviewed_only)
         writer = write_yolo if fmt == "yolo" else write_voc
         with ExportSink(out_path) as sink:
-            counts = writer(session, blobs, collection_id, categories, selection, sink, model_version_id=model_version_id)
+            counts = writer(session, blobs, collection_id, categories, selection, sink, model_version_id=model_version_id,
+                            reviewed_only=reviewed_only, split=split)
+        extra = {"val_fraction": split.fraction, "seed": split.seed}
     return {
         "format": fmt,
         "path": str(out_path),
         "collection_id": collection_id,
         "status": None if source == "ground_truth" else status,
         "source": source,
+        "include_unreviewed": not reviewed_only,
+        **extra,
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories.names)],
         "model_versions": [v["id"] for v in versions],
         "seconds": round(time.perf_counter() - started, 3),

@@ -6,6 +6,10 @@ Box selections (``status``):
   human-drawn boxes that are not rejected;
 - ``"all"``: every non-rejected box that is not ground truth, proposed ones included;
 - ``"ground_truth"``: the imported ground-truth boxes (never part of the other two).
+
+Image selections: every usable image, or (``reviewed_only``) the images a person reviewed
+(``worker.store.review_state.is_reviewed``): an unreviewed image has no trustworthy "no
+objects here", so exports leave it out unless asked.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from worker.store.models import Box, BoxSource, Category, Collection, ImageStatus, ReviewStatus
 from worker.store.models import Image as ImageRow
+from worker.store.review_state import is_reviewed
 
 BOX_STATUSES = ("accepted", "all")
 SELECTIONS = (*BOX_STATUSES, "ground_truth")
@@ -119,11 +124,17 @@ def stream(session: Session, stmt: Select[Any], chunk: int = STREAM_CHUNK) -> It
         result.close()
 
 
-def images_stmt(collection_id: int) -> Select[Any]:
+def image_filter(collection_id: int, *, reviewed_only: bool = False) -> ColumnElement[bool]:
+    """SQL condition on :class:`Image`: usable images of the collection, reviewed ones only if asked."""
+    condition = and_(ImageRow.collection_id == collection_id, IMAGE_OK)
+    return and_(condition, is_reviewed()) if reviewed_only else condition
+
+
+def images_stmt(collection_id: int, *, reviewed_only: bool = False) -> Select[Any]:
     """``(id, rel_path, width, height, storage_key)`` of the collection's usable images, by id."""
     return (
         select(ImageRow.id, ImageRow.rel_path, ImageRow.width, ImageRow.height, ImageRow.storage_key)
-        .where(ImageRow.collection_id == collection_id, IMAGE_OK)
+        .where(image_filter(collection_id, reviewed_only=reviewed_only))
         .order_by(ImageRow.id)
     )
 
@@ -132,13 +143,13 @@ def images_stmt(collection_id: int) -> Select[Any]:
 BOX_COLUMNS = (Box.id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score, _SOURCE, _STATUS)
 
 
-def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None) -> Select[Any]:
+def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None, reviewed_only: bool = False) -> Select[Any]:
     """``(box id, category id, x1, y1, x2, y2, score, source, status, image id, width, height)``
     of the selected boxes on usable images, ordered by box id."""
     stmt = (
         select(*BOX_COLUMNS, ImageRow.id, ImageRow.width, ImageRow.height)
         .join(ImageRow, Box.image_id == ImageRow.id)
-        .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(selection))
+        .where(image_filter(collection_id, reviewed_only=reviewed_only), box_filter(selection))
         .order_by(Box.id)
     )
     if model_version_id is not None:
@@ -146,7 +157,7 @@ def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | No
     return stmt
 
 
-def images_with_boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None) -> Select[Any]:
+def images_with_boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None, reviewed_only: bool = False) -> Select[Any]:
     """Every usable image left-joined with its selected boxes, ordered by image then box:
     ``(image id, rel_path, width, height, storage_key, box id or None, category id, x1, y1, x2, y2, score, source, status)``."""
     on = and_(Box.image_id == ImageRow.id, box_filter(selection))
@@ -155,7 +166,7 @@ def images_with_boxes_stmt(collection_id: int, selection: str, *, model_version_
     return (
         select(ImageRow.id, ImageRow.rel_path, ImageRow.width, ImageRow.height, ImageRow.storage_key, *BOX_COLUMNS)
         .outerjoin(Box, on)
-        .where(ImageRow.collection_id == collection_id, IMAGE_OK)
+        .where(image_filter(collection_id, reviewed_only=reviewed_only))
         .order_by(ImageRow.id, Box.id)
     )
 

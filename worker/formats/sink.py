@@ -45,6 +45,16 @@ class ExportSink:
         else:
             self._target(arcname).write_text(text, encoding="utf-8")
 
+    def write_bytes(self, arcname: str, data: bytes) -> None:
+        """Write bytes made in memory (a re-encoded image): stored uncompressed in zips."""
+        if self._zip is not None:
+            compress = zipfile.ZIP_STORED if Path(arcname).suffix.lower() in _STORED_SUFFIXES else zipfile.ZIP_DEFLATED
+            self._zip.writestr(arcname, data, compress_type=compress)
+        else:
+            target = self._target(arcname)
+            target.unlink(missing_ok=True)
+            target.write_bytes(data)
+
     def add_file(self, arcname: str, source: Path) -> None:
         """Add an existing file (an image blob): hard link, else copy; stored uncompressed in zips."""
         if self._zip is not None:
