@@ -14,7 +14,10 @@ Handled on purpose:
 - a truncated JPEG is decoded as far as the data goes (the rest is filled grey) and the returned
   image carries ``info["camlabel_truncated"] = True``; if nothing can be decoded it is rejected;
 - images whose header claims more than ``max_pixels`` pixels are rejected before any pixel is
-  decoded (decompression-bomb guard);
+  decoded (decompression-bomb guard), and so are images whose decode would need more than
+  ``max_decode_bytes`` of memory: the estimate counts Pillow's bytes per pixel of the file's mode
+  plus the copies the conversion to RGB makes (a 16-bit greyscale PNG costs ~14 bytes a pixel);
+- an empty (0-byte) file is rejected as such, not as an unknown format;
 - ``min_size``: a caller that only needs ``min_size`` pixels per side (the model's input) gets a
   large JPEG decoded at a reduced DCT scale (1/2, 1/4 or 1/8, both sides kept >= ``min_size``):
   several times faster on phone photos. :func:`original_size` still gives the full size, which
@@ -36,7 +39,9 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "DEFAULT_MAX_DECODE_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "decode_cost_bytes",
     "ImageLoadError",
     "ImageSource",
     "image_size_after_exif",
@@ -49,6 +54,13 @@ ImageSource = Union[str, "os.PathLike[str]", bytes, BinaryIO]
 
 #: Default decompression-bomb limit: 100 megapixels (a 10000 x 10000 photo).
 DEFAULT_MAX_PIXELS = 100_000_000
+#: Default memory budget of one decode: 1 GiB (a 100-megapixel RGB photo needs ~0.4 GiB).
+DEFAULT_MAX_DECODE_BYTES = 1 << 30
+
+#: Bytes per pixel Pillow holds for a decoded image of each mode (its in-memory layout: RGB is
+#: stored in 4 bytes); modes not listed are counted as 4.
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSES = frozenset(range(2, 9))  # EXIF orientations that move pixels
@@ -77,11 +89,15 @@ def _open(source: ImageSource) -> Image.Image:
     label = _describe(source)
     fp: str | BinaryIO
     if isinstance(source, bytes):
+        if not source:
+            raise ImageLoadError("empty file (0 bytes)", label)
         fp = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise ImageLoadError("file does not exist", label)
+        if path.stat().st_size == 0:
+            raise ImageLoadError("empty file (0 bytes)", label)
         fp = str(path)
     else:
         fp = source
@@ -97,6 +113,46 @@ def _open(source: ImageSource) -> Image.Image:
         raise ImageLoadError("not a recognised image format", label) from exc
     except OSError as exc:
         raise ImageLoadError(f"cannot read image: {exc}", label) from exc
+
+
+def decode_cost_bytes(mode: str, size: tuple[int, int], *, transposed: bool = False) -> int:
+    """Estimated peak bytes of decoding an image of ``mode`` and ``size`` (width, height) in pixels
+    and converting it to RGB with :func:`load_image` (plus one more copy when an EXIF rotation
+    moves the pixels)."""
+    w, h = size
+    raw = _MODE_BYTES.get(mode, 4)
+    # the temporary copies _to_rgb makes on top of the decoded image (the RGB result included)
+    if mode == "RGB":
+        extra = 0
+    elif mode in _ALPHA_MODES:  # RGBA copy, white background, composite, RGB
+        extra = 16
+    elif mode.startswith("I;16"):  # numpy copy, 4-byte working array, uint8, grey, RGB
+        extra = raw + 4 + 1 + 1 + 4
+    elif mode in ("I", "F"):  # numpy copy, two float64 arrays, uint8, grey, RGB
+        extra = raw + 16 + 1 + 1 + 4
+    else:  # one convert("RGB")
+        extra = 4
+    return int(w) * int(h) * (raw + extra + (raw if transposed else 0))
+
+
+def _check_budget(img: Image.Image, max_decode_bytes: int | None, label: str | None) -> None:
+    if max_decode_bytes is None:
+        return
+    if img.format in ("JPEG", "MPO"):  # EXIF is in the header; other formats may keep it after the pixels
+        try:
+            transposed = img.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSES
+        except Exception:  # noqa: BLE001 - unreadable EXIF: no rotation
+            transposed = False
+    else:  # reading EXIF could decode the pixels first (PNG): count the rotation's copy
+        transposed = True
+    cost = decode_cost_bytes(img.mode, img.size, transposed=transposed)
+    if cost > max_decode_bytes:
+        w, h = img.size
+        raise ImageLoadError(
+            f"image is {w}x{h} in mode {img.mode}: decoding it needs about {cost / (1 << 20):.0f} MiB, more than the "
+            f"{max_decode_bytes / (1 << 20):.0f} MiB per-image memory budget (decompression bomb guard)",
+            label,
+        )
 
 
 def _check_pixels(img: Image.Image, max_pixels: int | None, label: str | None) -> None:
@@ -158,11 +214,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode.startswith("I;16") or mode in ("I", "F"):
+    if mode.startswith("I;16"):  # integer rounding of v / 257 in a 4-byte working array
+        scaled = (np.asarray(img).astype(np.uint32) * 2 + 257) // 514
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if mode in ("I", "F"):
         arr = np.asarray(img).astype(np.float64)
-        if mode.startswith("I;16"):
-            arr = arr / 257.0
-        elif mode == "I":
+        if mode == "I":
             peak = float(arr.max()) if arr.size else 0.0
             arr = arr / 257.0 if peak > 255 else arr
         else:  # "F": floats, scale to the observed range if it is not already 0..255
@@ -183,7 +240,8 @@ def original_size(img: Image.Image) -> tuple[int, int]:
     return (int(size[0]), int(size[1])) if size else (int(img.width), int(img.height))
 
 
-def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int | None = None,
+               max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES) -> Image.Image:
     """Load ``source`` (path, bytes or binary file object) as an RGB image with EXIF applied.
 
     Args:
@@ -192,6 +250,9 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             before decoding them; ``None`` disables the guard.
         min_size: if given, a JPEG at least twice this size on both sides may be decoded at a
             reduced scale (its sides stay ``>= min_size``); other formats load at full size.
+        max_decode_bytes: reject images whose decode and RGB conversion would need more than this
+            many bytes (:func:`decode_cost_bytes`, counted at the reduced scale ``min_size``
+            allows) before decoding them; ``None`` disables the budget.
 
     Returns:
         A fully loaded ``PIL.Image`` in mode ``"RGB"``; ``size`` is (width, height) in pixels after
@@ -200,7 +261,8 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         partly decoded.
 
     Raises:
-        ImageLoadError: missing file, unknown format, too many pixels, or undecodable content.
+        ImageLoadError: missing or empty file, unknown format, too many pixels, over the memory
+            budget, or undecodable content.
     """
     label = _describe(source)
     opened = _open(source)
@@ -215,6 +277,11 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             raise ValueError(f"min_size must be >= 1, got {min_size}")
         if opened.format == "JPEG" and min(full_size) >= 2 * min_size:
             opened.draft("RGB", (min_size, min_size))  # the decoder's DCT scaling; sides stay >= min_size
+    try:
+        _check_budget(opened, max_decode_bytes, label)
+    except ImageLoadError:
+        opened.close()
+        raise
     opened = _decode(opened, source, label)  # (a truncated-file retry decodes at full size)
     truncated = bool(opened.info.get("camlabel_truncated", False))
     reduced_to = opened.size
@@ -251,6 +318,7 @@ def load_images(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_size: int | None = None,
     executor: Executor | None = None,
+    max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
 ) -> list[Image.Image | ImageLoadError]:
     """:func:`load_image` for each source, in order; a source that cannot be loaded gives its
     :class:`ImageLoadError` in its place (one bad file never breaks the batch). A source that is
@@ -265,7 +333,7 @@ def load_images(
         if isinstance(source, Image.Image):
             return source
         try:
-            return load_image(source, max_pixels=max_pixels, min_size=min_size)
+            return load_image(source, max_pixels=max_pixels, min_size=min_size, max_decode_bytes=max_decode_bytes)
         except ImageLoadError as exc:
             return exc
 

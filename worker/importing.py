@@ -1,9 +1,14 @@
 """The import job: files from a folder, .zip or manifest into images, thumbnails and tags.
 
-Params: ``path`` (folder or .zip the worker can read), optional ``manifest`` (CSV path).
-For each entry, in the source's fixed order, in chunks of ``ctx.chunk_size`` files:
+Params: ``path`` (folder or .zip the worker can read), optional ``manifest`` (CSV path),
+``upload_index`` (a web upload's index of user file names, :mod:`worker.import_sources`).
+Files the source leaves out (symbolic links, hidden files, manifest rows naming no file) and
+non-image files (by extension) are *skipped*: the result lists each with its reason
+(``skipped``, first :data:`MAX_REPORTED`; ``skipped_count``) and ``summary`` says it in one line
+("imported 1 of 4, 3 skipped (...)"), which the job view shows. An import that imports nothing
+(and finds no file already in the collection) fails with that summary as its error.
+For each image file, in the source's fixed order, in chunks of ``ctx.chunk_size`` files:
 
-- non-image files (by extension) are skipped and counted (``skipped_non_image``);
 - the bytes are hashed (SHA-256); a file the collection already holds is a ``duplicate``;
 - the image is decoded with :func:`camcore.images.load_image` (EXIF applied: ``width``/
   ``height`` are displayed pixels); a file that fails, or a truncated JPEG, becomes an image
@@ -29,6 +34,7 @@ import io
 import logging
 import shutil
 import time
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -38,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from worker.categories import ensure_categories
 from worker.execution import JobContext, JobFailed, is_transient
-from worker.import_sources import Entry, ImportSourceError, list_source
+from worker.import_sources import Entry, ImportSourceError, Skipped, list_source
 from worker.lease import LeaseLost
 from worker.store.bulk import insert_image_tags, insert_images_detailed
 from worker.store.models import Image, Job, JobKind, JobStatus
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 THUMB_SIZE = 256
 COUNTERS = ("imported", "duplicates", "failed", "skipped_non_image")
 MAX_REPORTED = 50
+NON_IMAGE_REASON = "not an image file (by its extension)"
 STAGING_DIR = "staging"
 #: :func:`sweep_staging` leaves younger folders alone: their upload may still be on its way to a job.
 STAGING_MIN_AGE_S = 3600.0
@@ -151,31 +158,43 @@ def run_import_job(ctx: JobContext) -> dict[str, Any]:
     return result
 
 
+def _summary(total: int, state: dict[str, int], skipped: list[Skipped]) -> str:
+    """``"imported 1 of 4, 3 skipped (3 listed in the manifest but not found ...)"``: what the
+    job view shows next to the job's status."""
+    parts = [f"imported {state['imported']} of {total}"]
+    if state["duplicates"]:
+        parts.append(f"{state['duplicates']} already in the collection")
+    if state["failed"]:
+        parts.append(f"{state['failed']} failed")
+    if skipped:
+        reasons = Counter(item.reason for item in skipped)
+        parts.append(f"{len(skipped)} skipped (" + "; ".join(f"{n} {reason}" for reason, n in reasons.most_common()) + ")")
+    return ", ".join(parts)
+
+
 def _import(ctx: JobContext) -> dict[str, Any]:
     path = ctx.params.get("path")
     if not path or ctx.collection_id is None:
         raise JobFailed("an import job needs a collection and a 'path'")
     try:
-        listing = list_source(path, ctx.params.get("manifest"))
+        listing = list_source(path, ctx.params.get("manifest"), upload_index=ctx.params.get("upload_index"))
     except ImportSourceError as exc:
         raise JobFailed(str(exc)) from exc
-    entries = listing.entries
+    entries = [entry for entry in listing.entries if entry.is_image]
+    skipped = listing.skipped + [Skipped(entry.rel_path, NON_IMAGE_REASON) for entry in listing.entries if not entry.is_image]
+    total = len(entries) + len(skipped)
     state = {name: int(ctx.state.get(name, 0)) for name in COUNTERS}
+    state["skipped_non_image"] = len(listing.entries) - len(entries)
     state["missing"] = len(listing.missing)
     failures: list[dict[str, str]] = list(ctx.state.get("failures", []))
-    if not ctx.state:
-        ctx.set_progress(0, len(entries))
-    else:
-        ctx.set_progress(ctx.done, len(entries))
+    position = int(ctx.state.get("cursor", 0))
+    ctx.set_progress(len(skipped) + position, total)
     collection_id = ctx.collection_id
     blobs = ctx.runtime.blobs
-    position = int(ctx.state.get("cursor", 0))
     while position < len(entries):
         ctx.check()
         batch = entries[position : position + ctx.chunk_size]
-        images = [entry for entry in batch if entry.is_image]
-        state["skipped_non_image"] += len(batch) - len(images)
-        read = [(entry, *_read(entry, collection_id)) for entry in images]
+        read = [(entry, *_read(entry, collection_id)) for entry in batch]
         with ctx.session() as session:
             known = set(session.scalars(select(Image.sha256).where(Image.collection_id == collection_id,
                                                                    Image.sha256.in_([row["sha256"] for _e, _d, row in read]))))
@@ -187,7 +206,7 @@ def _import(ctx: JobContext) -> dict[str, Any]:
             known.add(row["sha256"])
             prepared.append((entry, row if data is None else _decode_and_store(entry, data, row, blobs)))
         position += len(batch)
-        with ctx.chunk(done=position, state={}) as session:
+        with ctx.chunk(done=len(skipped) + position, state={}) as session:
             tag_names = {tag for entry, row in prepared if row["status"] == "ok" for tag in entry.tags}
             category_ids = ensure_categories(session, collection_id, tag_names)
             result = insert_images_detailed(session, [row for _entry, row in prepared])
@@ -206,4 +225,13 @@ def _import(ctx: JobContext) -> dict[str, Any]:
             insert_image_tags(session, pairs)
             # written by ctx.chunk together with this chunk's rows
             ctx.state.update({**state, "cursor": position, "failures": failures})
-    return {**state, "failures": failures, "missing_files": listing.missing[:MAX_REPORTED], "total_files": len(entries)}
+    summary = _summary(total, state, skipped)
+    result = {**state, "failures": failures, "missing_files": listing.missing[:MAX_REPORTED], "total_files": total,
+              "skipped": [item.to_dict() for item in skipped[:MAX_REPORTED]], "skipped_count": len(skipped), "summary": summary}
+    if state["imported"] == 0 and state["duplicates"] == 0:
+        with ctx.chunk(done=total, state=result):
+            pass
+        if total == 0:
+            raise JobFailed("nothing to import: the upload or folder holds no files")
+        raise JobFailed(f"nothing could be imported: {summary}")
+    return result

@@ -12,6 +12,8 @@
     bar.value = job.total ? job.done : (job.status === "succeeded" ? 1 : 0);
     row.querySelector(".job-count").textContent = job.done + "/" + (job.total === null ? "?" : job.total);
     row.querySelector(".job-error").textContent = job.error || "";
+    const summary = row.querySelector(".job-summary");
+    if (summary) summary.textContent = (job.result && job.result.summary) || "";
     if (FINISHED.includes(job.status)) {
       const cancel = row.querySelector(".job-cancel");
       if (cancel) cancel.remove();
