@@ -22,21 +22,20 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
 from web.errors import ApiError
+from web.public import public_params, public_text
+from web.validation import check_name, json_int, json_number, parse_int
 from worker.importing import remove_staging, staging_root, sweep_staging
 from worker.store.models import Box, BoxSource, Category, Collection, Image, Job, JobKind, ReviewStatus
 
-NAME_RE = re.compile(r"^[\w][\w .\-]{0,199}$")
 JOB_KINDS_FROM_UI = ("train", "infer", "export", "evaluate", "calibrate")
 EXPORT_FORMATS = ("coco", "coco-results", "yolo", "voc")
 EXPORT_STATUSES = ("accepted", "all")
 
 
 # -- collections -----------------------------------------------------------------------------
-def create_collection(session: Session, name: str) -> Collection:
-    """Create a collection (commits). Names: 1-200 letters, digits, space, ``._-``."""
-    name = (name or "").strip()
-    if not NAME_RE.match(name):
-        raise ApiError(400, "bad_name", "a collection name has 1 to 200 letters, digits, spaces, '.', '_' or '-' and starts with a letter or digit")
+def create_collection(session: Session, name: Any) -> Collection:
+    """Create a collection (commits). Names follow :func:`web.validation.check_name`."""
+    name = check_name(name)
     if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
         raise ApiError(409, "exists", f"a collection named {name!r} already exists")
     collection = Collection(name=name)
@@ -217,6 +216,10 @@ def import_upload(session: Session, data_dir: Path, collection_id: int, files: I
         if exc.status != 503:  # 503: the job is recorded (the watchdog sends it again) and will read the files
             remove_staging(data_dir, staged.folder)
         raise
+    except Exception:  # database down, disk full: no job will read the files
+        session.rollback()
+        remove_staging(data_dir, staged.folder)
+        raise
     return job, staged.n_files
 
 
@@ -234,7 +237,7 @@ def job_params_from(kind: str, data: Any) -> dict[str, Any]:
             params["epochs"] = _int(data.get("epochs"), "epochs")
     elif kind == "infer":
         if data.get("model_version_id") not in (None, ""):
-            params["model_version_id"] = _int(data.get("model_version_id"), "model_version_id")
+            params["model_version_id"] = _model_ref(data.get("model_version_id"))
     elif kind == "export":
         fmt = data.get("format") or "coco"
         status = data.get("status") or "accepted"
@@ -251,11 +254,24 @@ def job_params_from(kind: str, data: Any) -> dict[str, Any]:
     return params
 
 
+IMAGENET_ARCHS = ("efficientnet_lite0", "resnet18", "resnet50")  # the built-in ImageNet classifiers
+
+
+def _model_ref(value: Any) -> int | str:
+    """An infer job's model: a model version id, or ``imagenet`` / ``imagenet:<arch>`` (as the CLI's ``--model``)."""
+    if isinstance(value, str) and value.strip().lower().startswith("imagenet"):
+        ref = value.strip().lower()
+        arch = ref.split(":", 1)[1] if ":" in ref else IMAGENET_ARCHS[0]
+        if ref not in ("imagenet", f"imagenet:{arch}") or arch not in IMAGENET_ARCHS:
+            raise ApiError(400, "bad_value", f"model_version_id: 'imagenet' or 'imagenet:<arch>' with arch one of {list(IMAGENET_ARCHS)}",
+                           field="model_version_id")
+        return ref
+    return _int(value, "model_version_id")
+
+
 def _int(value: Any, name: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise ApiError(400, "bad_value", f"{name} must be an integer, not {value!r}") from exc
+    """A form or JSON value as a ``bigint`` integer (400 naming ``name`` otherwise)."""
+    return parse_int(value, name)
 
 
 def cancel_job(session: Session, job_id: int) -> Job:
@@ -288,26 +304,22 @@ def edit_box(session: Session, box_id: int, data: dict[str, Any], *, user_id: in
     """
     from worker.store.bulk import BoxNotFoundError, StaleEditError, update_box
 
-    box = session.get(Box, box_id)
-    if box is None:
-        raise ApiError(404, "not_found", f"no box {box_id}")
+    box = _editable_box(session, box_id)
     if "version" not in data:
-        raise ApiError(400, "version_required", "send the box's current 'version' with every edit")
-    expected = _int(data["version"], "version")
+        raise ApiError(400, "version_required", "send the box's current 'version' with every edit", field="version")
+    expected = json_int(data, "version", minimum=0)
     changes: dict[str, Any] = {}
     if "status" in data:
-        try:
-            changes["status"] = ReviewStatus(data["status"])
-        except ValueError as exc:
-            raise ApiError(400, "bad_status", f"status must be one of {[s.value for s in ReviewStatus]}") from exc
+        changes["status"] = _status(data["status"])
     if "category_id" in data:
-        category_id = _int(data["category_id"], "category_id")
+        category_id = json_int(data, "category_id")
+        assert category_id is not None
         _check_category(session, box.image_id, category_id)
         changes["category_id"] = category_id
     if any(k in data for k in _GEOMETRY):
         image = session.get(Image, box.image_id)
-        coords = {k: float(data.get(k, getattr(box, k))) for k in _GEOMETRY}
-        changes.update(_clip_box(coords, image))
+        coords = {k: json_number(data, k) if k in data else float(getattr(box, k)) for k in _GEOMETRY}
+        changes.update(_clip_box(coords, image))  # type: ignore[arg-type]
     if not changes:
         raise ApiError(400, "no_changes", "nothing to change: send status, category_id or x1/y1/x2/y2")
     if "status" not in changes and ("category_id" in changes or any(k in changes for k in _GEOMETRY)):
@@ -323,7 +335,7 @@ def edit_box(session: Session, box_id: int, data: dict[str, Any], *, user_id: in
                        current=box_json(current) if current is not None else None) from exc
     except BoxNotFoundError as exc:
         session.rollback()
-        raise ApiError(409, "stale_edit", "this box was deleted by someone else; reload the image", current=None) from exc
+        raise _deleted(box_id) from exc
     except ValueError as exc:
         session.rollback()
         raise ApiError(400, "bad_edit", str(exc)) from exc
@@ -339,13 +351,11 @@ def create_box(session: Session, image_id: int, data: dict[str, Any], *, user_id
     if image is None:
         raise ApiError(404, "not_found", f"no image {image_id}")
     if "category_id" not in data:
-        raise ApiError(400, "category_required", "a new box needs a category_id")
-    category_id = _int(data["category_id"], "category_id")
+        raise ApiError(400, "category_required", "a new box needs a category_id", field="category_id")
+    category_id = json_int(data, "category_id")
+    assert category_id is not None
     _check_category(session, image_id, category_id)
-    try:
-        coords = {k: float(data[k]) for k in _GEOMETRY}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ApiError(400, "bad_box", "a new box needs numeric x1, y1, x2, y2 (pixels)") from exc
+    coords: dict[str, float] = {k: json_number(data, k) for k in _GEOMETRY}  # type: ignore[misc]
     box = Box(image_id=image_id, category_id=category_id, score=None, source=BoxSource.human, status=ReviewStatus.accepted,
               reviewer_id=user_id, **_clip_box(coords, image))
     session.add(box)
@@ -361,18 +371,41 @@ def delete_box(session: Session, box_id: int, version: int) -> None:
 
     from worker.store.bulk import refresh_image_box_stats
 
-    box = session.get(Box, box_id)
-    if box is None:
-        raise ApiError(404, "not_found", f"no box {box_id}")
+    box = _editable_box(session, box_id)
     image_id = box.image_id
-    result = session.execute(delete(Box).where(Box.id == box_id, Box.version == version).execution_options(synchronize_session=False))
+    result = session.execute(delete(Box).where(Box.id == box_id, Box.version == version, Box.source != BoxSource.ground_truth)
+                             .execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         current = session.get(Box, box_id)
+        if current is None:
+            raise _deleted(box_id)
         raise ApiError(409, "stale_edit", "this box was changed by someone else; reload to see the current version",
                        current=box_json(current) if current is not None else None)
     refresh_image_box_stats(session, [image_id])
     session.commit()
+
+
+def _editable_box(session: Session, box_id: int) -> Box:
+    """The box a reviewer may change: 404 when it is gone, 403 when it is ground truth."""
+    box = session.get(Box, box_id)
+    if box is None:
+        raise _deleted(box_id)
+    if box.source == BoxSource.ground_truth:
+        raise ApiError(403, "ground_truth_read_only", f"box {box_id} is ground truth, which is read-only here; "
+                       "import the ground truth again to change it")
+    return box
+
+
+def _deleted(box_id: int) -> ApiError:
+    return ApiError(404, "box_deleted", f"box {box_id} no longer exists: someone deleted it; reload the image", current=None)
+
+
+def _status(raw: Any) -> ReviewStatus:
+    values = [s.value for s in ReviewStatus]
+    if not isinstance(raw, str) or raw not in values:
+        raise ApiError(400, "bad_status", f"status: must be one of {values}, not {str(raw)[:40]!r}", field="status")
+    return ReviewStatus(raw)
 
 
 def bulk_accept(session: Session, collection_id: int, category_id: int, min_score: float, *, user_id: int) -> int:
@@ -438,9 +471,14 @@ def image_json(image: Image) -> dict[str, Any]:
 
 
 def job_json(job: Job) -> dict[str, Any]:
+    """A job as users see it: no server paths in ``params``, ``error`` or ``result`` (:mod:`web.public`)."""
+    from web.db import runtime
+
+    data_dir = runtime().settings.data_dir
     return {
         "id": job.id, "collection_id": job.collection_id, "kind": JobKind(job.kind).value, "status": job.status.value,
-        "done": job.done, "total": job.total, "error": job.error, "params": job.params, "result": job.result,
+        "done": job.done, "total": job.total, "error": public_text(job.error, data_dir), "params": public_params(job.params),
+        "result": public_text(job.result, data_dir),
         "cancel_requested": job.cancel_requested, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
     }
