@@ -22,14 +22,13 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
 from web.errors import ApiError
+from web.exports import EXPORT_FORMATS, EXPORT_STATUSES, export_params  # noqa: F401 - EXPORT_* re-exported for the pages
 from web.public import public_params, public_text
 from web.validation import check_name, json_int, json_number, parse_int
 from worker.importing import remove_staging, staging_root, sweep_staging
 from worker.store.models import Box, BoxSource, Category, Collection, Image, Job, JobKind, ReviewStatus
 
 JOB_KINDS_FROM_UI = ("train", "infer", "export", "evaluate", "calibrate")
-EXPORT_FORMATS = ("coco", "coco-results", "yolo", "voc")
-EXPORT_STATUSES = ("accepted", "all")
 
 
 # -- collections -----------------------------------------------------------------------------
@@ -239,13 +238,7 @@ def job_params_from(kind: str, data: Any) -> dict[str, Any]:
         if data.get("model_version_id") not in (None, ""):
             params["model_version_id"] = _model_ref(data.get("model_version_id"))
     elif kind == "export":
-        fmt = data.get("format") or "coco"
-        status = data.get("status") or "accepted"
-        if fmt not in EXPORT_FORMATS:
-            raise ApiError(400, "bad_format", f"format must be one of {EXPORT_FORMATS}")
-        if status not in EXPORT_STATUSES:
-            raise ApiError(400, "bad_status", f"status must be one of {EXPORT_STATUSES}")
-        params.update(format=fmt, status=status)
+        params.update(export_params(data))
     elif kind == "evaluate":
         params["box_status"] = data.get("box_status") or "all"
     elif kind == "calibrate":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime, timezone
 
 from flask import Flask
 from web_helpers import Factory, wait_job
@@ -58,26 +59,37 @@ def test_export_download_accepted_by_default_all_with_scores(app: Flask, factory
     factory.box(image_id, cats["raccoon"], score=0.9, status="accepted", xyxy=(1, 2, 11, 22))
     factory.box(image_id, cats["raccoon"], score=0.4, status="proposed", xyxy=(5, 5, 25, 25))
     factory.box(image_id, cats["kangaroo"], score=0.3, status="rejected", xyxy=(3, 3, 9, 9))
+    today = datetime.now(timezone.utc).strftime("%Y%m%d")
     with reviewer.client.get(f"/api/v1/collections/{cid}/export") as response:
         assert response.status_code == 200 and response.mimetype == "application/json"
-        assert "attachment" in response.headers["Content-Disposition"]
+        assert response.headers["Content-Disposition"] == f"attachment; filename=animals-coco-{today}.json"
         coco = json.loads(response.data)
-    assert len(coco["images"]) == 2
+    assert [i["file_name"] for i in coco["images"]] == ["raccoon/a.png"]  # nobody reviewed empty.png
     assert [a["bbox"] for a in coco["annotations"]] == [[1, 2, 10, 20]]
-    with reviewer.client.get(f"/api/v1/collections/{cid}/export?status=all") as response:
+    with reviewer.client.get(f"/api/v1/collections/{cid}/export?include_unreviewed=1") as response:
+        assert len(json.loads(response.data)["images"]) == 2
+    bad = reviewer.api("GET", f"/api/v1/collections/{cid}/export?include_unreviewed=maybe")
+    assert bad.status_code == 400 and "include_unreviewed" in bad.get_json()["error"]["message"]
+    bad = reviewer.api("GET", f"/api/v1/collections/{cid}/export?format=voc&val_fraction=2")
+    assert bad.status_code == 400 and "val_fraction" in bad.get_json()["error"]["message"]
+    with reviewer.client.get(f"/api/v1/collections/{cid}/export?status=all&include_unreviewed=true") as response:
         everything = json.loads(response.data)
     assert sorted(a["score"] for a in everything["annotations"]) == [0.4, 0.9]
-    with reviewer.client.get(f"/api/v1/collections/{cid}/export?format=yolo") as response:
+    with reviewer.client.get(f"/api/v1/collections/{cid}/export?format=yolo&val_fraction=0.5&seed=3") as response:
         assert response.mimetype == "application/zip" and response.data[:2] == b"PK"
+        assert response.headers["Content-Disposition"] == f"attachment; filename=animals-yolo-{today}.zip"
     assert reviewer.api("GET", f"/api/v1/collections/{cid}/export?format=pdf").status_code == 400
     started = reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "export", "params": {"format": "coco"}})
     job = wait_job(reviewer, started.get_json()["id"])
     assert job["status"] == "succeeded", job
-    with reviewer.client.get(f"/blobs/{job['result']['export_key']}") as response:
-        assert response.headers["Content-Type"] == "application/json" and "attachment" in response.headers["Content-Disposition"]
+    assert job["result"]["filename"] == f"animals-coco-{today}.json"
+    with reviewer.client.get(f"/api/v1/jobs/{job['id']}/download") as response:
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["Content-Disposition"] == f"attachment; filename=animals-coco-{today}.json"
         assert json.load(io.BytesIO(response.data))["annotations"][0]["bbox"] == [1, 2, 10, 20]
     page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
-    assert f"/blobs/{job['result']['export_key']}" in page
+    assert f"/api/v1/jobs/{job['id']}/download" in page and f"animals-coco-{today}.json" in page
+    assert reviewer.api("GET", f"/api/v1/jobs/{started.get_json()['id'] + 1000}/download").status_code == 404
 
 
 def test_calibrate_starts_from_the_dashboard_and_reports_why_it_cannot_run(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]

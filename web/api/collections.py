@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from flask import Response, after_this_request, request, send_file
+from flask import Response, request
 from flask_login import current_user
 from sqlalchemy import func, select
 
 from web.api import bp, id_page, json_body
 from web.auth import admin_required
 from web.db import blobs, db, runtime
-from web.errors import ApiError
 from web.services import (
-    EXPORT_FORMATS, EXPORT_STATUSES, collection_json, create_collection, delete_collection, get_collection, image_json,
+    collection_json, create_collection, delete_collection, get_collection, image_json,
     import_upload, job_json,
 )
 from worker.store.models import Collection, Evaluation, Image, ImageStatus
@@ -61,35 +59,14 @@ def upload(collection_id: int) -> tuple[dict, int]:
 
 @bp.get("/collections/<int:collection_id>/export")
 def export(collection_id: int) -> Response:
-    """Stream an export: ``format`` coco (default) | coco-results | yolo | voc; ``status`` accepted (default) | all."""
-    from worker.formats import export_collection
+    """Download an export (``web.exports.export_params``: ``format``, ``status``,
+    ``include_unreviewed``, ``val_fraction``, ``seed``) named ``<collection>-<format>-<YYYYMMDD>``."""
+    from web.exports import export_download, export_params
 
     session = db()
     collection = get_collection(session, collection_id)
-    fmt = request.args.get("format", "coco")
-    status = request.args.get("status", "accepted")
-    if fmt not in EXPORT_FORMATS:
-        raise ApiError(400, "bad_format", f"format must be one of {EXPORT_FORMATS}")
-    if status not in EXPORT_STATUSES:
-        raise ApiError(400, "bad_status", f"status must be one of {EXPORT_STATUSES}")
-    workdir = Path(tempfile.mkdtemp(prefix="export-", dir=Path(runtime().settings.data_dir)))
-    single_file = fmt in ("coco", "coco-results")
-    out = workdir / ("export.json" if single_file else "export")
-    export_collection(session, blobs(), collection_id, fmt, out, status=status)
-    if not single_file:
-        import shutil
-
-        out = Path(shutil.make_archive(str(workdir / "export"), "zip", root_dir=out))
-
-    @after_this_request
-    def _cleanup(response: Response) -> Response:
-        import shutil
-
-        response.call_on_close(lambda: shutil.rmtree(workdir, ignore_errors=True))
-        return response
-
-    name = f"{collection.name}-{fmt}-{status}{out.suffix}".replace(" ", "_")
-    return send_file(out, mimetype="application/json" if single_file else "application/zip", as_attachment=True, download_name=name)
+    params = export_params(request.args)
+    return export_download(session, blobs(), Path(runtime().settings.data_dir), collection_id, collection.name, params)
 
 
 @bp.get("/collections/<int:collection_id>/evaluations")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask import Response
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -46,3 +47,15 @@ def get_job(job_id: int) -> dict:
 @bp.post("/jobs/<int:job_id>/cancel")
 def post_cancel(job_id: int) -> dict:
     return job_json(cancel_job(db(), job_id))
+
+
+@bp.get("/jobs/<int:job_id>/download")
+def download_job_export(job_id: int) -> Response:
+    """An export job's file, named ``<collection>-<format>-<YYYYMMDD>.<ext>`` (Content-Disposition)."""
+    from web.db import blobs
+    from web.exports import job_download
+
+    job = db().get(Job, job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return job_download(blobs(), job.result or {})

@@ -1,9 +1,10 @@
 """The export job: :func:`worker.formats.export_collection` into the blob store (kind ``exports``).
 
 Params: ``format`` (``coco|coco-results|yolo|voc``), ``status`` (``accepted|all``), optional
-``source`` and ``model_version_id``. YOLO/VOC exports are written as a .zip. The job's result
-holds the summary and ``export_key`` (download it with ``blobs.open(key)``), ``filename`` a
-suggested download name.
+``source``, ``model_version_id``, ``include_unreviewed`` (default false: reviewed images only),
+and for YOLO/VOC ``val_fraction`` and ``seed`` (a seeded train/val split). YOLO/VOC exports are
+written as a .zip. The job's result holds the summary and ``export_key`` (download it with
+``blobs.open(key)``), ``filename`` the download name ``<collection>-<format>-<YYYYMMDD>.<ext>``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from worker.execution import JobContext, JobFailed
-
-SUFFIXES = {"coco": ".json", "coco-results": ".json", "yolo": ".zip", "voc": ".zip"}
+from worker.formats.export import SUFFIXES
 
 
 def run_export_job(ctx: JobContext) -> dict[str, Any]:
     """Handler of ``export`` jobs (see the module docstring)."""
-    from worker.formats import export_collection
+    from worker.formats import download_name, export_collection
+    from worker.store.models import Collection
 
     if ctx.collection_id is None:
         raise JobFailed("an export job needs a collection")
@@ -33,10 +34,12 @@ def run_export_job(ctx: JobContext) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         out = Path(tmp) / f"export{SUFFIXES[fmt]}"
         kwargs: dict[str, Any] = {"status": status}
-        for name in ("source", "model_version_id"):
+        for name in ("source", "model_version_id", "include_unreviewed", "val_fraction", "seed"):
             if ctx.params.get(name) is not None:
                 kwargs[name] = ctx.params[name]
         with ctx.session() as session:
+            collection = session.get(Collection, ctx.collection_id)
+            filename = download_name(collection.name if collection else f"collection-{ctx.collection_id}", fmt)
             try:
                 summary = export_collection(session, ctx.runtime.blobs, ctx.collection_id, fmt, out, **kwargs)
             except ValueError as exc:  # worker.formats.FormatError is a ValueError
@@ -45,4 +48,4 @@ def run_export_job(ctx: JobContext) -> dict[str, Any]:
     summary.pop("path", None)
     with ctx.chunk(done=1, state={}):
         pass
-    return {**summary, "export_key": key, "filename": f"collection-{ctx.collection_id}-{fmt}{SUFFIXES[fmt]}"}
+    return {**summary, "export_key": key, "filename": filename}

@@ -20,7 +20,7 @@
       const download = row.querySelector(".job-download");
       if (job.result && job.result.export_key && download && !download.firstChild) {
         const link = document.createElement("a");
-        link.href = "/blobs/" + encodeURI(job.result.export_key);
+        link.href = "/api/v1/jobs/" + job.id + "/download";
         link.textContent = "download " + (job.result.filename || "export");
         download.appendChild(link);
       }
