@@ -177,6 +177,35 @@
     }
   }
 
+  // "no objects": rejects the image's boxes (at the versions shown) and marks it a reviewed negative
+  const noObjectsButton = document.getElementById("no-objects");
+  const reviewState = document.getElementById("review-state");
+  const STATE_TEXT = { unreviewed: "Not reviewed yet", reviewed: "Reviewed", no_objects: "Reviewed: no objects" };
+
+  function showReviewState(state) {
+    reviewState.dataset.state = state;
+    reviewState.textContent = STATE_TEXT[state] || state;
+    noObjectsButton.setAttribute("aria-pressed", state === "no_objects" ? "true" : "false");
+  }
+
+  async function toggleNoObjects() {
+    const marked = noObjectsButton.getAttribute("aria-pressed") === "true";
+    const versions = {};
+    boxes.forEach(function (box) { if (box.status !== "rejected" && box.source !== "ground_truth") versions[box.id] = box.version; });
+    const result = marked ? await api("DELETE", "/api/v1/images/" + data.image.id + "/no-objects")
+      : await api("POST", "/api/v1/images/" + data.image.id + "/no-objects", { versions: versions });
+    if (result.ok) {
+      clearConflict();
+      result.data.boxes.forEach(replaceBox);
+      showReviewState(result.data.review_state);
+      message(marked ? "No longer marked “no objects”." : "Marked “no objects” (" + result.data.boxes.length + " box(es) rejected).");
+    } else {
+      handleFailure(result, null);
+      const current = result.data && result.data.error && result.data.error.current;
+      if (current) replaceBox(current);
+    }
+  }
+
   function setDrawing(on) {
     if (!anno) return;
     if (on) anno.cancelSelected();  // a pending selection would swallow the first drag
@@ -228,6 +257,7 @@
     else if (action === "next") { if (data.next_url) window.location.href = data.next_url; }
     else if (action === "prev") { if (data.prev_url) window.location.href = data.prev_url; }
     else if (action === "acceptAll") { acceptAll(); }
+    else if (action === "noObjects") { toggleNoObjects(); }
     else if (action === "reject" && box) { patch(box, { status: "rejected" }); }
     else if (action === "accept" && box) { patch(box, { status: "accepted" }); }
     else if (action === "delete" && box) { removeBox(box); }
@@ -288,6 +318,7 @@
   }
 
   document.getElementById("accept-all").addEventListener("click", acceptAll);
+  noObjectsButton.addEventListener("click", toggleNoObjects);
   drawButton.addEventListener("click", function () { setDrawing(!(anno && anno.isDrawingEnabled())); });
   document.getElementById("help-button").addEventListener("click", function () { help.hidden = !help.hidden; });
   document.getElementById("help-close").addEventListener("click", function () { help.hidden = true; });

@@ -10,6 +10,7 @@ window.camlabel.shortcuts = (function () {
     ["next", "next image", ["j", "ArrowRight"]],
     ["prev", "previous image", ["k", "ArrowLeft"]],
     ["acceptAll", "accept all proposed boxes", ["a"]],
+    ["noObjects", "mark the image: no objects (toggle)", ["n"]],
     ["accept", "accept selected box", ["e", "Enter"]],
     ["reject", "reject selected box", ["r"]],
     ["delete", "delete selected box", ["Delete", "Backspace"]],
