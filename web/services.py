@@ -23,6 +23,7 @@ from werkzeug.utils import secure_filename
 
 from web.errors import ApiError
 from web.exports import EXPORT_FORMATS, EXPORT_STATUSES, export_params  # noqa: F401 - EXPORT_* re-exported for the pages
+from worker.store.review_state import mark_reviewed, sync_reviewed
 from web.public import public_params, public_text
 from web.validation import check_name, json_int, json_number, parse_int
 from worker.importing import remove_staging, staging_root, sweep_staging
@@ -332,6 +333,7 @@ def edit_box(session: Session, box_id: int, data: dict[str, Any], *, user_id: in
     except ValueError as exc:
         session.rollback()
         raise ApiError(400, "bad_edit", str(exc)) from exc
+    mark_reviewed(session, [updated.image_id], user_id=user_id)
     session.commit()
     return updated
 
@@ -354,12 +356,13 @@ def create_box(session: Session, image_id: int, data: dict[str, Any], *, user_id
     session.add(box)
     session.flush()
     refresh_image_box_stats(session, [image_id])
+    mark_reviewed(session, [image_id], user_id=user_id)
     session.commit()
     return box
 
 
-def delete_box(session: Session, box_id: int, version: int) -> None:
-    """Delete a box if it is still at ``version`` (409 otherwise)."""
+def delete_box(session: Session, box_id: int, version: int, *, user_id: int | None = None) -> None:
+    """Delete a box if it is still at ``version`` (409 otherwise); its image counts as reviewed."""
     from sqlalchemy import delete
 
     from worker.store.bulk import refresh_image_box_stats
@@ -376,6 +379,7 @@ def delete_box(session: Session, box_id: int, version: int) -> None:
         raise ApiError(409, "stale_edit", "this box was changed by someone else; reload to see the current version",
                        current=box_json(current) if current is not None else None)
     refresh_image_box_stats(session, [image_id])
+    mark_reviewed(session, [image_id], user_id=user_id)
     session.commit()
 
 
@@ -417,8 +421,60 @@ def bulk_accept(session: Session, collection_id: int, category_id: int, min_scor
         .values(status=ReviewStatus.accepted, reviewer_id=user_id, version=Box.version + 1)
         .execution_options(synchronize_session=False)
     )
+    sync_reviewed(session, collection_id, user_id=user_id)
     session.commit()
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def set_no_objects(session: Session, image_id: int, versions: Any, *, user_id: int | None) -> tuple[Image, list[Box]]:
+    """Mark an image "no objects" (a reviewed negative): its boxes that are not rejected yet are
+    rejected. ``versions`` (``{box id: version}`` as the client saw them, or ``None`` to take
+    the boxes as they are now): a box missing from it or moved on is a 409 and nothing changes.
+    Returns the image and the boxes rejected (commits)."""
+    from worker.store.bulk import StaleEditError
+    from worker.store.review_state import set_no_objects as _set
+
+    image = session.get(Image, image_id)
+    if image is None:
+        raise ApiError(404, "not_found", f"no image {image_id}")
+    seen: dict[int, int] | None = None
+    if versions is not None:
+        if not isinstance(versions, dict):
+            raise ApiError(400, "bad_value", "versions: send {box_id: version} for the boxes you saw", field="versions")
+        try:
+            seen = {int(k): int(v) for k, v in versions.items()}
+        except (TypeError, ValueError) as exc:
+            raise ApiError(400, "bad_value", "versions: box ids and versions must be integers", field="versions") from exc
+    try:
+        rejected = _set(session, image_id, user_id=user_id, versions=seen)
+    except StaleEditError as exc:
+        session.rollback()
+        current = session.get(Box, exc.box_id)
+        raise ApiError(409, "stale_edit", f"box {exc.box_id} changed since you loaded the image; reload it and mark it again",
+                       current=box_json(current) if current is not None else None) from exc
+    session.commit()
+    boxes = list(session.scalars(select(Box).where(Box.id.in_(rejected)).order_by(Box.id))) if rejected else []
+    session.refresh(image)
+    return image, boxes
+
+
+def clear_no_objects(session: Session, image_id: int, *, user_id: int | None) -> Image:
+    """Take back a "no objects" mark (the image stays reviewed; commits)."""
+    from worker.store.review_state import clear_no_objects as _clear
+
+    image = session.get(Image, image_id)
+    if image is None:
+        raise ApiError(404, "not_found", f"no image {image_id}")
+    _clear(session, image_id, user_id=user_id)
+    session.commit()
+    session.refresh(image)
+    return image
+
+
+def review_state_json(image: Image, boxes: list[Box] | None = None) -> dict[str, Any]:
+    """``{"image_id", "review_state", "boxes"}``: an image's review state and the boxes an action changed."""
+    state = image.review_state.value if hasattr(image.review_state, "value") else str(image.review_state)
+    return {"image_id": image.id, "review_state": state, "boxes": [box_json(b) for b in boxes or []]}
 
 
 def _check_category(session: Session, image_id: int, category_id: int) -> None:

@@ -1,4 +1,5 @@
-"""``camlabel gt import NAME PATH --format coco|voc|yolo``: ground truth for evaluation.
+"""``camlabel gt import NAME PATH --format coco|voc|yolo``: ground truth for evaluation;
+``camlabel review no-objects NAME IMAGE_PATH [--undo]``: mark an image as a reviewed negative.
 
 (``camlabel export`` and ``camlabel evaluate`` run as jobs and live with the job commands.)
 """
@@ -66,4 +67,39 @@ def gt_import(name: str, path: Path, fmt: str, as_json: bool) -> None:
         raise click.ClickException("nothing was imported")
 
 
-COMMANDS: list[click.Command] = [gt]
+@click.group("review")
+def review() -> None:
+    """Review actions from the command line."""
+
+
+@review.command("no-objects")
+@click.argument("name")
+@click.argument("image_path")
+@click.option("--undo", is_flag=True, help="Take the mark back (the image stays reviewed).")
+@with_appcontext
+def no_objects(name: str, image_path: str, undo: bool) -> None:
+    """Mark image IMAGE_PATH (its path in the collection, as shown in the review) of collection
+    NAME as showing no objects: its boxes are rejected and exports keep it as a negative."""
+    from sqlalchemy import select
+
+    from worker.runtime import get_runtime
+    from worker.store.db import session_scope
+    from worker.store.models import Collection, Image
+    from worker.store.review_state import clear_no_objects, set_no_objects
+
+    with session_scope(get_runtime().sessions) as session:
+        collection_id = session.scalar(select(Collection.id).where(Collection.name == name))
+        if collection_id is None:
+            raise click.ClickException(f"no collection named {name!r}")
+        image_id = session.scalar(select(Image.id).where(Image.collection_id == collection_id, Image.rel_path == image_path))
+        if image_id is None:
+            raise click.ClickException(f"collection {name!r} has no image {image_path!r}")
+        if undo:
+            clear_no_objects(session, image_id, user_id=None)
+            click.echo(f"{image_path}: 'no objects' taken back (still reviewed)")
+        else:
+            rejected = set_no_objects(session, image_id, user_id=None)
+            click.echo(f"{image_path}: marked 'no objects' ({len(rejected)} box(es) rejected)")
+
+
+COMMANDS: list[click.Command] = [gt, review]
