@@ -1,300 +1,791 @@
-"""Pseudo-label quality on a VOC-annotated folder collection (default: the shared raccoon-kangaroo set).
+"""Pseudo-label quality on any collection: the product's own code path, ground truth only to score.
 
-Transductive, as a camlabel user runs it: the head is trained on the folder tags of the whole
-collection; ground truth (``*/annotations/*.xml``) is used only to score. Prints a Markdown table
-method x CorLoc@0.5 / MaxBoxAccV2 / AP50 / images/s.
+    .venv/bin/python bench/quality.py [--dataset DIR ...] [--reviewed N [--seeds S]] [--cache DIR]
 
-    .venv/bin/python bench/quality.py [--root DIR] [--input-size 448] [--calib-per-class 5] [--calib-draws 10]
+Without ``--dataset``, every collection under ``../shared/datasets/`` is run. Two layouts:
 
-Methods: centre box (80% of each side); vanilla CAM (20% of max, largest component); DDT
-(class-agnostic first principal component of the descriptors, >0, largest component); camlabel's
-default (``BoxParams()``: CAM fused with per-class DDT, adaptive mean threshold, components by
-mass); the default (and vanilla CAM) calibrated with ``--calib-per-class`` reviewed images per
-class (:mod:`camcore.calibration`: per-class threshold rule and box correction), scored on the
-*other* images next to the uncalibrated method on the same images: mean over ``--calib-draws``
-seeded draws of the reviewed images, with the mean [min, max] of the CorLoc and AP50 gains.
+- **manifest + COCO**: ``images/``, ``manifest.csv`` (``file_name,tags``, tags ``;``-separated, read
+  by the import's own :func:`worker.import_sources.read_manifest`) and ``gt.json`` (COCO; images
+  matched by ``file_name``; ``bbox`` xywh -> xyxy; boxes scaled when the decoded image's size
+  differs from the ``width``/``height`` written there);
+- **VOC folders**: ``<class>/images/*.jpg`` with ``<class>/annotations/<stem>.xml``; the tag of
+  an image is its folder (``<path>``/``<filename>`` in the XML are ignored: they name other
+  machines; boxes are scaled when ``<size>`` differs from the decoded image).
 
-One model pass over the collection gives CAMs and descriptors for every method (features are cached
-under ``--cache``); images/s is measured separately with :class:`camcore.pipeline.Localizer`
-end to end (preprocess, forward, maps, boxes) on ``--speed-images`` images.
+What the product sees of a collection is a :class:`Collection`: image files and tags, nothing
+else. Three small functions are the product path, the same camcore calls the jobs make (swap their
+internals when the jobs change):
+
+- :func:`train` -- the train job (``worker/handlers/training.py``): ``train_head`` (linear, frozen
+  backbone) on the tagged images, then the objectness statistics it stores in ``spec.extra``;
+- :func:`infer` -- the infer job (``worker/handlers/inference.py``): a
+  :class:`camcore.pipeline.Localizer` with the job's ``BoxParams`` localising each image for its
+  tags (an untagged image: its top predicted class);
+- :func:`learn_from_review` -- the calibrate job (``worker/calibration.py``):
+  ``camcore.calibration.calibrate`` on the reviewed images' stored maps, then ``apply`` to the
+  others' stored maps (float16, as stored).
+
+Ground truth is read by :func:`load_ground_truth`, called only once the product path has run, for
+scoring (and, with ``--reviewed``, as the reviewer's boxes on the drawn images only).
+
+Per collection and per class it prints CorLoc@0.5, AP50, AP (COCO .50:.95), MaxBoxAccV2, the
+box-score ranking quality (AUROC of the score for "IoU >= 0.5 with a ground-truth box of its class";
+precision of the top-scored half of the boxes next to the precision of all boxes), boxes proposed
+vs ground-truth objects, and the best centred box (40/60/80% of each side). ``--reviewed N --seeds
+S`` draws N images in total (seeded; seeds ``seed .. seed+S-1``), hands their ground truth to
+:func:`learn_from_review` as reviewed boxes and scores the other images before and after. A
+summary table puts the collections side by side; the last line is machine-readable::
+
+    quality: corloc=<x> ap50=<x> auroc=<x> top_half_precision=<x> [corloc_after_review=<x>]
+
+(means over the collections run). The trained model and the per-image results (boxes, scores,
+stored maps) are cached under ``--cache``, keyed by collection, input size and a hash of what they
+depend on (files, tags, seed, box params, camcore's source and the product-path function's
+source), so a second run only scores; pooled training features are cached by ``train_head``
+itself (keyed by file identity).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
+import json
+import math
 import random
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
 
-from camcore.allocator import keep_freed_memory
-from camcore import objectness as obj
-from camcore.calibration import apply, calibrate
-from camcore.cam import align_maps, class_activation_maps
-from camcore.images import ImageLoadError, load_image
-from camcore.metrics import coco_ap, corloc, max_box_acc_v2
-from camcore.models import ModelSpec
-from camcore.pipeline import BoxParams, Localizer, boxes_from_maps, preprocess
-from camcore.training import train_head
+import camcore
+from camcore.models import GapClassifier, ModelSpec
+from camcore.pipeline import BoxParams, ImageResult
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo"
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "camlabel-quality-cache"
+CENTRE_FRACTIONS = (0.4, 0.6, 0.8)
+MBA_THRESHOLDS = tuple(i / 50 for i in range(50))
+LOAD_CHUNK = 64  # images decoded at a time by infer (bounds memory, as the job's chunks do)
+
+Predictions = tuple[Tensor, Tensor, Tensor]  # (boxes[N, 4] xyxy px, scores[N], labels[N])
+Reviewed = dict[int, list[tuple[int, list[float]]]]  # image index -> [(class index, [x1, y1, x2, y2])]
 
 
-def parse_voc(path: Path, class_names: list[str]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """``(boxes[M, 4] xyxy pixels, labels[M], (width, height) as written)`` of one VOC file.
+class DatasetError(ValueError):
+    """A collection folder that cannot be read; the message says what is wrong."""
 
-    ``<path>``/``<filename>`` are ignored (they name other machines); objects of unknown classes
-    are skipped."""
-    root = ET.parse(path).getroot()
-    size = root.find("size")
-    wh = (int(size.findtext("width", "0")), int(size.findtext("height", "0"))) if size is not None else (0, 0)
-    boxes, labels = [], []
-    for o in root.findall("object"):
-        name = (o.findtext("name") or "").strip()
-        bb = o.find("bndbox")
-        if name not in class_names or bb is None:
+
+# ---------------------------------------------------------------------------------------------
+# Collections: what the product sees (files and tags)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image as the product sees it: its file and its tags (class indices)."""
+
+    path: Path
+    tags: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection as imported: class names (sorted, as categories are created) and samples.
+
+    Holds no ground truth; :func:`load_ground_truth` reads that for scoring."""
+
+    name: str
+    root: Path
+    layout: str  # "coco" | "voc"
+    class_names: tuple[str, ...]
+    samples: tuple[Sample, ...]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [s.path for s in self.samples]
+
+    @property
+    def tags(self) -> list[list[int]]:
+        return [list(s.tags) for s in self.samples]
+
+
+def detect_layout(root: Path) -> str:
+    """``"coco"`` or ``"voc"`` for a collection folder; :class:`DatasetError` otherwise."""
+    if not root.is_dir():
+        raise DatasetError(f"--dataset {root}: not a folder")
+    if (root / "manifest.csv").is_file() or (root / "gt.json").is_file():
+        missing = [n for n in ("images", "manifest.csv", "gt.json") if not (root / n).exists()]
+        if missing:
+            raise DatasetError(f"--dataset {root}: manifest layout needs images/, manifest.csv and gt.json; missing {missing}")
+        return "coco"
+    if any((p / "images").is_dir() for p in root.iterdir() if p.is_dir()):
+        return "voc"
+    raise DatasetError(f"--dataset {root}: neither images/ + manifest.csv + gt.json nor <class>/images/ folders")
+
+
+def find_collections(parent: Path) -> list[Path]:
+    """The collection folders directly under ``parent`` (sorted by name)."""
+    if not parent.is_dir():
+        raise DatasetError(f"no datasets folder at {parent}; pass --dataset DIR")
+    found = []
+    for p in sorted(parent.iterdir()):
+        try:
+            detect_layout(p)
+        except DatasetError:
             continue
-        boxes.append([float(bb.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax")])
-        labels.append(class_names.index(name))
-    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.long), wh
+        found.append(p)
+    if not found:
+        raise DatasetError(f"no collection folders under {parent}")
+    return found
 
 
-def load_collection(root: Path) -> tuple[list[str], list[dict]]:
-    """Folders ``root/<class>/images/*.jpg`` with ``root/<class>/annotations/<stem>.xml``."""
-    class_names = sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
-    items = []
+def load_collection(root: Path) -> Collection:
+    """Image files and tags of the collection at ``root`` (either layout); reads no ground truth."""
+    root = Path(root)
+    layout = detect_layout(root)
+    if layout == "coco":
+        return _manifest_collection(root)
+    return _voc_collection(root)
+
+
+def _manifest_collection(root: Path) -> Collection:
+    from worker.import_sources import IMAGE_SUFFIXES, ImportSourceError, read_manifest
+
+    try:
+        rows = read_manifest(root / "manifest.csv")
+    except ImportSourceError as exc:
+        raise DatasetError(str(exc)) from exc
+    merged: dict[str, list[str]] = {}
+    for rel, tags in rows:  # a file listed twice gets the tags of both, as the import does
+        merged.setdefault(rel, [])
+        merged[rel].extend(t for t in tags if t not in merged[rel])
+    missing = [rel for rel in merged if not (root / "images" / rel).is_file()]
+    if missing:
+        print(f"{root.name}: {len(missing)} manifest rows name no file under images/ (not imported): {missing[:3]}",
+              file=sys.stderr)
+    kept = {rel: tags for rel, tags in merged.items() if rel not in missing and Path(rel).suffix.lower() in IMAGE_SUFFIXES}
+    if not kept:
+        raise DatasetError(f"--dataset {root}: manifest.csv names no image file under images/")
+    class_names = tuple(sorted({t for tags in kept.values() for t in tags}))
+    index = {n: i for i, n in enumerate(class_names)}
+    samples = tuple(Sample(root / "images" / rel, tuple(sorted(index[t] for t in tags))) for rel, tags in sorted(kept.items()))
+    return Collection(root.name, root, "coco", class_names, samples)
+
+
+def _voc_collection(root: Path) -> Collection:
+    from worker.import_sources import IMAGE_SUFFIXES
+
+    class_names = tuple(sorted(p.name for p in root.iterdir() if (p / "images").is_dir()))
+    samples = []
     for c, name in enumerate(class_names):
         for img_path in sorted((root / name / "images").iterdir()):
-            if img_path.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+            if img_path.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append(Sample(img_path, (c,)))
+    if not samples:
+        raise DatasetError(f"--dataset {root}: no image files under <class>/images/")
+    return Collection(root.name, root, "voc", class_names, tuple(samples))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ground truth: read only for scoring
+
+
+@dataclass
+class GroundTruth:
+    """Per image ``(boxes[M, 4] xyxy pixels of the decoded image, labels[M])``; labels index
+    ``class_names`` (the collection's classes, then any class only the ground truth names)."""
+
+    boxes: list[Tensor]
+    labels: list[Tensor]
+    class_names: tuple[str, ...]
+
+    def pairs(self) -> list[tuple[Tensor, Tensor]]:
+        return list(zip(self.boxes, self.labels))
+
+
+def parse_voc(path: Path) -> tuple[list[list[float]], list[str], tuple[int, int]]:
+    """``(boxes xyxy pixels, class names, (width, height) as written)`` of one VOC file.
+
+    ``<path>``/``<filename>`` are ignored (they name other machines); objects without a
+    ``<bndbox>`` are skipped."""
+    root = ET.parse(path).getroot()
+    size = root.find("size")
+    wh = (int(float(size.findtext("width", "0"))), int(float(size.findtext("height", "0")))) if size is not None else (0, 0)
+    boxes, names = [], []
+    for o in root.findall("object"):
+        bb = o.find("bndbox")
+        if bb is None:
+            continue
+        boxes.append([float(bb.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax")])
+        names.append((o.findtext("name") or "").strip())
+    return boxes, names, wh
+
+
+def _scaled(boxes: list[list[float]], written: tuple[int, int], decoded: tuple[int, int] | None) -> Tensor:
+    t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    if decoded is not None and written[0] > 0 and written[1] > 0 and tuple(written) != tuple(decoded):
+        sx, sy = decoded[0] / written[0], decoded[1] / written[1]  # drawn on another orientation/scale
+        t = t * torch.tensor([sx, sy, sx, sy])
+    return t
+
+
+def load_ground_truth(collection: Collection, image_sizes: Sequence[tuple[int, int] | None]) -> GroundTruth:
+    """Ground-truth boxes of every sample, in the pixels of the decoded image.
+
+    Args:
+        collection: from :func:`load_collection`.
+        image_sizes: per sample the decoded (width, height) (``ImageResult.image_size``), or
+            ``None`` for an unreadable image (its boxes are kept as written).
+    """
+    if len(image_sizes) != len(collection.samples):
+        raise ValueError(f"{len(image_sizes)} image sizes for {len(collection.samples)} images")
+    raw: list[tuple[list[list[float]], list[str], tuple[int, int]]] = []
+    if collection.layout == "coco":
+        data = json.loads((collection.root / "gt.json").read_text(encoding="utf-8"))
+        cats = {int(c["id"]): str(c["name"]).strip() for c in data.get("categories", [])}
+        by_name: dict[str, dict[str, Any]] = {}
+        for im in data.get("images", []):
+            by_name.setdefault(str(im["file_name"]), im)
+            by_name.setdefault(Path(str(im["file_name"])).name, im)
+        anns: dict[int, list[dict[str, Any]]] = {}
+        for a in data.get("annotations", []):
+            anns.setdefault(int(a["image_id"]), []).append(a)
+        for s in collection.samples:
+            rel = s.path.relative_to(collection.root / "images").as_posix()
+            im = by_name.get(rel) or by_name.get(s.path.name)
+            if im is None:  # not in gt.json: an image without objects
+                raw.append(([], [], (0, 0)))
                 continue
-            ann = root / name / "annotations" / (img_path.stem + ".xml")
-            gt_boxes, gt_labels, voc_wh = parse_voc(ann, class_names) if ann.is_file() else (torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), (0, 0))
-            try:
-                img = load_image(img_path)  # a truncated JPEG is kept, partly decoded
-            except ImageLoadError as exc:
-                print(f"skipped {img_path.relative_to(root)}: {exc} (counted as a miss)", file=sys.stderr)
-                img = None
-            if img is not None and voc_wh[0] > 0 and voc_wh != img.size:  # boxes drawn on another orientation/scale
-                sx, sy = img.size[0] / voc_wh[0], img.size[1] / voc_wh[1]
-                gt_boxes = gt_boxes * torch.tensor([sx, sy, sx, sy])
-            items.append({"name": f"{name}/{img_path.name}", "path": img_path, "image": img, "tags": [c], "gt": (gt_boxes, gt_labels)})
-    return class_names, items
+            mine = [a for a in anns.get(int(im["id"]), []) if not a.get("iscrowd", 0)]
+            boxes = [[float(a["bbox"][0]), float(a["bbox"][1]), float(a["bbox"][0]) + float(a["bbox"][2]),
+                      float(a["bbox"][1]) + float(a["bbox"][3])] for a in mine]
+            raw.append((boxes, [cats.get(int(a["category_id"]), str(a["category_id"])) for a in mine],
+                        (int(im.get("width") or 0), int(im.get("height") or 0))))
+    else:
+        for s in collection.samples:
+            ann = s.path.parent.parent / "annotations" / (s.path.stem + ".xml")
+            raw.append(parse_voc(ann) if ann.is_file() else ([], [], (0, 0)))
+    names = list(collection.class_names)
+    for _b, found, _wh in raw:  # classes only the ground truth names: never tagged, always missed
+        names.extend(sorted({n for n in found if n not in names}))
+    index = {n: i for i, n in enumerate(names)}
+    boxes_out, labels_out = [], []
+    for (boxes, found, wh), size in zip(raw, image_sizes):
+        boxes_out.append(_scaled(boxes, wh, size))
+        labels_out.append(torch.tensor([index[n] for n in found], dtype=torch.long))
+    return GroundTruth(boxes_out, labels_out, tuple(names))
 
 
-@torch.no_grad()
-def extract(model, spec: ModelSpec, images: list, batch_size: int = 16) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per image: final features ``Tensor[C, h, w]`` and descriptors ``Tensor[C', h, w]`` (float16)."""
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    feats, descs = [], []
-    for s in range(0, len(images), batch_size):
-        x = (preprocess(images[s : s + batch_size], spec.input_size).float() / 255.0 - mean) / std
-        with obj.capture_descriptors(model) as cap:
-            f = model.features(x)
-        d = cap.get("features", f)
-        feats.extend(f.half())
-        descs.extend(d.half())
-    return feats, descs
+# ---------------------------------------------------------------------------------------------
+# The product path: the same camcore calls the jobs make
 
 
-def centre_box(size: tuple[int, int], frac: float = 0.8) -> torch.Tensor:
-    w, h = size
-    return torch.tensor([[w * (1 - frac) / 2, h * (1 - frac) / 2, w * (1 + frac) / 2, h * (1 + frac) / 2]])
+def train(paths: Sequence[Path], tags: Sequence[Sequence[int]], class_names: Sequence[str], *,
+          arch: str = "efficientnet_lite0", input_size: int | None = None, seed: int = 0,
+          device: str = "cpu", cache_dir: Path | None = None) -> tuple[GapClassifier, ModelSpec]:
+    """What the train job does: a linear GAP head on the tagged images, then objectness statistics.
+
+    Images without tags are left out (the job trains on tagged images); images that fail to load
+    are skipped by ``train_head`` and left out of the objectness fit, as the job does.
+
+    Returns:
+        ``(model, spec)`` with ``spec.extra`` as the job stores it.
+    """
+    from camcore.objectness import SPEC_KEY, fit_objectness
+    from camcore.training import train_head
+
+    tagged = [i for i, t in enumerate(tags) if t]
+    if not tagged:
+        raise ValueError("no tagged images to train on")
+    t_paths = [paths[i] for i in tagged]
+    t_tags = [sorted(set(tags[i])) for i in tagged]
+    spec_kwargs: dict[str, Any] = {"arch": arch, "class_names": list(class_names)}
+    if input_size:
+        spec_kwargs["input_size"] = int(input_size)
+    weights = None if arch == "tiny_cnn" else "imagenet"
+    trained = train_head(ModelSpec(**spec_kwargs), [str(p) for p in t_paths], t_tags, mode="linear", seed=seed,
+                         device=device, weights=weights, cache_dir=cache_dir)
+    skipped = {int(item["index"]) for item in trained.metrics.get("skipped", [])}
+    usable = [n for n in range(len(t_paths)) if n not in skipped]
+    stats = fit_objectness(trained.model, trained.spec, [str(t_paths[n]) for n in usable], [t_tags[n] for n in usable],
+                           device=device)
+    trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
+    return trained.model, trained.spec
 
 
-def evaluate(preds: list, gts: list, maps: list | None, sizes: list) -> dict[str, float]:
-    """CorLoc@0.5, AP50 and (with maps) MaxBoxAccV2 over the given images."""
-    out = {"corloc": corloc(preds, gts), "ap50": coco_ap(preds, gts)["AP50"] or 0.0, "mba": float("nan")}
-    if maps is not None:
-        pair_maps, pair_gt, pair_sizes = [], [], []
-        for m, (gb, gl), size in zip(maps, gts, sizes):
-            for c in sorted(set(gl.tolist())):
-                if m is None or c not in m:  # unloadable image: an empty map scores as a miss
-                    pair_maps.append(torch.zeros(2, 2))
-                    pair_sizes.append(size or (2, 2))
-                else:
-                    pair_maps.append(m[c])
-                    pair_sizes.append(size)
-                pair_gt.append(gb[gl == c])
-        out["mba"] = max_box_acc_v2(pair_maps, pair_gt, pair_sizes, thresholds=[i / 50 for i in range(50)])["max_box_acc_v2"]
+def infer(model: GapClassifier, spec: ModelSpec, paths: Sequence[Path], tags: Sequence[Sequence[int]],
+          params: BoxParams, *, device: str = "cpu", batch_size: int = 16) -> list[ImageResult | None]:
+    """What the infer job does: a Localizer with the job's box params over every image.
+
+    Images are decoded as the job decodes them (reduced-scale JPEG decoding no smaller than the
+    network input); an image with tags is localised for its tags, one without for its top-1
+    predicted class.
+
+    Returns:
+        Per image its :class:`ImageResult`, or ``None`` when it cannot be loaded (the job marks
+        it failed).
+    """
+    from camcore.images import ImageLoadError
+    from camcore.pipeline import Localizer
+
+    if len(paths) != len(tags):
+        raise ValueError(f"{len(tags)} tag lists for {len(paths)} images")
+    localizer = Localizer(model, spec, device=device, params=params, batch_size=batch_size)
+    out: list[ImageResult | None] = [None] * len(paths)
+    try:
+        for start in range(0, len(paths), LOAD_CHUNK):
+            idx = list(range(start, min(start + LOAD_CHUNK, len(paths))))
+            loaded = localizer.load_images([str(paths[i]) for i in idx])
+            ok = [(i, im) for i, im in zip(idx, loaded) if not isinstance(im, ImageLoadError)]
+            for i, im in zip(idx, loaded):
+                if isinstance(im, ImageLoadError):
+                    print(f"unreadable {paths[i]}: {im} (scored as a miss)", file=sys.stderr)
+            tagged = [(i, im) for i, im in ok if tags[i]]
+            untagged = [(i, im) for i, im in ok if not tags[i]]
+            if tagged:
+                res = localizer.localize([im for _, im in tagged], [sorted(set(tags[i])) for i, _ in tagged])
+                for (i, _), r in zip(tagged, res):
+                    out[i] = r
+            if untagged:
+                res = localizer.localize([im for _, im in untagged], None, top_k=1)
+                for (i, _), r in zip(untagged, res):
+                    out[i] = r
+    finally:
+        localizer.close()
     return out
 
 
-def speed(model, spec: ModelSpec, params: BoxParams, images: list, tags: list, align: bool) -> float:
-    loc = Localizer(model, spec, params=params, batch_size=16, align=align)
-    loc.localize(images[:4], tags[:4])  # warm-up
-    t = time.perf_counter()
-    loc.localize(images, tags)
-    return len(images) / (time.perf_counter() - t)
+def learn_from_review(results: Mapping[int, ImageResult], reviewed: Reviewed, params: BoxParams) -> dict[int, Predictions]:
+    """What the calibrate job does: fit on the reviewed images' stored maps, re-propose the others.
+
+    Args:
+        results: image key -> its infer result (``maps`` as stored: float16 values).
+        reviewed: image key -> the reviewer's boxes ``[(class index, [x1, y1, x2, y2])]``.
+        params: the box params the maps were boxed with.
+
+    Returns:
+        For every key of ``results`` not in ``reviewed``: ``(boxes[N, 4], scores[N], labels[N])``.
+        As in the job, new box scores are scaled by the class's highest stored box score.
+    """
+    from camcore.calibration import apply, calibrate
+
+    sizes = {k: r.image_size for k, r in results.items()}
+    fitted = calibrate({k: results[k].maps for k in reviewed if k in results}, sizes, reviewed, params)
+    others = [k for k in results if k not in reviewed]
+    class_scores: dict[int, dict[int, float]] = {}
+    for k in others:  # the job's max(Box.score) per (image, category) of the model's CAM boxes
+        r = results[k]
+        best: dict[int, float] = {}
+        for s, lab in zip(r.scores.tolist(), r.labels.tolist()):
+            best[int(lab)] = max(best.get(int(lab), float("-inf")), float(s))
+        class_scores[k] = best
+    return apply({k: results[k].maps for k in others}, {k: sizes[k] for k in others}, fitted, class_scores=class_scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# Caching: the trained model and the per-image results
+
+
+def _source_digest(*funcs: Callable[..., Any]) -> str:
+    """Hash of camcore's source files and of the given functions' source."""
+    h = hashlib.sha256()
+    for path in sorted(Path(camcore.__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    for f in funcs:
+        h.update(inspect.getsource(f).encode())
+    return h.hexdigest()
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _file_identity(path: Path) -> list[Any]:
+    try:
+        st = path.stat()
+        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [str(path), None, None]
+
+
+def _stored(result: ImageResult) -> dict[str, Any]:
+    """An infer result as the job stores it: maps as float16 (``encode_map``)."""
+    return {"boxes": result.boxes, "scores": result.scores, "labels": result.labels, "class_scores": result.class_scores,
+            "image_size": list(result.image_size), "maps": {int(c): m.half() for c, m in result.maps.items()}}
+
+
+def _restored(data: dict[str, Any]) -> ImageResult:
+    return ImageResult(data["boxes"], data["scores"], data["labels"], {int(c): m.float() for c, m in data["maps"].items()},
+                       data["class_scores"], (int(data["image_size"][0]), int(data["image_size"][1])))
+
+
+@dataclass
+class Timing:
+    """Seconds spent in the product path (``None``: taken from the cache)."""
+
+    train_s: float | None = None
+    infer_s: float | None = None
+    images: int = 0
+
+    def describe(self) -> str:
+        parts = [f"train {self.train_s:.0f}s" if self.train_s is not None else "model cached"]
+        if self.infer_s is not None:
+            parts.append(f"infer {self.infer_s:.0f}s ({self.images / max(self.infer_s, 1e-9):.1f} images/s)")
+        else:
+            parts.append("results cached")
+        return ", ".join(parts)
+
+
+@dataclass
+class RunConfig:
+    """Options of a harness run (see ``--help``)."""
+
+    cache: Path = DEFAULT_CACHE
+    arch: str = "efficientnet_lite0"
+    input_size: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    box_params: dict[str, Any] = field(default_factory=dict)
+    use_cache: bool = True
+
+
+def product_results(collection: Collection, cfg: RunConfig, timing: Timing) -> tuple[ModelSpec, list[ImageResult | None]]:
+    """Train (or load the cached model) and infer (or load the cached results) on ``collection``.
+
+    The model goes through a checkpoint file as between the train and infer jobs."""
+    from camcore.models import load_checkpoint, save_checkpoint
+
+    size_key = cfg.input_size or ModelSpec(arch=cfg.arch, class_names=["x"]).input_size
+    folder = cfg.cache / f"{collection.name}-{size_key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model_key = _digest({"arch": cfg.arch, "input_size": size_key, "seed": cfg.seed, "classes": collection.class_names,
+                         "files": [_file_identity(p) for p in collection.paths], "tags": collection.tags,
+                         "code": _source_digest(train)})
+    ckpt = folder / f"model-{model_key}.pt"
+    if not (cfg.use_cache and ckpt.is_file()):
+        t = time.perf_counter()
+        model, spec = train(collection.paths, collection.tags, collection.class_names, arch=cfg.arch, input_size=cfg.input_size,
+                            seed=cfg.seed, device=cfg.device, cache_dir=cfg.cache / "features")
+        timing.train_s = time.perf_counter() - t
+        save_checkpoint(model, spec, ckpt.with_suffix(".tmp"))
+        ckpt.with_suffix(".tmp").replace(ckpt)
+    model, spec = load_checkpoint(ckpt, map_location=cfg.device)
+    params = BoxParams.from_dict(cfg.box_params or None)
+    results_key = _digest({"model": model_key, "params": params.to_dict(), "code": _source_digest(infer)})
+    stored = folder / f"results-{results_key}.pt"
+    if cfg.use_cache and stored.is_file():
+        data = torch.load(stored, map_location="cpu", weights_only=True)
+    else:
+        t = time.perf_counter()
+        results = infer(model, spec, collection.paths, collection.tags, params, device=cfg.device)
+        timing.infer_s = time.perf_counter() - t
+        timing.images = len(results)
+        data = [None if r is None else _stored(r) for r in results]
+        torch.save(data, stored.with_suffix(".tmp"))
+        stored.with_suffix(".tmp").replace(stored)
+    return spec, [None if d is None else _restored(d) for d in data]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _empty() -> Predictions:
+    return torch.zeros((0, 4)), torch.zeros((0,)), torch.zeros((0,), dtype=torch.long)
+
+
+def _preds(r: ImageResult | None) -> Predictions:
+    return _empty() if r is None else (r.boxes, r.scores, r.labels)
+
+
+def _only(p: Predictions, cls: int) -> Predictions:
+    keep = p[2] == cls
+    return p[0][keep], p[1][keep], p[2][keep]
+
+
+@dataclass
+class Scores:
+    """Quality of a set of boxes against the ground truth (``nan``: not defined, e.g. no boxes)."""
+
+    images: int
+    objects: int
+    boxes: int
+    corloc: float
+    ap50: float
+    ap: float
+    mba: float
+    auroc: float
+    top_half_precision: float
+    precision: float
+
+
+def score(results: Sequence[ImageResult | None], gt: GroundTruth, num_classes: int) -> dict[int | None, Scores]:
+    """Scores of the whole collection (key ``None``) and of each class with ground truth.
+
+    Args:
+        results: per image the infer result (``None``: unreadable, no boxes).
+        gt: from :func:`load_ground_truth`, same order.
+        num_classes: classes of the collection (labels ``>= num_classes`` are ground-truth-only).
+    """
+    from camcore.metrics import (auroc, box_acc_table, box_correctness, coco_ap, corloc, max_box_acc_from_table,
+                                 top_fraction_precision)
+
+    preds = [_preds(r) for r in results]
+    pairs = gt.pairs()
+    k = len(gt.class_names)
+    ap = coco_ap(preds, pairs, num_classes=k, per_class=True)
+    box_scores, correct, box_labels = box_correctness(preds, pairs)
+    pair_maps, pair_gt, pair_sizes, pair_class = [], [], [], []
+    for r, (gb, gl) in zip(results, pairs):
+        for c in sorted(set(gl.tolist())):
+            m = None if r is None else r.maps.get(c)
+            pair_maps.append(torch.zeros(2, 2) if m is None else m)  # no map: scored as a miss
+            pair_sizes.append((2, 2) if r is None else r.image_size)
+            pair_gt.append(gb[gl == c])
+            pair_class.append(c)
+    table = box_acc_table(pair_maps, pair_gt, pair_sizes, thresholds=MBA_THRESHOLDS)
+    pair_class_arr = np.asarray(pair_class, dtype=np.int64)
+
+    def nan_if_none(v: float | None) -> float:
+        return float("nan") if v is None else float(v)
+
+    out: dict[int | None, Scores] = {
+        None: Scores(
+            images=len(results), objects=sum(len(gl) for _, gl in pairs), boxes=len(box_scores),
+            corloc=corloc(preds, pairs), ap50=nan_if_none(ap["AP50"]), ap=nan_if_none(ap["AP"]),
+            mba=max_box_acc_from_table(table, thresholds=MBA_THRESHOLDS)["max_box_acc_v2"],
+            auroc=auroc(box_scores, correct), top_half_precision=top_fraction_precision(box_scores, correct),
+            precision=float(correct.mean()) if len(correct) else float("nan"))
+    }
+    for c in sorted({int(c) for _, gl in pairs for c in gl.tolist()} | set(range(num_classes))):
+        with_c = [i for i, (_, gl) in enumerate(pairs) if bool((gl == c).any())]
+        mine = box_labels == c
+        per = ap["per_class"].get(c, {"AP": float("nan"), "AP50": float("nan")})
+        out[c] = Scores(
+            images=len(with_c), objects=int(sum(int((gl == c).sum()) for _, gl in pairs)), boxes=int(mine.sum()),
+            corloc=corloc([_only(preds[i], c) for i in with_c], [(pairs[i][0][pairs[i][1] == c], pairs[i][1][pairs[i][1] == c])
+                                                               for i in with_c]),
+            ap50=per["AP50"], ap=per["AP"],
+            mba=max_box_acc_from_table(table[pair_class_arr == c], thresholds=MBA_THRESHOLDS)["max_box_acc_v2"],
+            auroc=auroc(box_scores[mine], correct[mine]), top_half_precision=top_fraction_precision(box_scores[mine], correct[mine]),
+            precision=float(correct[mine].mean()) if mine.any() else float("nan"))
+    return out
+
+
+def centred_boxes(results: Sequence[ImageResult | None], tags: Sequence[Sequence[int]], fraction: float) -> list[Predictions]:
+    """Per image one centred box covering ``fraction`` of each side, for each of its tags."""
+    out = []
+    for r, t in zip(results, tags):
+        if r is None or not t:
+            out.append(_empty())
+            continue
+        w, h = r.image_size
+        box = [w * (1 - fraction) / 2, h * (1 - fraction) / 2, w * (1 + fraction) / 2, h * (1 + fraction) / 2]
+        out.append((torch.tensor([box] * len(t)), torch.ones(len(t)), torch.tensor(sorted(t), dtype=torch.long)))
+    return out
+
+
+def centred_baseline(results: Sequence[ImageResult | None], tags: Sequence[Sequence[int]], gt: GroundTruth) -> dict[float, float]:
+    """CorLoc@0.5 of the centred box at each of :data:`CENTRE_FRACTIONS`."""
+    from camcore.metrics import corloc
+
+    return {f: corloc(centred_boxes(results, tags, f), gt.pairs()) for f in CENTRE_FRACTIONS}
+
+
+@dataclass
+class ReviewDraw:
+    """One seeded draw of reviewed images and the scores on the other images."""
+
+    seed: int
+    drawn: list[int]
+    scored: int
+    corloc_before: float
+    corloc_after: float
+    ap50_before: float
+    ap50_after: float
+
+
+def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_classes: int, n: int,
+                    seeds: Sequence[int], params: BoxParams,
+                    learn: Callable[[Mapping[int, ImageResult], Reviewed, BoxParams], dict[int, Predictions]] = learn_from_review,
+                    ) -> list[ReviewDraw]:
+    """Per seed: draw ``n`` readable images, hand their ground truth to ``learn`` as the reviewer's
+    boxes, score the other images before and after (CorLoc@0.5, AP50)."""
+    from camcore.metrics import coco_ap, corloc
+
+    readable = [i for i, r in enumerate(results) if r is not None]
+    if not 1 <= n < len(readable):
+        raise ValueError(f"--reviewed must be between 1 and {len(readable) - 1} (readable images), got {n}")
+    stored = {i: results[i] for i in readable}
+    draws = []
+    for seed in seeds:
+        drawn = sorted(random.Random(seed).sample(readable, n))
+        reviewed: Reviewed = {  # the reviewer's boxes: ground truth of the drawn images, of the model's classes
+            i: [(int(lab), [float(v) for v in box]) for box, lab in zip(gt.boxes[i].tolist(), gt.labels[i].tolist()) if lab < num_classes]
+            for i in drawn
+        }
+        after = learn({i: r for i, r in stored.items() if r is not None}, reviewed, params)
+        rest = [i for i in range(len(results)) if i not in reviewed]
+        truth = [gt.pairs()[i] for i in rest]
+        before_p = [_preds(results[i]) for i in rest]
+        after_p = [after.get(i, _empty()) for i in rest]
+        k = len(gt.class_names)
+        draws.append(ReviewDraw(seed, drawn, len(rest), corloc(before_p, truth), corloc(after_p, truth),
+                                float(coco_ap(before_p, truth, num_classes=k)["AP50"] or 0.0),
+                                float(coco_ap(after_p, truth, num_classes=k)["AP50"] or 0.0)))
+    return draws
+
+
+# ---------------------------------------------------------------------------------------------
+# Running and reporting
+
+
+@dataclass
+class CollectionReport:
+    """Everything printed about one collection."""
+
+    collection: Collection
+    spec: ModelSpec
+    timing: Timing
+    unreadable: int
+    scores: dict[int | None, Scores]
+    class_names: tuple[str, ...]
+    centred: dict[float, float]
+    review: list[ReviewDraw]
+
+
+def run_collection(collection: Collection, cfg: RunConfig, *, reviewed: int = 0, seeds: Sequence[int] = ()) -> CollectionReport:
+    """The product path on ``collection`` (cached), then ground truth, scores and the review simulation."""
+    timing = Timing()
+    spec, results = product_results(collection, cfg, timing)
+    # only now is the ground truth read, in the decoded images' pixels
+    gt = load_ground_truth(collection, [None if r is None else r.image_size for r in results])
+    k = len(collection.class_names)
+    params = BoxParams.from_dict(cfg.box_params or None)
+    review = simulate_review(results, gt, k, reviewed, seeds, params) if reviewed else []
+    return CollectionReport(collection, spec, timing, sum(r is None for r in results), score(results, gt, k), gt.class_names,
+                            centred_baseline(results, collection.tags, gt), review)
+
+
+def _f(v: float) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def best_centred(centred: Mapping[float, float]) -> tuple[float, float]:
+    """``(fraction, CorLoc)`` of the best centred box (the smaller fraction on a tie)."""
+    frac = max(sorted(centred), key=lambda f: (-1.0 if math.isnan(centred[f]) else centred[f]))
+    return frac, centred[frac]
+
+
+def collection_table(rep: CollectionReport) -> str:
+    """The Markdown report of one collection: per-class table, centred box, review simulation."""
+    c = rep.collection
+    lines = [f"### {c.name}", "",
+             f"{len(c.samples)} images ({rep.unreadable} unreadable, scored as misses), {len(c.class_names)} classes, "
+             f"{rep.spec.arch} at {rep.spec.input_size} px, linear head on the tags; {rep.timing.describe()}", "",
+             "| class | images | GT objects | boxes | CorLoc@0.5 | AP50 | AP | MaxBoxAccV2 | box AUROC | top-half precision | precision |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, s in rep.scores.items():
+        name = "**all**" if key is None else rep.class_names[key] + ("" if key < len(c.class_names) else " (not tagged)")
+        lines.append(f"| {name} | {s.images} | {s.objects} | {s.boxes} | {_f(s.corloc)} | {_f(s.ap50)} | {_f(s.ap)} | "
+                     f"{_f(s.mba)} | {_f(s.auroc)} | {_f(s.top_half_precision)} | {_f(s.precision)} |")
+    frac, best = best_centred(rep.centred)
+    lines += ["", "centred box CorLoc@0.5: " + ", ".join(f"{int(f * 100)}% {_f(v)}" for f, v in rep.centred.items())
+              + f" (best {_f(best)} at {int(frac * 100)}%)"]
+    if rep.review:
+        d = rep.review
+        gains = [x.corloc_after - x.corloc_before for x in d]
+        lines.append(f"reviewed {len(d[0].drawn)} images (seeds {d[0].seed}..{d[-1].seed}), scored on the {d[0].scored} others: "
+                     f"CorLoc@0.5 {_f(_mean([x.corloc_before for x in d]))} -> {_f(_mean([x.corloc_after for x in d]))} "
+                     f"(gain {_mean(gains):+.3f} [{min(gains):+.3f}, {max(gains):+.3f}]), "
+                     f"AP50 {_f(_mean([x.ap50_before for x in d]))} -> {_f(_mean([x.ap50_after for x in d]))}")
+    return "\n".join(lines)
+
+
+def summary_table(reports: Sequence[CollectionReport]) -> str:
+    """One Markdown table of all collections side by side."""
+    review = any(r.review for r in reports)
+    head = ("| collection | images | classes | CorLoc@0.5 | AP50 | AP | MaxBoxAccV2 | box AUROC | top-half precision | "
+            "precision | boxes / GT objects | best centred box |")
+    if review:
+        n = len(reports[0].review[0].drawn) if reports[0].review else 0
+        head += f" CorLoc on the other images: before -> after {n} reviewed |"
+    lines = [head, "| " + " | ".join(["---"] * (head.count("|") - 1)) + " |"]
+    for r in reports:
+        s = r.scores[None]
+        frac, best = best_centred(r.centred)
+        row = (f"| {r.collection.name} | {s.images} | {len(r.collection.class_names)} | {_f(s.corloc)} | {_f(s.ap50)} | {_f(s.ap)} | "
+               f"{_f(s.mba)} | {_f(s.auroc)} | {_f(s.top_half_precision)} | {_f(s.precision)} | {s.boxes} / {s.objects} | "
+               f"{_f(best)} ({int(frac * 100)}%) |")
+        if review:
+            row += (f" {_f(_mean([x.corloc_before for x in r.review]))} -> {_f(_mean([x.corloc_after for x in r.review]))} |"
+                    if r.review else " - |")
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def quality_line(reports: Sequence[CollectionReport]) -> str:
+    """The machine-readable last line: means over the collections."""
+    line = ("quality: " + f"corloc={_mean([r.scores[None].corloc for r in reports]):.4f} "
+            f"ap50={_mean([r.scores[None].ap50 for r in reports]):.4f} "
+            f"auroc={_mean([r.scores[None].auroc for r in reports]):.4f} "
+            f"top_half_precision={_mean([r.scores[None].top_half_precision for r in reports]):.4f}")
+    if reports and all(r.review for r in reports):
+        line += f" corloc_after_review={_mean([_mean([x.corloc_after for x in r.review]) for r in reports]):.4f}"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
-    ap.add_argument("--input-size", type=int, default=448)
-    ap.add_argument("--calib-per-class", type=int, default=5)
-    ap.add_argument("--calib-draws", type=int, default=10, help="random draws of the reviewed images (seeds seed..seed+N-1)")
-    ap.add_argument("--speed-images", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "camlabel-quality-cache")
-    align_default = inspect.signature(Localizer).parameters["align"].default
-    ap.add_argument("--align", action=argparse.BooleanOptionalAction, default=align_default,
-                    help=f"shift maps by spec.map_shift like Localizer(align=True) (default: Localizer's, {align_default})")
-    ap.add_argument("--dump", type=Path, default=None, help="save the stored maps and ground truth here")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--dataset", type=Path, action="append", default=None,
+                    help=f"collection folder (repeatable; default: every collection in {DATASETS})")
+    ap.add_argument("--reviewed", type=int, default=0, help="simulate N reviewed images in total per collection (seeded draws)")
+    ap.add_argument("--seeds", type=int, default=5, help="draws of the reviewed images (seeds --seed .. --seed+S-1)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed and first review seed")
+    ap.add_argument("--input-size", type=int, default=None, help="network input side in px (default: the train job's)")
+    ap.add_argument("--arch", default="efficientnet_lite0")
+    ap.add_argument("--box-params", type=json.loads, default=None, help="BoxParams fields as JSON, like the infer job's box_params")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--no-cache", action="store_true", help="recompute the model and results (features cached by train_head stay)")
     args = ap.parse_args(argv)
+    if args.reviewed < 0 or args.seeds < 1:
+        ap.error(f"--reviewed must be >= 0 and --seeds >= 1, got {args.reviewed} and {args.seeds}")
+    try:
+        BoxParams.from_dict(args.box_params)
+        roots = args.dataset or find_collections(DATASETS)
+        collections = [load_collection(r) for r in roots]
+    except (DatasetError, ValueError, TypeError) as exc:
+        ap.error(str(exc))
+    from camcore.allocator import keep_freed_memory
+
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as camlabel's worker processes run
-    torch.manual_seed(args.seed)
-
+    cfg = RunConfig(cache=args.cache, arch=args.arch, input_size=args.input_size, seed=args.seed, device=args.device,
+                    box_params=dict(args.box_params or {}), use_cache=not args.no_cache)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    reports = []
     t0 = time.perf_counter()
-    class_names, items = load_collection(args.root)
-    ok = [it for it in items if it["image"] is not None]
-    spec = ModelSpec(arch="efficientnet_lite0", class_names=class_names, input_size=args.input_size)
-    # file paths, so that train_head caches the pooled features between runs
-    trained = train_head(spec, [str(it["path"]) for it in ok], [it["tags"] for it in ok], mode="linear", seed=args.seed, cache_dir=args.cache)
-    model, spec = trained.model.eval(), trained.spec
-    t_train = time.perf_counter() - t0
-    cache_file = args.cache / f"maps-{args.root.name}-{args.input_size}-{len(ok)}-{args.seed}.pt"
-    if cache_file.is_file():
-        feats, descs = torch.load(cache_file, weights_only=True)
-    else:
-        feats, descs = extract(model, spec, [it["image"] for it in ok])
-        args.cache.mkdir(parents=True, exist_ok=True)
-        torch.save((feats, descs), cache_file)
-    shift = -spec.map_shift / spec.feature_stride if args.align else 0.0  # as Localizer(align=...)
-    weight = model.classifier.weight.detach()
-
-    # per image: raw CAM per tag, and the fused default map (fitted per-class DDT statistics)
-    acc = obj.DdtAccumulator(spec.num_classes, descs[0].shape[0])
-    agn = obj.DdtAccumulator(1, descs[0].shape[0])
-    cams_raw = []
-    for it, f, d in zip(ok, feats, descs):
-        idx = torch.tensor(it["tags"])
-        cam = class_activation_maps(f[None].float(), weight, torch.zeros_like(idx), idx)
-        cams_raw.append({c: cam[j] for j, c in enumerate(it["tags"])})
-        acc.update(d[None].float(), [it["tags"]], [cams_raw[-1]])
-        agn.update(d[None].float(), [[0]], [{0: cam[0]}])
-    stats, agn_stats = acc.finalize(), agn.finalize()
-    spec.extra = {**spec.extra, obj.SPEC_KEY: stats.to_dict()}
-    for it, f, d, cr in zip(ok, feats, descs, cams_raw):
-        tags = torch.tensor(it["tags"])
-        img_idx = torch.zeros_like(tags)
-        cam = torch.stack([cr[c] for c in it["tags"]])
-        fused = obj.fuse_maps(cam, obj.objectness_maps(d[None].float(), stats, img_idx, tags))
-        ddt = obj.objectness_maps(d[None].float(), agn_stats, img_idx, torch.zeros_like(tags))
-        own = obj.fuse_maps(cam, obj.per_image_objectness(d[None].float(), cam, img_idx))
-        it["maps"] = {
-            "own": dict(zip(it["tags"], align_maps(own, shift))),
-            "cam": dict(zip(it["tags"], align_maps(cam, shift))),
-            "default": dict(zip(it["tags"], align_maps(fused, shift))),
-            "ddt": dict(zip(it["tags"], align_maps(ddt, shift))),
-        }
-    t_maps = time.perf_counter() - t0
-
-    if args.dump is not None:  # stored maps for offline studies (calibration, box rules)
-        torch.save([{k: it.get(k) for k in ("name", "tags", "gt", "maps")} | {"size": it["image"].size if it["image"] else None}
-                    for it in items], args.dump)
-    gts = [it["gt"] for it in items]
-    sizes = [it["image"].size if it["image"] is not None else None for it in items]
-    empty = (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
-
-    def run(key: str | None, params: BoxParams | None, subset: list[int]) -> dict[str, float]:
-        preds, maps = [], []
-        for i in subset:
-            it = items[i]
-            if it["image"] is None:
-                preds.append(empty)
-                maps.append(None)
-            elif key is None:
-                preds.append((centre_box(it["image"].size), torch.ones(1), torch.tensor(it["tags"][:1])))
-                maps.append(None)
-            else:
-                preds.append(boxes_from_maps(it["maps"][key], it["image"].size, params))  # type: ignore[arg-type]
-                maps.append(it["maps"][key])
-        return evaluate(preds, [gts[i] for i in subset], None if key is None else maps, [sizes[i] for i in subset])
-
-    all_idx = list(range(len(items)))
-    vanilla = BoxParams(method="cam", mode="largest", threshold=0.2, normalize="max")
-    ddt_params = BoxParams(method="cam", mode="largest", threshold=0.0, normalize="max")
-    default = BoxParams()
-
-    # calibration: N reviewed images per class (seeded draws), scored on the *other* images
-    def calib_draw(draw: int, key: str, base: BoxParams) -> tuple[dict, dict, dict, float]:
-        rng = random.Random(args.seed + draw)
-        calib_idx: list[int] = []
-        for c in range(len(class_names)):
-            pool = [i for i, it in enumerate(items) if it["image"] is not None and c in it["tags"]]
-            calib_idx += rng.sample(pool, min(args.calib_per_class, len(pool)))
-        rest = [i for i in all_idx if i not in set(calib_idx)]
-        reviewed = {i: [(int(lab), box.tolist()) for box, lab in zip(*items[i]["gt"])] for i in calib_idx}
-        t = time.perf_counter()
-        params = calibrate({i: items[i]["maps"][key] for i in calib_idx}, {i: items[i]["image"].size for i in calib_idx}, reviewed, base)
-        ok_rest = [i for i in rest if items[i]["image"] is not None]
-        applied = apply({i: items[i]["maps"][key] for i in ok_rest}, {i: items[i]["image"].size for i in ok_rest}, params)
-        elapsed = time.perf_counter() - t
-        cal = evaluate([applied.get(i, empty) for i in rest], [gts[i] for i in rest], None, [sizes[i] for i in rest])
-        before = evaluate([boxes_from_maps(items[i]["maps"][key], items[i]["image"].size, base) if items[i]["image"] is not None else empty
-                           for i in rest], [gts[i] for i in rest], None, [sizes[i] for i in rest])
-        return before, cal, params, elapsed
-
-    def mean_of(rs: list[dict]) -> dict[str, float]:
-        return {k: sum(r[k] for r in rs) / len(rs) for k in rs[0]}
-
-    def gain_note(draws: list) -> str:
-        """mean [min, max] of the CorLoc and AP50 gains over draws, and wins/losses in CorLoc."""
-        parts = []
-        for metric, label in (("corloc", "CorLoc"), ("ap50", "AP50")):
-            g = [d[1][metric] - d[0][metric] for d in draws]
-            parts.append(f"{label} gain {sum(g) / len(g):+.3f} [{min(g):+.3f}, {max(g):+.3f}]")
-        wins = sum(d[1]["corloc"] > d[0]["corloc"] for d in draws)
-        losses = sum(d[1]["corloc"] < d[0]["corloc"] for d in draws)
-        return f"{'; '.join(parts)}; wins/losses {wins}/{losses}"
-
-    cal_rows = {}
-    t_cal = 0.0
-    for key, base in (("default", default), ("cam", vanilla)):
-        draws = [calib_draw(d, key, base) for d in range(args.calib_draws)]
-        t_cal += sum(d[3] for d in draws)
-        first = draws[0][2]
-        cal_rows[key] = (mean_of([d[0] for d in draws]), mean_of([d[1] for d in draws]), gain_note(draws),
-                         first["per_class"], first["extra"].get("box_correction", {}))
-    n_rest = len(items) - args.calib_per_class * len(class_names)
-
-    speed_imgs = [it["image"] for it in ok[: args.speed_images]]
-    speed_tags = [it["tags"] for it in ok[: args.speed_images]]
-    ips_cam = speed(model, spec, vanilla, speed_imgs, speed_tags, args.align)
-    ips_default = speed(model, spec, default, speed_imgs, speed_tags, args.align)
-
-    rows = [
-        ("centre box (80% of each side)", run(None, None, all_idx), "-"),
-        ("vanilla CAM, 20% of max, largest component", run("cam", vanilla, all_idx), f"{ips_cam:.1f}"),
-        ("DDT class-agnostic PCA, > 0, largest component", run("ddt", ddt_params, all_idx), f"{ips_cam:.1f}"),
-        ("**default**: CAM + per-class DDT, mean threshold, components by mass", run("default", default, all_idx), f"{ips_default:.1f}"),
-        ("default without fitted statistics (each image's own DDT)", run("own", default, all_idx), f"{ips_default:.1f}"),
-        (f"default, on the {n_rest} images not used for calibration (mean of {args.calib_draws} draws)", cal_rows["default"][0], f"{ips_default:.1f}"),
-        ((f"default + calibration ({args.calib_per_class} reviewed images/class), same images "
-          f"({cal_rows['default'][2]})"), cal_rows["default"][1], "recompute only"),
-        (f"vanilla CAM, on the same {n_rest} images", cal_rows["cam"][0], f"{ips_cam:.1f}"),
-        ((f"vanilla CAM + calibration ({args.calib_per_class} reviewed images/class), same images "
-          f"({cal_rows['cam'][2]})"), cal_rows["cam"][1], "recompute only"),
-    ]
-    print(f"\ncollection {args.root.name}: {len(items)} images ({len(items) - len(ok)} unreadable, scored as misses), "
-          f"classes {class_names}, input {args.input_size}px, align={args.align}, head: camcore.training.train_head "
-          f"(linear, {trained.metrics['epochs']} steps), {args.threads} threads; "
-          f"train {t_train:.0f}s, maps {t_maps - t_train:.0f}s, calibration+recompute {t_cal:.1f}s\n")
-    print("| method | CorLoc@0.5 | MaxBoxAccV2 | AP50 | images/s |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, r, ips in rows:
-        mba = "-" if r["mba"] != r["mba"] else f"{r['mba']:.3f}"
-        print(f"| {name} | {r['corloc']:.3f} | {mba} | {r['ap50']:.3f} | {ips} |")
-    print("\nchosen in the first draw (per-class rules; box corrections): default", cal_rows["default"][3], cal_rows["default"][4],
-          "| vanilla CAM", cal_rows["cam"][3], cal_rows["cam"][4])
+    for c in collections:
+        rep = run_collection(c, cfg, reviewed=args.reviewed, seeds=seeds)
+        reports.append(rep)
+        print(collection_table(rep) + "\n", flush=True)
+    print(f"### all collections ({time.perf_counter() - t0:.0f}s)\n\n{summary_table(reports)}\n")
+    print(quality_line(reports))
     return 0
 
 
