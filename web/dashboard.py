@@ -134,7 +134,7 @@ def bulk_accept_page(collection_id: int) -> Response:
     try:
         category_id = int(request.form.get("category_id", ""))
         min_score = float(request.form.get("min_score", ""))
-        count = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id)
+        count = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id).n_boxes
     except ValueError:
         flash("Choose a category and a numeric minimum score.", "error")
         return redirect(url_for("dashboard.collection", collection_id=collection_id))

@@ -2,7 +2,9 @@
 ``images (collection_id, min_score, id)`` index at 100k images, and box lists.
 
 Order ``score``: lowest box score first (``min_score`` ascending, then ``id``), images with no
-box (``min_score IS NULL``) last. Order ``id``: import order. A cursor names the last row seen
+box (``min_score IS NULL``) last; ``-score``: highest lowest-box-score first (``min_score, id``
+descending), no box last. ``images.min_score`` is the lowest ``boxes.score`` of the image's
+boxes, the probability that its least certain box is right. Order ``id``: import order. A cursor names the last row seen
 (next page) or the first one (previous page, scanned in the reversed order); each page is one or
 two index range scans (non-null scores, then the null tail), never an OFFSET.
 """
@@ -19,10 +21,16 @@ from typing import Any
 from sqlalchemy import Select, String, cast, exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from worker.store.models import Box, BoxSource, Category, Collection, ConceptMap, Image, ImageStatus, ReviewStatus
+from worker.store.models import (
+    Box, BoxSource, Category, Collection, ConceptMap, Image, ImageReviewState, ImageStatus, ImageTag, ReviewStatus,
+)
 
-SORTS = ("score", "id")
+SORTS = ("score", "-score", "id")
+#: Totals above this are shown as "at least": counting every match of a filter on a box
+#: subquery would scan the whole collection.
+COUNT_CAP = 10_000
 REVIEW_STATUSES = tuple(s.value for s in ReviewStatus)
+IMAGE_STATES = tuple(s.value for s in ImageReviewState)
 _STATUS_BY_VALUE = {s.value: s for s in ReviewStatus}
 
 
@@ -37,6 +45,10 @@ class ImageFilter:
     ``status``: images with at least one box in that review status (``proposed`` = still to review).
     ``min_score``/``max_score``: bounds on the image's lowest box score (``images.min_score``).
     ``no_box``: only images with no proposed/human box.
+    ``review``: only images in that review state (``unreviewed`` = the "to review" queue,
+    ``reviewed``, ``no_objects``; ``images.review_state``, on an index).
+    ``disagree``: only tagged images whose boxes disagree with their tags: a box (not rejected)
+    of a class the image is not tagged with, or a tag with no such box.
     """
 
     collection_id: int
@@ -45,6 +57,8 @@ class ImageFilter:
     min_score: float | None = None
     max_score: float | None = None
     no_box: bool = False
+    review: str | None = None
+    disagree: bool = False
     sort: str = "score"
 
     def __post_init__(self) -> None:
@@ -52,6 +66,8 @@ class ImageFilter:
             raise QueryError(f"sort must be one of {SORTS}, not {self.sort!r}")
         if self.status is not None and self.status not in REVIEW_STATUSES:
             raise QueryError(f"status must be one of {REVIEW_STATUSES}, not {self.status!r}")
+        if self.review is not None and self.review not in IMAGE_STATES:
+            raise QueryError(f"review must be one of {IMAGE_STATES}, not {self.review!r}")
 
     def query_args(self) -> dict[str, str]:
         """The filter as URL query arguments (for links that keep it)."""
@@ -66,6 +82,10 @@ class ImageFilter:
             args["max_score"] = f"{self.max_score:g}"
         if self.no_box:
             args["no_box"] = "1"
+        if self.review:
+            args["review"] = self.review
+        if self.disagree:
+            args["disagree"] = "1"
         return args
 
 
@@ -103,7 +123,7 @@ class Page:
 
 def filter_from_args(collection_id: int, args: dict[str, str] | object) -> ImageFilter:
     """Build an :class:`ImageFilter` from request args (``category_id``, ``status``, ``min_score``,
-    ``max_score``, ``no_box``, ``sort``); raises :class:`QueryError` on bad values."""
+    ``max_score``, ``no_box``, ``review``, ``disagree``, ``sort``); raises :class:`QueryError` naming the bad argument."""
     get = args.get  # type: ignore[attr-defined]
 
     def _num(name: str, kind: type) -> object:
@@ -121,9 +141,25 @@ def filter_from_args(collection_id: int, args: dict[str, str] | object) -> Image
         status=get("status") or None,
         min_score=_num("min_score", float),  # type: ignore[arg-type]
         max_score=_num("max_score", float),  # type: ignore[arg-type]
-        no_box=str(get("no_box") or "").lower() in ("1", "true", "on", "yes"),
+        no_box=_flag(get("no_box")),
+        review=get("review") or None,
+        disagree=_flag(get("disagree")),
         sort=get("sort") or "score",
     )
+
+
+def _flag(value: object) -> bool:
+    return str(value or "").lower() in ("1", "true", "on", "yes")
+
+
+def _disagrees_with_tags() -> Any:
+    """Condition on ``images``: tagged, and a shown box of an untagged class or a tag with no shown box."""
+    shown = (Box.image_id == Image.id, Box.source != BoxSource.ground_truth, Box.status != ReviewStatus.rejected)
+    tags = select(ImageTag.category_id).where(ImageTag.image_id == Image.id).correlate(Image)
+    untagged_box = exists().where(*shown, Box.category_id.not_in(tags)).correlate(Image)
+    box_for_tag = exists().where(*shown, Box.category_id == ImageTag.category_id).correlate(Image, ImageTag)
+    tag_without_box = exists().where(ImageTag.image_id == Image.id, ~box_for_tag).correlate(Image)
+    return exists().where(ImageTag.image_id == Image.id).correlate(Image) & (untagged_box | tag_without_box)
 
 
 def _base(f: ImageFilter, *columns: Any) -> Select[Any]:
@@ -142,6 +178,10 @@ def _base(f: ImageFilter, *columns: Any) -> Select[Any]:
         stmt = stmt.where(Image.min_score <= f.max_score)
     if f.no_box:
         stmt = stmt.where(Image.n_boxes == 0)
+    if f.review is not None:
+        stmt = stmt.where(Image.review_state == ImageReviewState(f.review))
+    if f.disagree:
+        stmt = stmt.where(_disagrees_with_tags())
     return stmt
 
 
@@ -163,16 +203,16 @@ def neighbour(session: Session, f: ImageFilter, image: Image, *, forward: bool) 
 class _Part:
     """One index range scan of a page: its filtered statement (no order yet) and sort keys.
 
-    ``keys``: ``images`` column names in scan order, descending when ``forward`` is false."""
+    ``keys``: ``images`` column names in scan order, descending when ``ascending`` is false."""
 
     stmt: Select[Any]
     keys: tuple[str, ...]
-    forward: bool
+    ascending: bool
 
     def ordered(self) -> list[Any]:
         """ORDER BY terms over ``images`` columns."""
         columns = [getattr(Image, key) for key in self.keys]
-        return [c.asc() if self.forward else c.desc() for c in columns]
+        return [c.asc() if self.ascending else c.desc() for c in columns]
 
 
 def _parts(f: ImageFilter, columns: Sequence[Any], *, cursor: Cursor | None, forward: bool) -> list[_Part]:
@@ -188,13 +228,20 @@ def _parts(f: ImageFilter, columns: Sequence[Any], *, cursor: Cursor | None, for
     scored = base.where(Image.min_score.is_not(None))
     unscored = base.where(Image.min_score.is_(None))
     key = tuple_(Image.min_score, Image.id)
+    # Scored rows are scanned with ascending keys when the page goes forward in ascending
+    # order or backward in descending order; unscored rows always come last, by id.
+    scored_ascending = forward != (f.sort == "-score")
+
+    def _beyond(c: Cursor) -> Any:
+        return key > tuple_(c.score, c.id) if scored_ascending else key < tuple_(c.score, c.id)
+
     # (is_unscored, statement) in scan order. Forward: scored images, then unscored ones.
     parts: list[tuple[bool, Select[Any]]]
     if forward:
         if cursor is None:
             parts = [(False, scored), (True, unscored)]
         elif cursor.score is not None:
-            parts = [(False, scored.where(key > tuple_(cursor.score, cursor.id))), (True, unscored)]
+            parts = [(False, scored.where(_beyond(cursor))), (True, unscored)]
         else:
             parts = [(True, unscored.where(Image.id > cursor.id))]
     else:
@@ -203,14 +250,15 @@ def _parts(f: ImageFilter, columns: Sequence[Any], *, cursor: Cursor | None, for
         elif cursor.score is None:
             parts = [(True, unscored.where(Image.id < cursor.id)), (False, scored)]
         else:
-            parts = [(False, scored.where(key < tuple_(cursor.score, cursor.id)))]
+            parts = [(False, scored.where(_beyond(cursor)))]
     # A filter can rule a part out: ``no_box`` images have no score, a score range excludes
     # unscored ones. Skipping that part saves a fruitless scan of the index.
     if f.no_box:
         parts = [p for p in parts if p[0]]
     if f.min_score is not None or f.max_score is not None:
         parts = [p for p in parts if not p[0]]
-    return [_Part(stmt, ("id",) if is_unscored else ("min_score", "id"), forward) for is_unscored, stmt in parts]
+    return [_Part(stmt, ("id",), forward) if is_unscored else _Part(stmt, ("min_score", "id"), scored_ascending)
+            for is_unscored, stmt in parts]
 
 
 def _scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor | None, forward: bool) -> list[Image]:
@@ -322,6 +370,81 @@ def grid_page(session: Session, f: ImageFilter, *, limit: int, after: Cursor | N
     items = items[:limit]
     return GridPage(items, next_cursor=items[-1].cursor.encode() if more and items else None,
                     prev_cursor=items[0].cursor.encode() if after is not None and items else None, first=after is None)
+
+
+def count_images(session: Session, f: ImageFilter, *, cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """``(n, exact)``: images matching the filter, counted up to ``cap`` (``exact`` is false
+    when there are more). Unfiltered and "to review" counts read only the image index."""
+    capped = _base(f, Image.id).limit(cap + 1).subquery()
+    n = int(session.scalar(select(func.count()).select_from(capped)) or 0)
+    return min(n, cap), n <= cap
+
+
+def cursor_at(session: Session, f: ImageFilter, offset: int) -> Cursor | None:
+    """The cursor of the row right before position ``offset`` (0-based) in the filter's order,
+    so ``grid_page(after=...)`` starts at that row; ``None`` for offset 0 or past the end.
+    Reads only index columns; used to jump to a page number."""
+    if offset <= 0:
+        return None
+    remaining = offset - 1
+    for part in _parts(f, (Image.min_score, Image.id), cursor=None, forward=True):
+        row = session.execute(part.stmt.order_by(*part.ordered()).offset(remaining).limit(1)).first()
+        if row is not None:
+            return Cursor(row[0], row[1])
+        remaining -= int(session.scalar(select(func.count()).select_from(part.stmt.subquery())) or 0)
+        if remaining < 0:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class ReviewProgress:
+    """Images of a collection by review state (``images.review_state``): ``to_review`` not
+    reviewed yet, ``reviewed`` reviewed with boxes, ``no_objects`` reviewed negatives."""
+
+    total: int
+    to_review: int
+    reviewed: int
+    no_objects: int
+
+
+def review_progress(session: Session, collection_id: int) -> ReviewProgress:
+    """One count over the ``images (collection_id, review_state, id)`` index."""
+    counts = {ImageReviewState(state).value: int(n) for state, n in session.execute(
+        select(Image.review_state, func.count()).where(Image.collection_id == collection_id, Image.status == ImageStatus.ok)
+        .group_by(Image.review_state)).all()}
+    return ReviewProgress(sum(counts.values()), counts.get("unreviewed", 0), counts.get("reviewed", 0), counts.get("no_objects", 0))
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """Box counts of one class: ``proposed`` (to review), ``accepted``, ``rejected``, ``edited``."""
+
+    category_id: int
+    name: str
+    proposed: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    edited: int = 0
+
+    @property
+    def reviewed(self) -> int:
+        return self.accepted + self.rejected + self.edited
+
+
+def class_counts(session: Session, collection_id: int) -> list[ClassCounts]:
+    """Boxes (not ground truth) per class and review status, by category id. Categories belong
+    to one collection, so the count needs no join to ``images``. Shown on request (the grid's
+    class table loads it after the page), not on every page."""
+    categories = dict(session.execute(select(Category.id, Category.name).where(Category.collection_id == collection_id)).all())
+    counts: dict[int, dict[str, int]] = {cid: {} for cid in categories}
+    if categories:
+        rows = session.execute(select(Box.category_id, Box.status, func.count())
+                               .where(Box.category_id.in_(list(categories)), Box.source != BoxSource.ground_truth)
+                               .group_by(Box.category_id, Box.status)).all()
+        for cid, status, n in rows:
+            counts[cid][ReviewStatus(status).value] = int(n)
+    return [ClassCounts(cid, categories[cid], **counts[cid]) for cid in sorted(categories)]
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,25 @@
-"""Review pages: the thumbnail grid (filters, score sort, keyset pages, concept-map overlays)
-and the single-image editor (Annotorious; edits go to the JSON API with the row version)."""
+"""Review pages: the thumbnail grid (filters, score sort, keyset pages with page numbers and a
+capped total, review progress, selection and bulk triage in grid.js, concept-map overlays) and
+the single-image editor (Annotorious; edits go to the JSON API with the row version)."""
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup, escape
+from sqlalchemy import select
 
 from web.db import db
 from web.errors import ApiError
 from web.queries import (
-    Cursor, GridImage, QueryError, boxes_for_images, collection_head, filter_from_args, grid_page, neighbour, overlays_for_images,
+    Cursor, GridImage, QueryError, boxes_for_images, collection_head, count_images, cursor_at, filter_from_args, grid_page, neighbour,
+    overlays_for_images, review_progress,
 )
 from web.services import box_json, get_collection
-from worker.store.models import Image
+from worker.store.models import Image, ImageTag
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -27,28 +31,56 @@ def _require_login() -> Response | None:
     return redirect(url_for("dashboard.login", next=request.full_path if request.query_string else request.path))
 
 
+def _page_number(name: str) -> int | None:
+    """A positive page number from the query string (``None`` when absent); 400 naming ``name`` otherwise."""
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_query", f"{name} must be a page number, not {raw!r}", field=name) from exc
+    if value < 1:
+        raise ApiError(400, "bad_query", f"{name} must be 1 or more, not {value}", field=name)
+    return value
+
+
 @bp.get("/collections/<int:collection_id>")
 def grid(collection_id: int) -> str:
-    """One page of thumbnails: ``cursor`` = the page after that row, ``before`` = the page before it."""
+    """One page of thumbnails: ``cursor`` = the page after that row, ``before`` = the page before it,
+    ``goto`` = page number N (its first row found on the index); ``page`` carries the number shown."""
     session = db()
     head = collection_head(session, collection_id)
     if head is None:
         raise ApiError(404, "not_found", f"no collection {collection_id}")
+    limit = int(current_app.config["PAGE_SIZE"])
+    goto = _page_number("goto")
+    number = _page_number("page") or 1
     try:
         f = filter_from_args(collection_id, request.args)
-        after = Cursor.decode(request.args["cursor"]) if request.args.get("cursor") else None
-        before = Cursor.decode(request.args["before"]) if request.args.get("before") else None
-        page = grid_page(session, f, limit=int(current_app.config["PAGE_SIZE"]), after=after, before=before)
+        total, exact = count_images(session, f)
+        n_pages = max(1, math.ceil(total / limit))
+        if goto is not None:
+            number = min(goto, n_pages) if exact else goto
+            after, before = cursor_at(session, f, (number - 1) * limit), None
+        else:
+            after = Cursor.decode(request.args["cursor"]) if request.args.get("cursor") else None
+            before = Cursor.decode(request.args["before"]) if request.args.get("before") else None
+        page = grid_page(session, f, limit=limit, after=after, before=before)
     except QueryError as exc:
         raise ApiError(400, "bad_query", str(exc)) from exc
+    if page.first:
+        number = 1
     query = urlencode(f.query_args())
     grid_url = f"{url_for('review.grid', collection_id=collection_id)}?{query}"
     href_query = escape(query)
     return render_template(
         "review/grid.html", collection=head, filter=f, thumbs=[_thumb_html(image, href_query) for image in page.items],
         first_url=None if page.first else grid_url,
-        prev_url=f"{grid_url}&before={page.prev_cursor}" if page.prev_cursor else None,
-        next_url=f"{grid_url}&cursor={page.next_cursor}" if page.next_cursor else None,
+        prev_url=f"{grid_url}&before={page.prev_cursor}&page={max(1, number - 1)}" if page.prev_cursor else None,
+        next_url=f"{grid_url}&cursor={page.next_cursor}&page={number + 1}" if page.next_cursor else None,
+        grid_url=grid_url, page_number=number, n_pages=n_pages, total=total, total_exact=exact,
+        progress=review_progress(session, collection_id),
     )
 
 
@@ -71,9 +103,10 @@ def _thumb_html(image: GridImage, href_query: str) -> Markup:
         svg = f'<svg viewBox="0 0 {image.width:d} {image.height:d}" preserveAspectRatio="none" aria-hidden="true">{rects}</svg>'
     score = f"{image.min_score:.2f}" if image.min_score is not None else "no box"
     return Markup(
-        f'<a class="thumb" href="/review/images/{image.id:d}?{href_query}" data-image-id="{image.id:d}">'
+        f'<div class="thumb" data-image-id="{image.id:d}"><a class="open" href="/review/images/{image.id:d}?{href_query}">'
         f'<div class="frame"><img src="/blobs/{escape(image.thumb_key or image.storage_key)}" alt="{name}" loading="lazy">{overlay}{svg}</div>'
-        f'<div class="caption"><span class="name">{name}</span> <span class="score">{score}</span></div></a>\n'
+        f'<div class="caption"><span class="name">{name}</span> <span class="score">{score}</span></div></a>'
+        f'<input type="checkbox" class="pick" aria-label="select {name}"></div>\n'
     )
 
 
@@ -94,8 +127,11 @@ def image_view(image_id: int) -> str:
     boxes = boxes_for_images(session, [image_id])[image_id]
     maps = overlays_for_images(session, [image_id])[image_id]
     categories = [{"id": c.id, "name": c.name} for c in collection.categories]
+    tags = list(session.scalars(select(ImageTag.category_id).where(ImageTag.image_id == image_id).order_by(ImageTag.category_id)))
     data = {
-        "image": {"id": image.id, "width": image.width, "height": image.height, "rel_path": image.rel_path},
+        "image": {"id": image.id, "width": image.width, "height": image.height, "rel_path": image.rel_path, "tags": tags},
+        "collection_id": collection.id,
+        "next_src": f"/blobs/{nxt.storage_key}" if nxt is not None and nxt.storage_key else None,
         "boxes": [box_json(b) for b in boxes],
         "categories": categories,
         "overlays": [{"category_id": m.category_id, "model_version_id": m.model_version_id, "url": f"/blobs/{m.overlay_key}"} for m in maps],
@@ -103,4 +139,5 @@ def image_view(image_id: int) -> str:
         "prev_url": url_for("review.image_view", image_id=prev.id, **args) if prev else None,
         "grid_url": url_for("review.grid", collection_id=collection.id, **args),
     }
-    return render_template("review/image.html", collection=collection, image=image, data=data, categories=categories)
+    return render_template("review/image.html", collection=collection, image=image, data=data, categories=categories,
+                           progress=review_progress(session, collection.id))

@@ -27,7 +27,7 @@ from worker.store.review_state import mark_reviewed, sync_reviewed
 from web.public import public_params, public_text
 from web.validation import check_name, json_int, json_number, parse_int
 from worker.importing import remove_staging, staging_root, sweep_staging
-from worker.store.models import Box, BoxSource, Category, Collection, Image, Job, JobKind, ReviewStatus
+from worker.store.models import Box, BoxSource, Category, Collection, Image, Job, JobKind, ReviewOperation, ReviewStatus
 
 JOB_KINDS_FROM_UI = ("train", "infer", "export", "evaluate", "calibrate")
 
@@ -405,25 +405,21 @@ def _status(raw: Any) -> ReviewStatus:
     return ReviewStatus(raw)
 
 
-def bulk_accept(session: Session, collection_id: int, category_id: int, min_score: float, *, user_id: int) -> int:
-    """Accept every still-proposed CAM box of ``category_id`` scoring ``>= min_score``; returns the count.
+def bulk_accept(session: Session, collection_id: int, category_id: int, min_score: float, *, user_id: int) -> ReviewOperation:
+    """Accept every still-proposed CAM box of ``category_id`` scoring ``>= min_score`` as one
+    recorded operation (``n_boxes`` boxes; undone as one action). Each row's version goes up by
+    one, so an open image view editing one of them gets a 409."""
+    from worker.store.review_ops import OperationError
+    from worker.store.review_ops import bulk_accept as accept_by_score
 
-    Each row's version goes up by one, so an open image view editing one of them gets a 409."""
     get_collection(session, collection_id)
-    category = session.get(Category, category_id)
-    if category is None or category.collection_id != collection_id:
-        raise ApiError(400, "bad_category", f"category {category_id} is not in collection {collection_id}")
-    in_collection = select(Image.id).where(Image.collection_id == collection_id)
-    result = session.execute(
-        update(Box)
-        .where(Box.category_id == category_id, Box.status == ReviewStatus.proposed, Box.source == BoxSource.cam,
-               Box.score >= min_score, Box.image_id.in_(in_collection))
-        .values(status=ReviewStatus.accepted, reviewer_id=user_id, version=Box.version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    sync_reviewed(session, collection_id, user_id=user_id)
+    try:
+        operation = accept_by_score(session, collection_id, category_id, min_score, user_id=user_id)
+    except OperationError as exc:
+        session.rollback()
+        raise ApiError(400, "bad_value", str(exc)) from exc
     session.commit()
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return operation
 
 
 def set_no_objects(session: Session, image_id: int, versions: Any, *, user_id: int | None) -> tuple[Image, list[Box]]:

@@ -39,7 +39,7 @@ def _diff(url: str, metadata: MetaData) -> list:
 
 
 def test_chain_is_linear_with_one_head() -> None:
-    assert head_revision() == "0007"
+    assert head_revision() == "0008"
 
 
 def test_upgrade_downgrade_base_upgrade(db_url: str) -> None:

@@ -60,11 +60,11 @@ def grid(db_app: Flask, db_factory: Factory):  # type: ignore[no-untyped-def]
 def _expected(ids: list[int], scores: list[float | None], sort: str) -> list[int]:
     if sort == "id":
         return sorted(ids)
-    scored = sorted((s, i) for i, s in zip(ids, scores) if s is not None)
+    scored = sorted(((s, i) for i, s in zip(ids, scores) if s is not None), reverse=sort == "-score")
     return [i for _s, i in scored] + sorted(i for i, s in zip(ids, scores) if s is None)
 
 
-@pytest.mark.parametrize("sort", ["score", "id"])
+@pytest.mark.parametrize("sort", ["score", "-score", "id"])
 def test_next_then_previous_walks_back_through_the_same_pages(grid, sort: str) -> None:  # type: ignore[no-untyped-def]
     browser, cid, _cats, ids = grid
     forward = [_view(browser, f"/review/collections/{cid}?sort={sort}")]
@@ -124,3 +124,43 @@ def test_a_page_past_the_end_links_back_to_the_first(grid) -> None:  # type: ign
     past = _view(browser, f"/review/collections/{cid}?sort=id&cursor={Cursor(None, max(ids)).encode()}")
     assert past.ids == [] and past.prev is None and past.next is None
     assert past.first is not None and _view(browser, past.first).ids == sorted(ids)[:PAGE_SIZE]
+
+
+def _page_info(browser: Browser, url: str) -> str:
+    html = browser.client.get(url).get_data(as_text=True)
+    match = re.search(r'<span id="page-info">([^<]+)</span>', html)
+    assert match, html[:300]
+    return " ".join(match.group(1).split())
+
+
+@pytest.mark.parametrize("sort", ["score", "-score", "id"])
+def test_page_numbers_totals_and_jumping_to_a_page(grid, sort: str) -> None:  # type: ignore[no-untyped-def]
+    browser, cid, _cats, ids = grid
+    order = _expected(ids, SCORES, sort)
+    base = f"/review/collections/{cid}?sort={sort}"
+    assert _page_info(browser, base) == f"Page 1 of 4 · {len(ids)} images"
+    second = _view(browser, base)
+    assert second.next is not None and "page=2" in second.next
+    assert _page_info(browser, second.next) == f"Page 2 of 4 · {len(ids)} images"
+    for number in (1, 2, 3, 4):  # jump: the page's first row found on the index, across the scored/unscored parts
+        assert _view(browser, f"{base}&goto={number}").ids == order[(number - 1) * PAGE_SIZE:number * PAGE_SIZE]
+        assert _page_info(browser, f"{base}&goto={number}").startswith(f"Page {number} of 4")
+    assert _view(browser, f"{base}&goto=99").ids == order[3 * PAGE_SIZE:]  # past the end: the last page
+    third = _view(browser, f"{base}&goto=3")
+    assert third.prev is not None and _page_info(browser, third.prev).startswith("Page 2 of 4")
+    assert _view(browser, third.prev).ids == order[PAGE_SIZE:2 * PAGE_SIZE]
+    for bad in ("goto=0", "goto=x", "page=-1"):
+        response = browser.client.get(f"{base}&{bad}", headers={"Accept": "application/json"})
+        assert response.status_code == 400 and bad.split("=")[0] in response.get_json()["error"]["message"]
+
+
+def test_filtered_totals_are_counted_and_capped(grid, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    browser, cid, cats, _ids = grid
+    kangaroo = sum(1 for n, s in enumerate(SCORES) if s is not None and n % 2 == 0)
+    assert _page_info(browser, f"/review/collections/{cid}?category_id={cats['kangaroo']}") == f"Page 1 of 2 · {kangaroo} images"
+    assert _page_info(browser, f"/review/collections/{cid}?no_box=1") == "Page 1 of 1 · 3 images"
+    monkeypatch.setattr("web.queries.COUNT_CAP", 4)
+    import web.queries
+
+    monkeypatch.setattr(web.queries.count_images, "__kwdefaults__", {"cap": 4})
+    assert _page_info(browser, f"/review/collections/{cid}") == "Page 1 of 2+ · 4+ images"

@@ -69,7 +69,7 @@ def test_box_actions_make_an_image_reviewed(app: Flask, factory: Factory, review
     assert reviewer.api("PATCH", f"/api/v1/boxes/{box_a}", {"version": 1, "status": "accepted"}).status_code == 200
     assert reviewer.api("POST", f"/api/v1/images/{drawn}/boxes", {"category_id": cats["raccoon"], "x1": 1, "y1": 1, "x2": 20, "y2": 20}).status_code == 201
     assert reviewer.api("DELETE", f"/api/v1/boxes/{box_c}?version=1").status_code == 204
-    assert reviewer.api("POST", f"/api/v1/collections/{cid}/bulk-accept", {"category_id": cats["raccoon"], "min_score": 0.9}).get_json() == {"accepted": 1}
+    assert reviewer.api("POST", f"/api/v1/collections/{cid}/bulk-accept", {"category_id": cats["raccoon"], "min_score": 0.9}).get_json()["accepted"] == 1
     states = {i: factory.get(Image, i).review_state.value for i in (accepted, drawn, deleted, bulk, untouched)}
     assert states == {accepted: "reviewed", drawn: "reviewed", deleted: "reviewed", bulk: "reviewed", untouched: "unreviewed"}
     assert _exported_files(reviewer, cid) == {"raccoon/a.png": 1, "raccoon/b.png": 1, "raccoon/c.png": 0, "raccoon/d.png": 1}

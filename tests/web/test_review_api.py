@@ -140,7 +140,7 @@ def test_accept_all_and_bulk_accept(setup) -> None:  # type: ignore[no-untyped-d
     low = factory.box(two, cats["raccoon"], score=0.5)
     roo = factory.box(two, cats["kangaroo"], score=0.99)
     done = browser.api("POST", f"/api/v1/collections/{cid}/bulk-accept", {"category_id": cats["raccoon"], "min_score": 0.9})
-    assert done.get_json() == {"accepted": 1}
+    assert done.get_json()["accepted"] == 1
     assert factory.get(Box, high).status.value == "accepted" and factory.get(Box, high).version == 2
     assert factory.get(Box, low).status.value == "proposed" and factory.get(Box, roo).status.value == "proposed"
     stale = browser.api("POST", f"/api/v1/images/{two}/accept-all", {"versions": {str(low): 1, str(roo): 5}})

@@ -69,4 +69,4 @@ def json_body() -> dict:
     return data
 
 
-from web.api import accounts, collections, jobs, no_objects, openapi, review  # noqa: E402,F401  (registers routes)
+from web.api import accounts, collections, jobs, no_objects, openapi, review, triage  # noqa: E402,F401  (registers routes)

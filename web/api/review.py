@@ -117,15 +117,15 @@ def accept_all(image_id: int) -> dict:
 
 @bp.post("/collections/<int:collection_id>/bulk-accept")
 def bulk_accept_view(collection_id: int) -> dict:
-    """Accept all proposed CAM boxes of ``category_id`` with ``score >= min_score``."""
+    """Accept all proposed CAM boxes of ``category_id`` with ``score >= min_score`` (undo: ``.../review-operations/<operation_id>/undo``)."""
     data = json_body()
     try:
         category_id = int(data["category_id"])
         min_score = float(data["min_score"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ApiError(400, "bad_value", "send numeric category_id and min_score") from exc
-    count = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id)
-    return {"accepted": count}
+    operation = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id)
+    return {"accepted": operation.n_boxes, "operation_id": operation.id}
 
 
 @bp.get("/models")

@@ -5,18 +5,35 @@
 window.camlabel = window.camlabel || {};
 window.camlabel.shortcuts = (function () {
   const STORAGE_KEY = "camlabel.keys";
-  // [action, description, default keys]; Escape is fixed (close help, stop drawing, deselect).
+  // [action, description, default keys]; Escape, Tab and Ctrl+Z/Y are fixed (FIXED below).
   const ACTIONS = [
     ["next", "next image", ["j", "ArrowRight"]],
     ["prev", "previous image", ["k", "ArrowLeft"]],
     ["acceptAll", "accept all proposed boxes", ["a"]],
+    ["acceptAllNext", "accept all proposed boxes and go to the next image", [" "]],
     ["noObjects", "mark the image: no objects (toggle)", ["n"]],
     ["accept", "accept selected box", ["e", "Enter"]],
     ["reject", "reject selected box", ["r"]],
     ["delete", "delete selected box", ["Delete", "Backspace"]],
+    ["nextBox", "select the next box", ["ArrowDown"]],
+    ["prevBox", "select the previous box", ["ArrowUp"]],
     ["draw", "draw a new box (toggle)", ["d"]],
+    ["undo", "undo (accept, reject, class, delete, move, draw)", ["z"]],
+    ["redo", "redo", ["y"]],
+    ["zoomIn", "zoom in", ["+", "="]],
+    ["zoomOut", "zoom out", ["-"]],
+    ["zoomFit", "fit the image to the screen", ["0"]],
     ["heatmap", "toggle heatmap", ["h"]],
     ["help", "show / hide this help", ["?"]],
+  ];
+  // Number keys: the class of the selected box (or of new boxes), in the image's class order.
+  for (let n = 1; n <= 9; n++) ACTIONS.push(["class" + n, "set class " + n, [String(n)]]);
+  // Keys that cannot be remapped, listed after the others.
+  const FIXED = [
+    ["Esc", "close help, stop drawing, deselect"],
+    ["Tab / Shift+Tab", "next / previous box while the image has focus"],
+    ["Ctrl+Z / Ctrl+Shift+Z, Ctrl+Y", "undo / redo"],
+    ["wheel, middle-drag", "zoom about the pointer, pan"],
   ];
   const UNBINDABLE = new Set(["Escape", "Tab", "Shift", "Control", "Alt", "Meta", "CapsLock", "Dead", "Unidentified"]);
   const NAMES = { ArrowRight: "→", ArrowLeft: "←", ArrowUp: "↑", ArrowDown: "↓", " ": "Space" };
@@ -46,7 +63,7 @@ window.camlabel.shortcuts = (function () {
     return map;
   }
 
-  // create(listEl, statusEl, resetButton) -> { actionFor(event), handleCapture(event) }
+  // create(listEl, statusEl, resetButton) -> { actionFor(event), handleCapture(event), capturing() }
   function create(listEl, statusEl, resetButton) {
     let map = load();
     let capturing = null;  // the action waiting for its new key
@@ -73,6 +90,7 @@ window.camlabel.shortcuts = (function () {
         button.type = "button";
         button.className = "rebind";
         button.dataset.action = a[0];
+        button.setAttribute("aria-label", "change the key for " + a[1]);
         button.textContent = capturing === a[0] ? "press a key…" : "change";
         button.addEventListener("click", function () {
           capturing = a[0];
@@ -83,12 +101,14 @@ window.camlabel.shortcuts = (function () {
         listEl.appendChild(dt);
         listEl.appendChild(dd);
       });
-      const dt = document.createElement("dt");
-      dt.textContent = "Esc";
-      const dd = document.createElement("dd");
-      dd.textContent = "close help, stop drawing, deselect";
-      listEl.appendChild(dt);
-      listEl.appendChild(dd);
+      FIXED.forEach(function (f) {
+        const dt = document.createElement("dt");
+        dt.textContent = f[0];
+        const dd = document.createElement("dd");
+        dd.textContent = f[1];
+        listEl.appendChild(dt);
+        listEl.appendChild(dd);
+      });
     }
 
     // While an action waits for its key, every keydown goes here; true if it was consumed.
@@ -131,7 +151,7 @@ window.camlabel.shortcuts = (function () {
       render();
     });
     render();
-    return { actionFor: actionFor, handleCapture: handleCapture };
+    return { actionFor: actionFor, handleCapture: handleCapture, capturing: function () { return capturing; } };
   }
 
   return { create: create };
