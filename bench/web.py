@@ -146,7 +146,7 @@ def measure_in_process(url: str, data_dir: Path, info: dict[str, Any], n_request
     from web import create_app
     from web.auth import create_token, create_user
 
-    app = create_app({"DATABASE_URL": url, "CAMLABEL_DATA_DIR": str(data_dir), "REDIS_URL": None, "SECRET_KEY": "bench-secret"})
+    app = create_app({"DATABASE_URL": url, "CAMLABEL_DATA_DIR": str(data_dir), "REDIS_URL": None, "SECRET_KEY": "bench-only-secret-5f0c2b9e8d7a6c4b3a2f1e0d"})
     with app.app_context():
         session = app.extensions["camlabel"].sessions()
         user = create_user(session, "bench@example.com", "bench password")
@@ -238,7 +238,7 @@ def main() -> None:
                 return
 
             env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-            env.update(DATABASE_URL=url, CAMLABEL_DATA_DIR=str(data_dir), CAMLABEL_SECRET_KEY="bench-secret")
+            env.update(DATABASE_URL=url, CAMLABEL_DATA_DIR=str(data_dir), CAMLABEL_SECRET_KEY="bench-only-secret-5f0c2b9e8d7a6c4b3a2f1e0d")
             bin_dir = Path(sys.executable).parent
             subprocess.run([str(bin_dir / "camlabel"), "users", "create", "bench@example.com", "--password", "bench password"], env=env, check=True,
                            capture_output=True)

@@ -33,8 +33,21 @@ def test_docker_compose_config_parses() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("no docker compose client: .ci/run installs docker-compose")
         pytest.skip("no docker compose client on this machine")
-    result = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "CAMLABEL_SECRET_KEY"}
+    result = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=ROOT,
+                            env={**env, "CAMLABEL_SECRET_KEY": "x" * 8 + "0123456789abcdef" * 3})
     assert result.returncode == 0, result.stderr
+    unset = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert unset.returncode != 0, "compose must refuse to start without CAMLABEL_SECRET_KEY"
+    assert "CAMLABEL_SECRET_KEY" in unset.stderr
+
+
+def test_compose_requires_a_secret_key_and_has_no_default(compose: dict) -> None:
+    """No placeholder default: the key must come from the operator (anyone could sign cookies with a default)."""
+    for name in ("web", "worker-gpu", "worker-cpu"):
+        value = compose["services"][name]["environment"]["CAMLABEL_SECRET_KEY"]
+        assert value.startswith("${CAMLABEL_SECRET_KEY:?"), value
+        assert "change-me" not in value
 
 
 def test_services_and_shared_volume(compose: dict) -> None:

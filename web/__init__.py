@@ -9,17 +9,23 @@
 from __future__ import annotations
 
 import os
-import secrets
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
+from web.secret import check_secret_key, persistent_secret
 from worker.config import Settings
 from worker.runtime import configure
 
 DEFAULTS: dict[str, Any] = {
-    "MAX_CONTENT_LENGTH": 1024 * 1024 * 1024,  # bytes per request (uploads); 413 above
+    "MAX_CONTENT_LENGTH": 1024 * 1024 * 1024,  # bytes per upload request; 413 above
+    "MAX_BODY_BYTES": 1024 * 1024,  # bytes per request on every other route (JSON bodies, forms); 413 above
+    "MAX_FORM_PARTS": 1000,  # files and fields per multipart request (Werkzeug's limit); 413 naming it above
+    "PROXY_FIX": 0,  # reverse proxies in front of the app whose X-Forwarded-* headers are trusted
+    "SESSION_COOKIE_SECURE": False,  # True: Secure cookies always; HTTPS requests get them anyway
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT": 10,  # failed logins per account per LOGIN_WINDOW_S; 429 above
+    "LOGIN_MAX_FAILURES_PER_ADDRESS": 50,  # failed logins per client address per LOGIN_WINDOW_S; 429 above
+    "LOGIN_WINDOW_S": 900,
     "PAGE_SIZE": 48,  # review grid thumbnails per page
     "API_MAX_LIMIT": 500,  # largest ``limit`` a list endpoint accepts
     "WTF_CSRF_CHECK_DEFAULT": False,  # checked in web.auth for cookie sessions, not for bearer tokens
@@ -39,6 +45,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env("CAMLABEL")  # CAMLABEL_SECRET_KEY -> SECRET_KEY, CAMLABEL_MAX_CONTENT_LENGTH, ...
     if test_config:  # a key given as None means "not set here" (the environment or default stays)
         app.config.from_mapping({k: v for k, v in test_config.items() if v is not None})
+    if app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = str(app.config["SECRET_KEY"])  # from_prefixed_env JSON-decodes "123" to an int
+        check_secret_key(app.config["SECRET_KEY"])  # a weak or placeholder key: refuse to start (WeakSecretError)
 
     overrides: dict[str, object] = {}
     for key, name in _SETTINGS_KEYS.items():
@@ -56,12 +65,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.extensions["celery"] = configure_celery(settings)  # bound once: Redis broker, or memory + embedded worker
     app.config["DATA_DIR"] = str(settings.data_dir)
-    if app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = str(app.config["SECRET_KEY"])  # from_prefixed_env JSON-decodes "123" to an int
-    else:
-        app.config["SECRET_KEY"] = _persistent_secret(settings.data_dir)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = persistent_secret(settings.data_dir)
 
-    from web import auth, errors, security
+    from web import auth, errors, limits, security, throttle
+    from web.public import public_text
+    from web.validation import Int64Converter
+
+    app.url_map.converters["int"] = Int64Converter  # before any route: ids beyond bigint are 404s
+    app.jinja_env.filters["public_text"] = lambda value: public_text(value, settings.data_dir)
+    throttle.init_app(app, settings.redis_url)
     from web.api import bp as api_bp
     from web.dashboard import bp as dashboard_bp
     from web.review import bp as review_bp
@@ -69,6 +82,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     errors.init_app(app)
     security.init_app(app)
+    limits.init_app(app)  # first before_request: the body limit is set before anything reads the body
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(review_bp)
     app.register_blueprint(api_bp)
@@ -83,19 +97,3 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return {"status": "ok"}, 200
 
     return app
-
-
-def _persistent_secret(data_dir: Path) -> str:
-    """A random secret stored in ``data_dir/secret_key`` (mode 0600) so sessions survive restarts."""
-    path = Path(data_dir) / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker process wrote it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    return value

@@ -4,6 +4,10 @@ CSRF (Flask-WTF) on every state-changing request made with a session cookie, and
 API tokens are 40 random url-safe characters prefixed ``cl_``; only their SHA-256 is stored
 (``api_tokens.token_hash``), so a leaked database does not leak tokens. Revoked tokens
 (``revoked_at`` set) and inactive users are refused.
+
+A session cookie carries the user's ``session_generation`` as it was at login; logout and a
+password change increment it, so every cookie issued before stops working (on every device).
+A login attempt costs one password-hash check whether the email exists or not.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Flask, abort, g, request
-from flask_login import LoginManager, UserMixin, current_user
+from flask import session as flask_session
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -32,6 +37,9 @@ csrf = CSRFProtect()
 F = TypeVar("F", bound=Callable[..., Any])
 TOKEN_PREFIX = "cl_"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+SESSION_GENERATION_KEY = "_gen"  # the session cookie's copy of users.session_generation
+MIN_PASSWORD_LENGTH = 8
+_dummy_hash: str | None = None
 
 
 @dataclass
@@ -61,8 +69,7 @@ def create_user(session: Session, email: str, password: str, *, admin: bool = Fa
     email = email.strip().lower()
     if "@" not in email or len(email) > 320:
         raise ValueError(f"not an email address: {email!r}")
-    if len(password) < 8:
-        raise ValueError("password must have at least 8 characters")
+    _check_password(password)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise ValueError(f"a user {email!r} already exists")
     user = User(email=email, password_hash=generate_password_hash(password), role=Role.admin if admin else Role.reviewer, active=True)
@@ -71,12 +78,59 @@ def create_user(session: Session, email: str, password: str, *, admin: bool = Fa
     return user
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def _unknown_user_hash() -> str:
+    """A hash of a random password made like real ones, checked when the email is unknown or
+    inactive so that a failed login costs the same hash work either way (no email oracle)."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = generate_password_hash(secrets.token_urlsafe(16))
+    return _dummy_hash
+
+
 def authenticate(session: Session, email: str, password: str) -> User | None:
-    """The active user with this email and password, else ``None``."""
+    """The active user with this email and password, else ``None``.
+
+    Exactly one password-hash check runs whatever the outcome (constant-time failure)."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
-    if user is None or not user.active or not check_password_hash(user.password_hash, password):
+    if user is None or not user.active:
+        check_password_hash(_unknown_user_hash(), password)
+        return None
+    if not check_password_hash(user.password_hash, password):
         return None
     return user
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    """Give ``user`` a new password and end all its sessions (caller commits)."""
+    _check_password(password)
+    user.password_hash = generate_password_hash(password)
+    end_sessions(session, user.id)
+
+
+def end_sessions(session: Session, user_id: int) -> None:
+    """Invalidate every session cookie of ``user_id`` issued so far (caller commits)."""
+    session.execute(update(User).where(User.id == user_id).values(session_generation=User.session_generation + 1)
+                    .execution_options(synchronize_session="fetch"))
+
+
+def start_session(user: User) -> None:
+    """Log ``user`` in on this request's session cookie, bound to its current session generation."""
+    login_user(_as_current(user))
+    flask_session[SESSION_GENERATION_KEY] = int(user.session_generation or 0)
+
+
+def finish_session(db_session: Session) -> None:
+    """Log out: end every session of the signed-in user (commits) and clear this cookie."""
+    if current_user.is_authenticated and not getattr(current_user, "via_token", False):
+        end_sessions(db_session, int(current_user.id))
+        db_session.commit()
+    logout_user()
+    flask_session.pop(SESSION_GENERATION_KEY, None)
 
 
 def hash_token(token: str) -> str:
@@ -111,13 +165,19 @@ def user_for_token(session: Session, secret: str) -> User | None:
 # -- request hooks ---------------------------------------------------------------------------
 @login_manager.user_loader
 def _load_user(user_id: str) -> CurrentUser | None:
-    """The session's user if still active (one light query per request, no ORM row)."""
+    """The session's user if still active and the cookie's generation is current (one light
+    query per request, no ORM row). A cookie from before a logout or password change: ``None``."""
     try:
         ident = int(user_id)
     except ValueError:
         return None
-    row = db().execute(select(User.email, User.role).where(User.id == ident, User.active.is_(True))).first()
+    if not -(2**63) <= ident < 2**63:
+        return None
+    row = db().execute(select(User.email, User.role, User.session_generation).where(User.id == ident, User.active.is_(True))).first()
     if row is None:
+        return None
+    generation = flask_session.get(SESSION_GENERATION_KEY)
+    if type(generation) is not int or generation != row.session_generation:
         return None
     return CurrentUser(id=ident, email=row.email, role=Role(row.role).value)
 
@@ -142,6 +202,11 @@ def _before_request() -> None:
         g._login_user = _as_current(user, via_token=True)  # Flask-Login's request-scoped user slot
         return
     if request.method not in _SAFE_METHODS:
+        if request.blueprint == "api" and not current_user.is_authenticated:
+            from web.errors import ApiError
+
+            # No token and no session: the answer is "log in", not a CSRF failure.
+            raise ApiError(401, "unauthorized", "log in or send 'Authorization: Bearer <token>'")
         csrf.protect()
 
 

@@ -7,19 +7,21 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user
 from sqlalchemy import func, select
 
-from web.auth import CurrentUser, admin_required, authenticate, create_token, create_user
+from web.auth import admin_required, authenticate, create_token, create_user, finish_session, start_session
 from web.db import blobs, db, runtime
 from web.errors import ApiError
+from web.limits import large_body
 from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
+from web.throttle import client_address, login_throttle
 from web.services import (
     EXPORT_FORMATS, JOB_KINDS_FROM_UI, bulk_accept, cancel_job, create_collection, delete_collection, get_collection,
     import_upload, job_params_from, submit_job,
 )
 from worker.store.blobs import BlobKeyError
-from worker.store.models import ApiToken, Category, Collection, Evaluation, Image, ImageStatus, Job, ModelVersion, Role, User
+from worker.store.models import ApiToken, Category, Collection, Evaluation, Image, ImageStatus, Job, ModelVersion, User
 
 bp = Blueprint("dashboard", __name__)
 _PUBLIC = {"dashboard.login"}
@@ -46,18 +48,26 @@ def _flash_error(exc: ApiError) -> None:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str:
     if request.method == "POST":
-        user = authenticate(db(), request.form.get("email", ""), request.form.get("password", ""))
+        email, address = request.form.get("email", "")[:320], client_address()
+        throttle = login_throttle()
+        wait_s = throttle.blocked_for(email, address)
+        if wait_s:
+            flash(f"Too many failed logins; try again in {max(1, round(wait_s / 60))} minute(s).", "error")
+            return Response(render_template("login.html"), status=429, headers={"Retry-After": str(wait_s)})
+        user = authenticate(db(), email, request.form.get("password", ""))
         if user is None:
+            throttle.failed(email, address)
             flash("Wrong email or password.", "error")
             return Response(render_template("login.html"), status=401)
-        login_user(CurrentUser(id=user.id, email=user.email, role=Role(user.role).value))
+        throttle.succeeded(email)
+        start_session(user)
         return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html")
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    logout_user()
+    finish_session(db())  # every cookie of this account issued so far stops working
     return redirect(url_for("dashboard.login"))
 
 
@@ -97,6 +107,7 @@ def collection(collection_id: int) -> str:
 
 
 @bp.post("/collections/<int:collection_id>/upload")
+@large_body
 def upload_page(collection_id: int) -> Response:
     try:
         job, n_files = import_upload(db(), Path(runtime().settings.data_dir), collection_id, request.files.getlist("files"),

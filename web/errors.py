@@ -1,13 +1,20 @@
 """Errors: JSON ``{"error": {"code", "message"}}`` for the API (and JSON clients), an HTML page
-otherwise; never a stack trace. ``ApiError`` carries a status, a machine code and a message."""
+otherwise; never a stack trace. ``ApiError`` carries a status, a machine code and a message.
+
+Operational failures get their own status instead of 500: a full disk (``ENOSPC``, ``EDQUOT``) is
+507 ``insufficient_storage``, an unreachable database 503 ``database_unavailable``; nothing half
+written is kept (the upload's staging folder is removed by its service)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
@@ -44,7 +51,13 @@ def error_response(status: int, code: str, message: str, **extra: object) -> Res
         body.update(extra)
         response = jsonify({"error": body})
     else:
-        response = Response(render_template("error.html", status=status, code=code, message=message), mimetype="text/html")
+        try:
+            page = render_template("error.html", status=status, code=code, message=message)
+        except Exception:  # the page itself needs what failed (the database for the signed-in user): plain text
+            log.warning("error page for %s could not be rendered", code, exc_info=True)
+            page = f"{status} {code}: {message}"
+            return Response(page, status=status, mimetype="text/plain")
+        response = Response(page, mimetype="text/html")
     response.status_code = status
     return response
 
@@ -60,8 +73,25 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
-        limit = app.config.get("MAX_CONTENT_LENGTH") or 0
-        return error_response(413, "too_large", f"the upload is larger than the limit of {limit / 2**20:.0f} MiB; split it into smaller uploads")
+        from web.limits import too_large_message
+
+        return error_response(413, "too_large", too_large_message(request.max_content_length))
+
+    @app.errorhandler(OSError)
+    def _os_error(exc: OSError) -> Response:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("storage full on %s %s: %s", request.method, request.path, exc)
+            return error_response(507, "insufficient_storage", "the server's storage is full, so nothing was saved; "
+                                  "ask the operator to free disk space, then try again")
+        return _unexpected(exc)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def _database_down(exc: Exception) -> Response:
+        log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
+        response = error_response(503, "database_unavailable", "the database is unavailable, so nothing was saved; try again in a minute")
+        response.headers["Retry-After"] = "30"
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -76,5 +106,6 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         return error_response(500, "internal_error", "an internal error occurred; it has been logged")
+

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from worker.store.models import (
 )
 
 SORTS = ("score", "-score", "id")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # bigint: larger ids match no row (and the driver refuses them)
 #: Totals above this are shown as "at least": counting every match of a filter on a box
 #: subquery would scan the whole collection.
 COUNT_CAP = 10_000
@@ -103,9 +105,12 @@ class Cursor:
     def decode(cls, text: str) -> "Cursor":
         try:
             score, ident = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            return cls(None if score is None else float(score), int(ident))
-        except (ValueError, TypeError) as exc:
-            raise QueryError(f"bad cursor {text!r}") from exc
+            cursor = cls(None if score is None else float(score), int(ident))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise QueryError(f"bad cursor {text[:40]!r}") from exc
+        if not _INT64_MIN <= cursor.id <= _INT64_MAX or (cursor.score is not None and not math.isfinite(cursor.score)):
+            raise QueryError(f"bad cursor {text[:40]!r}: out of range")
+        return cursor
 
     @classmethod
     def of(cls, image: Image) -> "Cursor":
@@ -131,9 +136,14 @@ def filter_from_args(collection_id: int, args: dict[str, str] | object) -> Image
         if value in (None, ""):
             return None
         try:
-            return kind(value)
-        except ValueError as exc:
-            raise QueryError(f"{name} must be a number, not {value!r}") from exc
+            number = kind(value)
+        except (ValueError, OverflowError) as exc:
+            raise QueryError(f"{name} must be a number, not {str(value)[:40]!r}") from exc
+        if kind is int and not _INT64_MIN <= number <= _INT64_MAX:
+            raise QueryError(f"{name} must be between {_INT64_MIN} and {_INT64_MAX}")
+        if kind is float and not math.isfinite(number):
+            raise QueryError(f"{name} must be a finite number")
+        return number
 
     return ImageFilter(
         collection_id=collection_id,

@@ -12,6 +12,8 @@ import pytest
 from flask import Flask
 from web_helpers import Browser, Factory, login
 
+TEST_SECRET_KEY = "test-only-3b9f1c0d7e2a4f6b8c5d9e1a0f3b7c2d"  # strong enough for the key check, never deployed
+
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
@@ -24,7 +26,7 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     def _make(db_url: str, **config: Any) -> Flask:
         upgrade(db_url)
         app = create_app({"DATABASE_URL": db_url, "CAMLABEL_DATA_DIR": str(tmp_path / "data"), "REDIS_URL": None,
-                          "SECRET_KEY": "test-secret", **config})
+                          "SECRET_KEY": TEST_SECRET_KEY, **config})
         apps.append(app)
         return app
 

@@ -28,9 +28,9 @@ def test_factory_maps_settings_and_persists_a_secret(make_app, sqlite_url: str, 
 
 
 def test_secret_key_from_environment(make_app, sqlite_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("CAMLABEL_SECRET_KEY", "from-the-env")
+    monkeypatch.setenv("CAMLABEL_SECRET_KEY", "from-the-env-0123456789abcdefghijklmnop")
     app = make_app(sqlite_url, SECRET_KEY=None)
-    assert app.config["SECRET_KEY"] == "from-the-env"
+    assert app.config["SECRET_KEY"] == "from-the-env-0123456789abcdefghijklmnop"
 
 
 def test_anonymous_pages_redirect_and_api_answers_401_json(app: Flask, factory: Factory) -> None:

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, request
 from flask_login import current_user
 
 from web.errors import ApiError
+from web.validation import int_arg
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -23,26 +24,14 @@ def _require_login() -> None:
 
 def page_limit(default: int = 50) -> int:
     """``limit`` query argument, 1..API_MAX_LIMIT."""
-    raw = request.args.get("limit", default)
-    try:
-        limit = int(raw)
-    except (TypeError, ValueError) as exc:
-        raise ApiError(400, "bad_limit", f"limit must be an integer, not {raw!r}") from exc
     maximum = int(current_app.config["API_MAX_LIMIT"])
-    if not 1 <= limit <= maximum:
-        raise ApiError(400, "bad_limit", f"limit must be between 1 and {maximum}")
-    return limit
+    limit = int_arg(request.args, "limit", minimum=1, maximum=maximum)
+    return default if limit is None else limit
 
 
 def int_cursor() -> int | None:
     """``cursor`` query argument of id-keyed lists (the last id seen), or ``None``."""
-    raw = request.args.get("cursor")
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ApiError(400, "bad_cursor", f"bad cursor {raw!r}") from exc
+    return int_arg(request.args, "cursor")
 
 
 def id_page(session: Any, stmt: Any, id_column: Any, *, newest_first: bool = False, default_limit: int = 50) -> tuple[list[Any], str | None]:
@@ -63,6 +52,7 @@ def id_page(session: Any, stmt: Any, id_column: Any, *, newest_first: bool = Fal
 
 
 def json_body() -> dict:
+    """The request's JSON object (400 unless the body is one)."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "send a JSON object body with Content-Type: application/json")

@@ -8,9 +8,10 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from web.api import bp, id_page, json_body
-from web.auth import admin_required, create_token, create_user
+from web.auth import admin_required, authenticate, create_token, create_user, set_password
 from web.db import db
 from web.errors import ApiError
+from web.validation import json_bool, json_str
 from worker.store.models import ApiToken, Role, User
 
 
@@ -21,6 +22,24 @@ def _user_json(user: User) -> dict:
 @bp.get("/me")
 def me() -> dict:
     return {"id": current_user.id, "email": current_user.email, "role": current_user.role}
+
+
+@bp.post("/me/password")
+def change_password() -> tuple[str, int]:
+    """Change your password (``current_password``, ``new_password``); every session of yours ends."""
+    data = json_body()
+    current = json_str(data, "current_password", max_length=1024)
+    new = json_str(data, "new_password", max_length=1024)
+    session = db()
+    user = session.get(User, current_user.id)
+    if user is None or current is None or new is None or authenticate(session, user.email, current) is None:
+        raise ApiError(403, "wrong_password", "current_password is wrong")
+    try:
+        set_password(session, user, new)
+    except ValueError as exc:
+        raise ApiError(400, "bad_password", f"new_password: {exc}", field="new_password") from exc
+    session.commit()
+    return "", 204
 
 
 @bp.get("/tokens")
@@ -34,8 +53,8 @@ def list_tokens() -> dict:
 @bp.post("/tokens")
 def post_token() -> tuple[dict, int]:
     session = db()
-    name = json_body().get("name")
-    row, secret = create_token(session, current_user.id, str(name)[:200] if name else None)
+    name = json_str(json_body(), "name", required=False, max_length=200)
+    row, secret = create_token(session, current_user.id, name or None)
     session.commit()
     return {"id": row.id, "prefix": row.prefix, "name": row.name, "token": secret}, 201
 
@@ -64,7 +83,8 @@ def post_user() -> tuple[dict, int]:
     session = db()
     data = json_body()
     try:
-        user = create_user(session, str(data.get("email", "")), str(data.get("password", "")), admin=bool(data.get("admin")))
+        user = create_user(session, json_str(data, "email", max_length=320) or "", json_str(data, "password", max_length=1024) or "",
+                           admin=json_bool(data, "admin"))
     except ValueError as exc:
         raise ApiError(400, "bad_user", str(exc)) from exc
     session.commit()

@@ -11,7 +11,8 @@ from web.db import db
 from web.errors import ApiError
 from web.queries import Cursor, QueryError, boxes_for_images, filter_from_args, list_boxes, list_images, overlays_for_images
 from web.services import box_json, bulk_accept, create_box, delete_box, edit_box, get_collection, image_json
-from worker.store.models import Box, Image, ModelVersion, ReviewStatus
+from web.validation import float_arg, int_arg, json_int, json_number, parse_int
+from worker.store.models import Box, BoxSource, Image, ModelVersion, ReviewStatus
 
 
 def _query_error(exc: QueryError) -> ApiError:
@@ -54,15 +55,13 @@ def list_collection_boxes(collection_id: int) -> dict:
     get_collection(session, collection_id)
     args = request.args
     try:
-        after = int(args["cursor"]) if args.get("cursor") else None
         rows, next_id = list_boxes(
-            session, collection_id, limit=page_limit(), after_id=after,
-            category_id=int(args["category_id"]) if args.get("category_id") else None, status=args.get("status") or None,
-            min_score=float(args["min_score"]) if args.get("min_score") else None,
-            max_score=float(args["max_score"]) if args.get("max_score") else None, source=args.get("source") or None,
+            session, collection_id, limit=page_limit(), after_id=int_arg(args, "cursor"),
+            category_id=int_arg(args, "category_id"), status=args.get("status") or None,
+            min_score=float_arg(args, "min_score"), max_score=float_arg(args, "max_score"), source=args.get("source") or None,
         )
-    except ValueError as exc:
-        raise ApiError(400, "bad_query", str(exc)) from exc
+    except QueryError as exc:
+        raise _query_error(exc) from exc
     return {"items": [box_json(b) for b in rows], "next_cursor": str(next_id) if next_id is not None else None}
 
 
@@ -80,13 +79,10 @@ def patch_box(box_id: int) -> dict:
 
 @bp.delete("/boxes/<int:box_id>")
 def delete_box_view(box_id: int) -> tuple[str, int]:
-    raw = request.args.get("version")
-    if raw is None:
-        raise ApiError(400, "version_required", "send ?version=<the box's current version>")
-    try:
-        version = int(raw)
-    except ValueError as exc:
-        raise ApiError(400, "bad_value", "version must be an integer") from exc
+    if request.args.get("version") is None:
+        raise ApiError(400, "version_required", "send ?version=<the box's current version>", field="version")
+    version = int_arg(request.args, "version")
+    assert version is not None
     delete_box(db(), box_id, version)
     return "", 204
 
@@ -97,12 +93,16 @@ def accept_all(image_id: int) -> dict:
     session = db()
     versions = json_body().get("versions")
     if not isinstance(versions, dict):
-        raise ApiError(400, "versions_required", "send {'versions': {box_id: version}} for the boxes you saw")
-    ids = set(session.scalars(select(Box.id).where(Box.image_id == image_id, Box.status == ReviewStatus.proposed)))
-    updated, conflicts = [], []
+        raise ApiError(400, "versions_required", "send {'versions': {box_id: version}} for the boxes you saw", field="versions")
+    seen: dict[int, int | None] = {}
     for key, version in versions.items():
-        box_id = int(key)
-        if box_id not in ids:
+        field = f"versions.{str(key)[:40]}"
+        seen[parse_int(key, field)] = json_int({field: version}, field, minimum=0)
+    ids = set(session.scalars(select(Box.id).where(Box.image_id == image_id, Box.status == ReviewStatus.proposed,
+                                                   Box.source != BoxSource.ground_truth)))
+    updated, conflicts = [], []
+    for box_id, version in seen.items():
+        if box_id not in ids:  # not proposed any more, ground truth, or not this image's
             continue
         try:
             updated.append(box_json(edit_box(session, box_id, {"version": version, "status": "accepted"}, user_id=current_user.id)))
@@ -119,11 +119,9 @@ def accept_all(image_id: int) -> dict:
 def bulk_accept_view(collection_id: int) -> dict:
     """Accept all proposed CAM boxes of ``category_id`` with ``score >= min_score`` (undo: ``.../review-operations/<operation_id>/undo``)."""
     data = json_body()
-    try:
-        category_id = int(data["category_id"])
-        min_score = float(data["min_score"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ApiError(400, "bad_value", "send numeric category_id and min_score") from exc
+    category_id = json_int(data, "category_id")
+    min_score = json_number(data, "min_score")
+    assert category_id is not None and min_score is not None
     operation = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id)
     return {"accepted": operation.n_boxes, "operation_id": operation.id}
 

@@ -65,9 +65,7 @@ def _reset_demo_user() -> str:
     """Create the demo admin (or give it a fresh password); returns the password to print."""
     from sqlalchemy import select
 
-    from werkzeug.security import generate_password_hash
-
-    from web.auth import create_user
+    from web.auth import create_user, set_password
     from worker.runtime import get_runtime
     from worker.store.db import session_scope
     from worker.store.models import User
@@ -78,7 +76,7 @@ def _reset_demo_user() -> str:
         if user is None:
             create_user(session, DEMO_EMAIL, password, admin=True)
         else:
-            user.password_hash = generate_password_hash(password)
+            set_password(session, user, password)  # ends the sessions opened with the old password
             user.active = True
     return password
 

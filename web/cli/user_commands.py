@@ -6,7 +6,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from web.auth import create_token, create_user
+from web.auth import create_token, create_user, set_password
 
 
 def _sessions():  # type: ignore[no-untyped-def]
@@ -34,6 +34,28 @@ def users_create(email: str, password: str, admin: bool) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"created user {user_id} {email.strip().lower()} ({getattr(role, 'value', role)})")
+
+
+@users.command("set-password")
+@click.argument("email")
+@click.option("--password", required=True, help="At least 8 characters.")
+@with_appcontext
+def users_set_password(email: str, password: str) -> None:
+    """Give EMAIL a new password; every session it had is logged out."""
+    from sqlalchemy import select
+
+    from worker.store.db import session_scope
+    from worker.store.models import User
+
+    try:
+        with session_scope(_sessions()) as session:
+            user = session.scalar(select(User).where(User.email == email.strip().lower()))
+            if user is None:
+                raise click.ClickException(f"no user {email!r}")
+            set_password(session, user, password)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"password changed for {email.strip().lower()}; its sessions are logged out")
 
 
 @click.group("tokens")
