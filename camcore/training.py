@@ -10,6 +10,11 @@ Two modes:
 - ``"finetune"``: every layer is trained with SGD (momentum, horizontal flips), the head
   initialised by a converged L-BFGS linear probe (on standardised features) first.
 
+Every long loop (feature extraction per batch, the linear fit every :data:`PROGRESS_EVERY_STEPS`
+Adam steps, fine-tuning per batch) calls ``progress(done, total)``; a caller stops training by
+raising from it (the worker raises its cancellation there), and the exception propagates
+unchanged. ``epochs`` is bounded per mode (:data:`MAX_EPOCHS`).
+
 Seeded and deterministic for a given device (same inputs + seed -> same weights). A seeded
 validation split (``val_fraction``) gives per-class held-out metrics; with ``refit_all=True``
 (default) the returned head is then refitted on all images (pseudo-labelling is transductive).
@@ -33,14 +38,18 @@ from PIL import Image
 from torch import Tensor
 
 from camcore.images import ImageLoadError, load_image, load_images
+from camcore.limits import MAX_EPOCHS, check_epochs
 from camcore.inference import example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec, WeightsArg, build_model
 from camcore.pipeline import Normalizer, preprocess
 
-__all__ = ["ProgressFn", "TrainResult", "average_precision", "train_head"]
+__all__ = ["MAX_EPOCHS", "ProgressFn", "TrainResult", "average_precision", "check_epochs", "train_head"]
 
 ImageInput = Union[Image.Image, str, "os.PathLike[str]"]
 ProgressFn = Callable[[int, int], None]
+
+#: The linear fit reports progress (and so can be stopped) every this many Adam steps.
+PROGRESS_EVERY_STEPS = 10
 
 
 @dataclass
@@ -192,7 +201,7 @@ def _pooled_features(
 
 
 def _fit_linear(x: Tensor, y: Tensor, *, weight_decay: float, max_iter: int, lr: float = 1e-3,
-                seed: int = 0) -> tuple[Tensor, Tensor, float]:
+                seed: int = 0, tick: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor, float]:
     """Full-batch Adam logistic regression (sigmoid + BCE) on the *raw* pooled features.
 
     ``x``: ``Tensor[N, C]`` pooled features, ``y``: ``Tensor[N, K]`` 0/1; ``max_iter`` full-batch
@@ -201,6 +210,9 @@ def _fit_linear(x: Tensor, y: Tensor, *, weight_decay: float, max_iter: int, lr:
     number of steps on raw features acts as early stopping: on raccoon-kangaroo (448 px,
     ``bench/quality.py``) the default boxes reach CorLoc 0.802 with this head vs 0.794 with the
     converged L-BFGS probe of :func:`_fit_linear_lbfgs` (both on unaligned maps).
+
+    ``tick(steps)`` is called every :data:`PROGRESS_EVERY_STEPS` steps (and for the last few);
+    an exception it raises stops the fit.
 
     Returns ``(W[K, C], b[K], final_loss)`` such that ``logits = x @ W.T + b``.
     """
@@ -213,11 +225,13 @@ def _fit_linear(x: Tensor, y: Tensor, *, weight_decay: float, max_iter: int, lr:
     b = ((torch.rand((k,), generator=g) * 2 - 1) * bound).requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
     with torch.enable_grad():
-        for _ in range(max_iter):
+        for step in range(1, max_iter + 1):
             opt.zero_grad(set_to_none=True)
             loss = F.binary_cross_entropy_with_logits(x @ w.T + b, y)
             loss.backward()
             opt.step()
+            if tick is not None and (step % PROGRESS_EVERY_STEPS == 0 or step == max_iter):
+                tick(step - (step - 1) // PROGRESS_EVERY_STEPS * PROGRESS_EVERY_STEPS)
         final = float(F.binary_cross_entropy_with_logits(x @ w.T + b, y).detach())
     return w.detach(), b.detach(), final
 
@@ -291,8 +305,9 @@ def train_head(
         seed: seeds the split, initialisation and shuffling.
         device: CPU or CUDA device.
         epochs: linear: full-batch Adam steps (default 300); finetune: passes over the data
-            (default 5).
-        progress: called as ``progress(done, total)`` with monotonically increasing ``done``.
+            (default 5); at most :data:`MAX_EPOCHS` of the mode.
+        progress: called as ``progress(done, total)`` with monotonically increasing ``done``,
+            from every long loop; an exception it raises (a cancellation) stops training.
         weights: backbone initialisation for :func:`camcore.models.build_model`.
         val_fraction: share of images held out (seeded) for validation metrics.
         refit_all: refit on all images after measuring validation metrics.
@@ -307,6 +322,7 @@ def train_head(
     """
     if mode not in ("linear", "finetune"):
         raise ValueError(f"mode must be 'linear' or 'finetune', got {mode!r}")
+    epochs = check_epochs(mode, epochs)
     if spec.num_classes < 1:
         raise ValueError("spec.class_names is empty")
     if not 0.0 <= val_fraction < 1.0:
@@ -321,10 +337,10 @@ def train_head(
     model = build_model(spec, weights=weights).to(dev, memory_format=torch.channels_last).eval()
 
     iters = epochs if epochs is not None else (300 if mode == "linear" else 5)
-    if iters < 1:
-        raise ValueError(f"epochs must be >= 1, got {iters}")
     finetune_steps = iters * ((n + batch_size - 1) // batch_size) if mode == "finetune" else 0
-    total = n + 1 + finetune_steps
+    # linear: the fit's steps, twice when the head is refitted on all images after validation
+    linear_steps = iters * (2 if refit_all and n >= 5 and round(n * val_fraction) > 0 else 1) if mode == "linear" else 0
+    total = n + 1 + finetune_steps + linear_steps
     done = 0
 
     def tick(step: int) -> None:
@@ -341,7 +357,7 @@ def train_head(
     tr, va = _split(len(kept), val_fraction, seed)
 
     if mode == "linear":
-        w, b, loss = _fit_linear(feats[tr], y[tr], weight_decay=weight_decay, max_iter=iters, seed=seed)
+        w, b, loss = _fit_linear(feats[tr], y[tr], weight_decay=weight_decay, max_iter=iters, seed=seed, tick=tick)
     else:  # the fine-tune's starting head: a converged probe on standardised features
         w, b, loss = _fit_linear_lbfgs(feats[tr], y[tr], weight_decay=weight_decay, max_iter=200)
     metrics: dict[str, Any] = {"mode": mode, "seed": seed, "epochs": iters, "skipped": skipped}
@@ -363,13 +379,13 @@ def train_head(
     metrics["val"] = _class_metrics(probs[va], y[va], spec.class_names) if len(va) else None
     metrics["n_train"], metrics["n_val"] = int(len(tr)), int(len(va))
     if refit_all and len(va) and mode == "linear":
-        w, b, loss = _fit_linear(feats, y, weight_decay=weight_decay, max_iter=iters, seed=seed)
+        w, b, loss = _fit_linear(feats, y, weight_decay=weight_decay, max_iter=iters, seed=seed, tick=tick)
         set_head(w, b)
         metrics["refit_all"] = True
     else:
         metrics["refit_all"] = False
     metrics["final_loss"] = float(loss)
-    tick(1)
+    tick(max(1, total - done))  # (the refit estimate counts images before any was skipped)
     out_spec = ModelSpec.from_dict({**spec.to_dict(), "extra": {**spec.extra, "training": {
         "mode": mode, "seed": seed, "epochs": iters, "n_images": len(kept), "weights": str(weights)}}})
     return TrainResult(model.eval(), out_spec, metrics)

@@ -31,8 +31,8 @@ def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, 
            user_id: int | None = None, inline: bool = False) -> Job:
     """Create a queued job, commit, then enqueue it (unless ``inline``: the caller runs it).
 
-    Raises ``ValueError`` for an unknown kind or collection, :class:`JobQueueError` when the
-    broker refuses the message.
+    Raises ``ValueError`` for an unknown kind or collection or bad parameters
+    (:func:`check_params`), :class:`JobQueueError` when the broker refuses the message.
     """
     try:
         kind = JobKind(kind)
@@ -40,6 +40,7 @@ def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, 
         raise ValueError(f"unknown job kind {kind!r}; expected one of {[k.value for k in JobKind]}") from exc
     if collection_id is not None and session.get(Collection, collection_id) is None:
         raise ValueError(f"collection {collection_id} does not exist")
+    check_params(kind, params or {})
     job = Job(kind=kind, collection_id=collection_id, params=dict(params or {}), queue=queue_for(kind), status=JobStatus.queued,
               done=0, attempts=0, cancel_requested=False, created_by_id=user_id, celery_task_id=str(uuid.uuid4()))
     session.add(job)
@@ -47,6 +48,15 @@ def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, 
     if not inline:
         enqueue(job.id, kind, job.queue, job.celery_task_id)
     return job
+
+
+def check_params(kind: JobKind, params: dict[str, Any]) -> None:
+    """Refuse (``ValueError``) parameters a job could only fail on or never finish with: a train
+    job's ``mode`` and ``epochs`` (bounded per mode, :data:`camcore.limits.MAX_EPOCHS`)."""
+    from camcore.limits import check_epochs
+
+    if kind is JobKind.train:
+        check_epochs(str(params.get("mode") or "linear"), params.get("epochs"))
 
 
 def enqueue(job_id: int, kind: JobKind | str, queue: str, task_id: str) -> None:

@@ -92,3 +92,30 @@ def test_training_on_each_device(mode: str, device: str) -> None:
     result = train_head(_tiny_spec(), images, tags, weights=None, mode=mode, device=device, epochs=2 if mode == "finetune" else 50)
     assert next(result.model.parameters()).device.type == torch.device(device).type
     assert result.metrics["train"]["mean_ap"] is not None
+
+
+class _Stop(Exception):
+    """What a caller raises from ``progress`` to stop training."""
+
+
+def test_a_long_linear_fit_reports_progress_and_stops_when_progress_raises() -> None:
+    from camcore.training import MAX_EPOCHS
+
+    images, tags, _ = make_dataset(8, seed=3, size=48)
+    calls: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        if done > len(images) + 50:  # inside the Adam loop: past the features, 50 steps in
+            raise _Stop()
+
+    with pytest.raises(_Stop):
+        train_head(_tiny_spec(), images, tags, weights=None, epochs=MAX_EPOCHS["linear"], progress=progress)
+    assert calls[-1][1] >= MAX_EPOCHS["linear"] and calls[-1][0] < len(images) + 70
+
+
+@pytest.mark.parametrize(("mode", "epochs"), [("linear", 1_000_000_000), ("finetune", 501), ("linear", 0), ("linear", "many")])
+def test_epochs_are_bounded_with_a_clear_error(mode: str, epochs: object) -> None:
+    images, tags, _ = make_dataset(4, seed=3, size=48)
+    with pytest.raises(ValueError, match="epochs must be"):
+        train_head(_tiny_spec(), images, tags, weights=None, mode=mode, epochs=epochs)  # type: ignore[arg-type]

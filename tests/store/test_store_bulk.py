@@ -109,9 +109,10 @@ def test_replace_boxes_is_idempotent_and_spares_reviewed_human_and_gt(  # type: 
 
     insert_boxes(session, [
         _box(img1, cat, None, source="ground_truth", status="accepted"),
-        _box(img1, cat, None, source="human", status="accepted"),
-        _box(img1, cat, 0.9, source="cam", status="accepted", model_version_id=mv),
-        _box(img1, cat, 0.8, source="cam", status="rejected", model_version_id=mv),
+        # reviewed boxes elsewhere in the image (one in the proposals' place would suppress them)
+        _box(img1, cat, None, source="human", status="accepted", x1=200.0, x2=230.0),
+        _box(img1, cat, 0.9, source="cam", status="accepted", model_version_id=mv, x1=300.0, x2=330.0),
+        _box(img1, cat, 0.8, source="cam", status="rejected", model_version_id=mv, x1=400.0, x2=430.0),
         _box(img1, cat, 0.7, source="cam", status="proposed", model_version_id=other_mv),
         _box(img3, cat, 0.6, source="cam", status="proposed", model_version_id=mv),
     ])
@@ -239,3 +240,25 @@ def test_insert_boxes_refuses_bad_rows_and_writes_nothing(session: Session, make
     assert insert_boxes(session, [good, {**good, "source": BoxSource.human, "status": ReviewStatus.edited}]) == 2
     session.commit()
     assert sorted(s.value for s in session.execute(select(Box.source)).scalars()) == ["ground_truth", "human"]
+
+
+def test_replace_boxes_leaves_out_proposals_that_duplicate_a_reviewed_box(session: Session, make_collection, make_images,  # type: ignore[no-untyped-def]
+                                                                          make_model_version) -> None:
+    coll, cats = make_collection("reviewed")
+    image_id = make_images(coll, 1)[0]
+    mv = make_model_version(coll)
+    insert_boxes(session, [
+        {**_box(image_id, cats["cat"], None), "source": BoxSource.human, "status": ReviewStatus.accepted},
+        {"image_id": image_id, "category_id": cats["cat"], "x1": 100.0, "y1": 100.0, "x2": 140.0, "y2": 140.0, "score": 0.4,
+         "source": BoxSource.cam, "status": ReviewStatus.rejected, "model_version_id": mv},
+    ])
+    written = replace_boxes(session, [image_id], mv, [
+        {**_box(image_id, cats["cat"], 0.9), "x1": 2.0},  # IoU ~0.96 with the accepted box: left out
+        {"image_id": image_id, "category_id": cats["cat"], "x1": 101.0, "y1": 100.0, "x2": 140.0, "y2": 141.0, "score": 0.5},  # rejected
+        _box(image_id, cats["dog"], 0.8),  # same place, another category: kept
+        {"image_id": image_id, "category_id": cats["cat"], "x1": 1.0, "y1": 2.0, "x2": 12.0, "y2": 14.0, "score": 0.3},  # IoU ~0.1: kept
+    ])
+    session.commit()
+    assert written == 2
+    proposed = session.execute(select(Box.category_id, Box.x2).where(Box.status == ReviewStatus.proposed)).all()
+    assert sorted(proposed) == sorted([(cats["dog"], 30.0), (cats["cat"], 12.0)])

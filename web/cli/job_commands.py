@@ -4,7 +4,9 @@ Commands get the runtime with :func:`worker.runtime.get_runtime` (environment:
 ``DATABASE_URL``, ``REDIS_URL``, ``CAMLABEL_DATA_DIR``). With ``REDIS_URL`` jobs go to the
 Celery workers; without it (embedded mode) the command runs its job in-process. Errors are
 printed as ``Error: ...`` with exit status 1; ``--wait`` exits 1 when the job fails or is
-cancelled.
+cancelled. While waiting, a lost database connection is retried with backoff (up to
+``CAMLABEL_WAIT_DB_RETRY_S`` seconds, default 300) instead of ending the command: the job goes
+on in its worker meanwhile.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 POLL_S = 0.5
+#: Backoff between reads of a job while the database is unreachable: first and longest wait, seconds.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
+DEFAULT_WAIT_DB_RETRY_S = 300.0
 
 
 def _runtime():  # type: ignore[no-untyped-def]
@@ -55,13 +61,47 @@ def _submit(kind: str, name: str, params: dict[str, Any]) -> tuple[int, bool]:
         return job.id, inline
 
 
-def _job_row(job_id: int) -> Any:
+def _read_job(job_id: int) -> Any:
     from worker.store.models import Job
 
     with _runtime().sessions() as session:
         job = session.get(Job, job_id)
         if job is not None:
             session.expunge(job)
+        return job
+
+
+def _job_row(job_id: int) -> Any:
+    """Job ``job_id`` as stored now (detached), or ``None``. A lost database connection is retried
+    with exponential backoff (:data:`RETRY_FIRST_S` .. :data:`RETRY_MAX_S`) for up to
+    ``CAMLABEL_WAIT_DB_RETRY_S`` seconds, saying so once on stderr; then a clear error."""
+    import os
+
+    from worker.execution import is_transient
+
+    limit = float(os.environ.get("CAMLABEL_WAIT_DB_RETRY_S", DEFAULT_WAIT_DB_RETRY_S))
+    deadline = time.monotonic() + limit
+    delay = RETRY_FIRST_S
+    warned = False
+    while True:
+        try:
+            job = _read_job(job_id)
+        except Exception as exc:  # noqa: BLE001 - only lost connections are retried, see below
+            if not is_transient(exc):
+                raise
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            if time.monotonic() + delay > deadline:
+                raise click.ClickException(
+                    f"the database is still unreachable after {limit:.0f} s while waiting for job {job_id} ({reason}); "
+                    f"the job may still be running: check it later with 'camlabel jobs <collection>'") from None
+            if not warned:
+                click.echo(f"database unreachable while waiting for job {job_id} ({reason}); retrying", err=True)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            continue
+        if warned:
+            click.echo(f"database reachable again; still waiting for job {job_id}", err=True)
         return job
 
 

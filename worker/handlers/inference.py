@@ -124,7 +124,8 @@ def _compute_chunk(ctx: JobContext, localizer: Any, class_index: dict[str, int],
 def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk: _Computed, done: int, cursor: int) -> int:
     """Store a chunk's maps as blobs, then replace its rows and advance the cursor in one transaction.
 
-    Returns the number of boxes written.
+    Returns the number of boxes written (proposals duplicating a reviewed box are not, see
+    :func:`worker.store.bulk.replace_boxes`).
     """
     from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
 
@@ -150,9 +151,11 @@ def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk
         session.execute(delete(ConceptMap).where(ConceptMap.image_id.in_(chunk.ids), ConceptMap.model_version_id == version_id))
         upsert_concept_maps(session, [{"image_id": r["image_id"], "category_id": category[r["class"]], "model_version_id": version_id,
                                        "raw_key": r["raw_key"], "overlay_key": r["overlay_key"]} for r in map_rows])
-        replace_boxes(session, chunk.ids, version_id, [{"image_id": r["image_id"], "category_id": category[r["class"]], "x1": r["x1"],
-                                                        "y1": r["y1"], "x2": r["x2"], "y2": r["y2"], "score": r["score"]} for r in box_rows])
-    return len(box_rows)
+        written = replace_boxes(session, chunk.ids, version_id, [{"image_id": r["image_id"], "category_id": category[r["class"]],
+                                                                  "x1": r["x1"], "y1": r["y1"], "x2": r["x2"], "y2": r["y2"],
+                                                                  "score": r["score"]} for r in box_rows])
+        state["boxes"] -= len(box_rows) - written  # proposals a reviewed box already covers are not written
+    return written
 
 
 def run_infer_job(ctx: JobContext) -> dict[str, Any]:

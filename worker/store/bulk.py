@@ -35,6 +35,9 @@ _IMAGE_FIELDS = ("collection_id", "sha256", "rel_path", "storage_key", "thumb_ke
 _BOX_FIELDS = ("image_id", "category_id", "x1", "y1", "x2", "y2", "score", "source", "status", "model_version_id", "reviewer_id")
 _EDITABLE_BOX_FIELDS = frozenset({"x1", "y1", "x2", "y2", "category_id", "status", "score", "reviewer_id"})
 _GEOMETRY = ("x1", "y1", "x2", "y2")
+#: A new proposal overlapping a reviewed box of the same image and category at least this much
+#: (IoU) is not written: re-running inference never proposes a box a reviewer already decided.
+REVIEWED_IOU = 0.5
 
 images_t = Image.__table__
 boxes_t = Box.__table__
@@ -228,7 +231,10 @@ def replace_boxes(
 
     ``rows`` are box rows whose ``image_id`` is in ``image_ids``; ``source``/``status``/
     ``model_version_id`` are set here (and refused if given otherwise). All rows are checked
-    before anything is deleted, so a bad row loses no proposals. Returns rows inserted.
+    before anything is deleted, so a bad row loses no proposals. A row overlapping a reviewed
+    box (accepted, edited or rejected, a reviewer's own boxes included, any model version) of
+    its image and category with IoU >= :data:`REVIEWED_IOU` is left out: the reviewer's
+    decision stands and is never proposed again. Returns rows inserted.
     """
     targets = sorted({int(i) for i in image_ids})
     target_set = set(targets)
@@ -254,10 +260,43 @@ def replace_boxes(
                 boxes_t.c.status == ReviewStatus.proposed.value,
             )
         )
+    prepared = _without_reviewed_duplicates(session, targets, prepared)
     # Every row was validated above, before anything was deleted.
     _write_boxes(session, prepared)
     refresh_image_box_stats(session, targets)
     return len(prepared)
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` pixel boxes."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _without_reviewed_duplicates(session: Session, image_ids: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` less those overlapping a reviewed box (see :func:`replace_boxes`)."""
+    if not rows:
+        return rows
+    reviewed: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {}
+    for chunk in chunked(image_ids):
+        for image_id, category_id, x1, y1, x2, y2 in session.execute(
+            select(boxes_t.c.image_id, boxes_t.c.category_id, boxes_t.c.x1, boxes_t.c.y1, boxes_t.c.x2, boxes_t.c.y2).where(
+                _ids_in(session, boxes_t.c.image_id, chunk),
+                boxes_t.c.source != BoxSource.ground_truth.value,
+                boxes_t.c.status != ReviewStatus.proposed.value,
+            )
+        ):
+            reviewed.setdefault((image_id, category_id), []).append((x1, y1, x2, y2))
+    if not reviewed:
+        return rows
+    return [row for row in rows
+            if not any(_iou(tuple(row[k] for k in _GEOMETRY), box) >= REVIEWED_IOU
+                       for box in reviewed.get((row["image_id"], row["category_id"]), ()))]
 
 
 def refresh_image_box_stats(session: Session, image_ids: Iterable[int]) -> None:
