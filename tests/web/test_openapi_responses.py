@@ -84,6 +84,15 @@ def test_every_documented_route_answers_what_the_document_says(app: Flask) -> No
     call("post", "/collections/{collection_id}/bulk-accept", f"/collections/{cid}/bulk-accept",
          {"category_id": cats["raccoon"], "min_score": 0.1}, expect=200)
     call("delete", "/boxes/{box_id}", f"/boxes/{drawn['id']}?version={drawn['version']}", expect=204)
+    call("get", "/collections/{collection_id}/review-stats", f"/collections/{cid}/review-stats", expect=200)
+    call("get", "/collections/{collection_id}/bulk-accept/preview",
+         f"/collections/{cid}/bulk-accept/preview?category_id={cats['raccoon']}&min_score=0", expect=200)
+    operation = call("post", "/collections/{collection_id}/review-selection", f"/collections/{cid}/review-selection",
+                     {"image_ids": [image_id], "status": "rejected"}, expect=201)
+    call("post", "/collections/{collection_id}/review-operations/{operation_id}/undo",
+         f"/collections/{cid}/review-operations/{operation['operation_id']}/undo", expect=200)
+    call("post", "/images/{image_id}/no-objects", f"/images/{image_id}/no-objects", {}, expect=200)
+    call("delete", "/images/{image_id}/no-objects", f"/images/{image_id}/no-objects", expect=200)
     call("post", "/images/{image_id}/no-objects", f"/images/{image_id}/no-objects", {}, expect=200)
     call("delete", "/images/{image_id}/no-objects", f"/images/{image_id}/no-objects", expect=200)
     job = call("post", "/collections/{collection_id}/jobs", f"/collections/{cid}/jobs", {"kind": "export", "params": {"format": "coco"}},
