@@ -395,9 +395,11 @@ def learn_from_review(results: Mapping[int, ImageResult], reviewed: Reviewed, pa
 
 
 def _source_digest(*funcs: Callable[..., Any]) -> str:
-    """Hash of camcore's source files and of the given functions' source."""
+    """Hash of camcore's source files (but ``metrics.py``: scoring only) and of the given functions' source."""
     h = hashlib.sha256()
     for path in sorted(Path(camcore.__file__).parent.glob("*.py")):
+        if path.name == "metrics.py":
+            continue
         h.update(path.name.encode())
         h.update(path.read_bytes())
     for f in funcs:
@@ -458,7 +460,17 @@ class RunConfig:
     use_cache: bool = True
 
 
-def product_results(collection: Collection, cfg: RunConfig, timing: Timing) -> tuple[ModelSpec, list[ImageResult | None]]:
+@dataclass
+class Product:
+    """What the product path gave for a collection; ``stem``: cache path prefix of ``results``
+    (scores derived from them alone are cached next to it)."""
+
+    spec: ModelSpec
+    results: list[ImageResult | None]
+    stem: Path
+
+
+def product_results(collection: Collection, cfg: RunConfig, timing: Timing) -> Product:
     """Train (or load the cached model) and infer (or load the cached results) on ``collection``.
 
     The model goes through a checkpoint file as between the train and infer jobs."""
@@ -492,7 +504,7 @@ def product_results(collection: Collection, cfg: RunConfig, timing: Timing) -> t
         data = [None if r is None else _stored(r) for r in results]
         torch.save(data, stored.with_suffix(".tmp"))
         stored.with_suffix(".tmp").replace(stored)
-    return spec, [None if d is None else _restored(d) for d in data]
+    return Product(spec, [None if d is None else _restored(d) for d in data], stored.with_suffix(""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,32 +540,56 @@ class Scores:
     precision: float
 
 
-def score(results: Sequence[ImageResult | None], gt: GroundTruth, num_classes: int) -> dict[int | None, Scores]:
-    """Scores of the whole collection (key ``None``) and of each class with ground truth.
+def _mba_table(results: Sequence[ImageResult | None], gt: GroundTruth, cache_stem: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """MaxBoxAccV2's per-pair table (:func:`camcore.metrics.box_acc_table`) and each pair's class;
+    cached next to the results (keyed by the ground truth and thresholds) when ``cache_stem`` is given."""
+    from camcore.metrics import box_acc_table
 
-    Args:
-        results: per image the infer result (``None``: unreadable, no boxes).
-        gt: from :func:`load_ground_truth`, same order.
-        num_classes: classes of the collection (labels ``>= num_classes`` are ground-truth-only).
-    """
-    from camcore.metrics import (auroc, box_acc_table, box_correctness, coco_ap, corloc, max_box_acc_from_table,
-                                 top_fraction_precision)
-
-    preds = [_preds(r) for r in results]
-    pairs = gt.pairs()
-    k = len(gt.class_names)
-    ap = coco_ap(preds, pairs, num_classes=k, per_class=True)
-    box_scores, correct, box_labels = box_correctness(preds, pairs)
     pair_maps, pair_gt, pair_sizes, pair_class = [], [], [], []
-    for r, (gb, gl) in zip(results, pairs):
+    for r, (gb, gl) in zip(results, gt.pairs()):
         for c in sorted(set(gl.tolist())):
             m = None if r is None else r.maps.get(c)
             pair_maps.append(torch.zeros(2, 2) if m is None else m)  # no map: scored as a miss
             pair_sizes.append((2, 2) if r is None else r.image_size)
             pair_gt.append(gb[gl == c])
             pair_class.append(c)
+    classes = np.asarray(pair_class, dtype=np.int64)
+    file = None
+    if cache_stem is not None:
+        h = hashlib.sha256(repr(MBA_THRESHOLDS).encode())
+        for b, lab in gt.pairs():
+            h.update(b.numpy().tobytes())
+            h.update(lab.numpy().tobytes())
+        file = cache_stem.parent / f"{cache_stem.name}-mba-{h.hexdigest()[:16]}.npy"
+        if file.is_file():
+            table = np.load(file)
+            if table.shape[0] == len(classes):
+                return table, classes
     table = box_acc_table(pair_maps, pair_gt, pair_sizes, thresholds=MBA_THRESHOLDS)
-    pair_class_arr = np.asarray(pair_class, dtype=np.int64)
+    if file is not None:
+        np.save(file, table)
+    return table, classes
+
+
+def score(results: Sequence[ImageResult | None], gt: GroundTruth, num_classes: int, *,
+          cache_stem: Path | None = None) -> dict[int | None, Scores]:
+    """Scores of the whole collection (key ``None``) and of each class with ground truth.
+
+    Args:
+        results: per image the infer result (``None``: unreadable, no boxes).
+        gt: from :func:`load_ground_truth`, same order.
+        num_classes: classes of the collection (labels ``>= num_classes`` are ground-truth-only).
+        cache_stem: where the results are cached (:class:`Product`): the MaxBoxAccV2 table, the
+            slow part, is cached next to them.
+    """
+    from camcore.metrics import auroc, box_correctness, coco_ap, corloc, max_box_acc_from_table, top_fraction_precision
+
+    preds = [_preds(r) for r in results]
+    pairs = gt.pairs()
+    k = len(gt.class_names)
+    ap = coco_ap(preds, pairs, num_classes=k, per_class=True)
+    box_scores, correct, box_labels = box_correctness(preds, pairs)
+    table, pair_class_arr = _mba_table(results, gt, cache_stem)
 
     def nan_if_none(v: float | None) -> float:
         return float("nan") if v is None else float(v)
@@ -666,13 +702,15 @@ class CollectionReport:
 def run_collection(collection: Collection, cfg: RunConfig, *, reviewed: int = 0, seeds: Sequence[int] = ()) -> CollectionReport:
     """The product path on ``collection`` (cached), then ground truth, scores and the review simulation."""
     timing = Timing()
-    spec, results = product_results(collection, cfg, timing)
+    product = product_results(collection, cfg, timing)
+    spec, results = product.spec, product.results
     # only now is the ground truth read, in the decoded images' pixels
     gt = load_ground_truth(collection, [None if r is None else r.image_size for r in results])
     k = len(collection.class_names)
     params = BoxParams.from_dict(cfg.box_params or None)
     review = simulate_review(results, gt, k, reviewed, seeds, params) if reviewed else []
-    return CollectionReport(collection, spec, timing, sum(r is None for r in results), score(results, gt, k), gt.class_names,
+    scores = score(results, gt, k, cache_stem=product.stem if cfg.use_cache else None)
+    return CollectionReport(collection, spec, timing, sum(r is None for r in results), scores, gt.class_names,
                             centred_baseline(results, collection.tags, gt), review)
 
 

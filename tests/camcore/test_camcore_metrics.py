@@ -161,3 +161,27 @@ def test_top_fraction_precision_shares_ties_and_ignores_input_order() -> None:
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="fraction"):
             top_fraction_precision([0.1], [1], fraction=bad)
+
+
+def test_box_acc_table_matches_a_plain_reference() -> None:
+    """Components of each thresholded map against torchvision's box_iou, threshold by threshold."""
+    from scipy import ndimage
+    from torchvision.ops import box_iou
+
+    from camcore.boxes import normalize_map, upsample_map, working_shape
+
+    gen = torch.Generator().manual_seed(0)
+    maps = [torch.rand(7, 7, generator=gen) ** 3 for _ in range(4)]
+    sizes = [(120, 90), (90, 120), (100, 100), (64, 48)]
+    gts = [_t([[10, 10, 60, 50], [70, 40, 110, 85]]), _t([[0, 0, 45, 60]]), _t([[20, 30, 90, 95]]), _t([[5, 5, 30, 40]])]
+    ts = [i / 20 for i in range(20)]
+    table = box_acc_table(maps, gts, sizes, thresholds=ts, working_size=64)
+    for p, (cam, gt, size) in enumerate(zip(maps, gts, sizes)):
+        arr = normalize_map(upsample_map(cam, working_shape(size, 64)), "minmax").numpy()
+        gh, gw = arr.shape
+        for ti, t in enumerate(ts):
+            lab, count = ndimage.label(arr > t, structure=np.ones((3, 3)))
+            boxes = _t([[s[1].start * size[0] / gw, s[0].start * size[1] / gh, s[1].stop * size[0] / gw, s[0].stop * size[1] / gh]
+                        for s in ndimage.find_objects(lab)])
+            best = float(box_iou(boxes, gt).max()) if count else 0.0
+            assert table[p, ti].tolist() == [best >= d for d in (0.3, 0.5, 0.7)]

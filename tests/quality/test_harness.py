@@ -199,7 +199,7 @@ def test_product_path_never_receives_ground_truth(coco_dir: Path, voc_dir: Path,
         for rel in truth:
             (hidden / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(root / rel), str(hidden / rel))
-        spec, results = q.product_results(c, _cfg(tmp_path), q.Timing())
+        results = q.product_results(c, _cfg(tmp_path), q.Timing()).results
         assert events == ["train", "infer"] and len(results) == len(c.samples)
         assert all(isinstance(r, q.ImageResult) for r in results)
         for rel in truth:
@@ -281,7 +281,7 @@ def test_scores_and_centred_baseline_on_known_cases() -> None:
 def test_second_run_is_served_from_the_cache(coco_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c = q.load_collection(coco_dir)
     first = q.Timing()
-    _spec, results = q.product_results(c, _cfg(tmp_path), first)
+    results = q.product_results(c, _cfg(tmp_path), first).results
     assert first.train_s is not None and first.infer_s is not None
 
     def fail(*a: Any, **kw: Any) -> Any:
@@ -293,7 +293,7 @@ def test_second_run_is_served_from_the_cache(coco_dir: Path, tmp_path: Path, mon
     monkeypatch.setattr(camcore.training, "train_head", fail)  # what train() and infer() call
     monkeypatch.setattr(camcore.pipeline, "Localizer", fail)
     again = q.Timing()
-    _spec, cached = q.product_results(c, _cfg(tmp_path), again)
+    cached = q.product_results(c, _cfg(tmp_path), again).results
     assert again.train_s is None and again.infer_s is None and "cached" in again.describe()
     for a, b in zip(results, cached):
         assert torch.equal(a.boxes, b.boxes) and a.image_size == b.image_size
