@@ -187,6 +187,12 @@ def submit_job(session: Session, *, kind: str, collection_id: int, params: dict[
     except ValueError as exc:
         raise ApiError(400, "bad_kind", f"job kind must be one of {[k.value for k in JobKind]}, not {kind!r}") from exc
     from worker.jobs import JobQueueError
+    from worker.preflight import JobRefused, check_job
+
+    try:
+        check_job(session, kind=job_kind, collection_id=collection_id, params=params)
+    except JobRefused as exc:
+        raise ApiError(400, "cannot_run", str(exc), **({"field": exc.field} if exc.field else {})) from exc
 
     try:
         return submit(session, kind=job_kind, collection_id=collection_id, params=params, user_id=user_id)

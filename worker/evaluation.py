@@ -26,23 +26,29 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from torchvision.ops import box_iou
 
-from worker.formats.selection import BOX_STATUSES, IMAGE_OK, FormatError, box_filter, category_map, load_collection, stream
+from worker.formats.selection import IMAGE_OK, FormatError, box_filter, category_map, image_filter, load_collection, stream
 from worker.store.blobs import LocalBlobStore
 from worker.store.models import Box, ConceptMap, Evaluation
 from worker.store.models import Image as ImageRow
 
 IOU_THRESHOLD = 0.5
+# "reviewed": the boxes a person accepted, edited or drew, scored on the reviewed images only
+EVAL_BOX_STATUSES = ("all", "accepted", "reviewed")
 
 Boxes = dict[tuple[int, int], list[tuple[float, float, float, float]]]  # (image id, category id) -> xyxy pixel boxes
 
 
-def _load_ground_truth(session: Session, collection_id: int) -> tuple[Boxes, dict[int, tuple[int, int]]]:
+def _selection(box_status: str) -> str:
+    return "accepted" if box_status == "reviewed" else box_status
+
+
+def _load_ground_truth(session: Session, collection_id: int, *, reviewed_only: bool = False) -> tuple[Boxes, dict[int, tuple[int, int]]]:
     gt: Boxes = defaultdict(list)
     sizes: dict[int, tuple[int, int]] = {}
     stmt = (
         select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, ImageRow.width, ImageRow.height)
         .join(ImageRow, Box.image_id == ImageRow.id)
-        .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter("ground_truth"))
+        .where(image_filter(collection_id, reviewed_only=reviewed_only), box_filter("ground_truth"))
         .order_by(Box.id)
     )
     for image_id, category_id, x1, y1, x2, y2, width, height in stream(session, stmt):
@@ -56,7 +62,7 @@ def _load_predictions(session: Session, collection_id: int, box_status: str, mod
     stmt = (
         select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score, Box.model_version_id)
         .join(ImageRow, Box.image_id == ImageRow.id)
-        .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(box_status))
+        .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(_selection(box_status)))
         .order_by(Box.id)
     )
     if model_version_id is not None:
@@ -207,7 +213,10 @@ def evaluate_collection(
     job_id: int | None = None,
     store: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate the collection's ``box_status`` boxes (``all`` or ``accepted``) against its ground truth.
+    """Evaluate the collection's ``box_status`` boxes against its ground truth: ``all`` (every
+    proposal that is not rejected), ``accepted`` (boxes a person accepted, edited or drew) or
+    ``reviewed`` (those same boxes, scored on the reviewed images only: how good the labels a
+    person checked are, without counting the images nobody looked at as misses).
 
     With ``model_version_id`` only that version's boxes count. Without it all selected boxes
     count together, and when they come from several model versions each version is also
@@ -215,19 +224,21 @@ def evaluate_collection(
     evaluated set (flushed, not committed). Raises :class:`FormatError` when the collection is
     missing, the status unknown, or there is no ground truth.
     """
-    if box_status not in BOX_STATUSES:
-        raise FormatError(f"unknown box status {box_status!r}; expected one of {BOX_STATUSES}")
+    if box_status not in EVAL_BOX_STATUSES:
+        raise FormatError(f"unknown box status {box_status!r}; expected one of {EVAL_BOX_STATUSES}")
     load_collection(session, collection_id)
     categories = category_map(session, collection_id)
     names = dict(zip(categories.ids, categories.names))
-    gt, sizes = _load_ground_truth(session, collection_id)
+    gt, sizes = _load_ground_truth(session, collection_id, reviewed_only=box_status == "reviewed")
     if not gt:
+        if box_status == "reviewed":
+            raise FormatError("no reviewed image has ground-truth boxes; review some of the images with ground truth first")
         raise FormatError("the collection has no ground-truth boxes; import some with 'camlabel gt import'")
     if model_version_id is None:
         versions_stmt = (
             select(Box.model_version_id)
             .join(ImageRow, Box.image_id == ImageRow.id)
-            .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(box_status), Box.model_version_id.is_not(None))
+            .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(_selection(box_status)), Box.model_version_id.is_not(None))
             .distinct()
         )
         versions = sorted(v for (v,) in session.execute(versions_stmt).all())

@@ -162,3 +162,22 @@ def test_no_ground_truth_is_a_clear_error(runtime, factory: Factory) -> None:
             evaluate_collection(session, built.collection_id)
         with pytest.raises(FormatError, match="unknown box status 'some'"):
             evaluate_collection(session, built.collection_id, box_status="some")
+
+
+def test_reviewed_boxes_are_scored_on_the_reviewed_images_only(runtime, evalset: tuple[Built, int]) -> None:
+    """i/1 is reviewed (its box accepted): the accepted boxes score CorLoc 1/1 there, while
+    "accepted" over every image with ground truth counts the unreviewed i/2 and i/3 as misses."""
+    built, _mv = evalset
+    reviewed = _evaluate(runtime, built, box_status="reviewed")
+    assert reviewed["box_status"] == "reviewed" and reviewed["corloc"] == pytest.approx(1.0)
+    assert reviewed["counts"]["images_with_gt"] == 1 and reviewed["counts"]["pred_boxes"] == 1
+    assert set(reviewed["per_class"]) == {"cat"} and reviewed["per_class"]["cat"]["ap50"] == pytest.approx(1.0)
+    assert _evaluate(runtime, built, box_status="accepted")["corloc"] == pytest.approx(0.25)
+
+
+def test_reviewed_without_reviewed_ground_truth_images_is_a_clear_error(runtime, factory: Factory) -> None:
+    built = factory.collection("unreviewed-gt", ["cat"], [("a.jpg", 40, 40)])
+    factory.boxes(built, [("a.jpg", "cat", (1, 1, 20, 20), 1.0, GT, ReviewStatus.accepted)])
+    with runtime.sessions() as session:
+        with pytest.raises(FormatError, match="no reviewed image has ground-truth boxes"):
+            evaluate_collection(session, built.collection_id, box_status="reviewed")

@@ -44,12 +44,14 @@ def test_start_job_validation_and_a_failing_job_reports_its_error(app: Flask, fa
     assert reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "import"}).status_code == 400
     assert reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "export", "params": {"format": "pdf"}}).status_code == 400
     assert reviewer.api("POST", "/api/v1/collections/424242/jobs", {"kind": "train"}).status_code == 404
-    started = reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "evaluate"})
+    image = factory.image(cid, "raccoon/a.png")
+    started = reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "calibrate"})
     assert started.status_code == 202
     job = wait_job(reviewer, started.get_json()["id"])
-    assert job["status"] == "failed" and job["error"], job  # no ground truth in this collection
+    assert job["status"] == "failed" and job["error"], job  # nothing inferred to calibrate
     page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
     assert job["error"].split("'")[0][:30] in page
+    assert image
 
 
 def test_export_download_accepted_by_default_all_with_scores(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]

@@ -1,6 +1,6 @@
 """The evaluate job: :func:`worker.evaluation.evaluate_collection` (CorLoc@0.5, MaxBoxAccV2, AP50, AP).
 
-Params: ``box_status`` (``all``|``accepted``), optional ``model_version_id``. The metrics
+Params: ``box_status`` (``all``|``accepted``|``reviewed``), optional ``model_version_id``. The metrics
 (and the :class:`Evaluation` rows the evaluation adds) are committed with the job's progress.
 """
 
