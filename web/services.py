@@ -199,7 +199,7 @@ def submit_job(session: Session, *, kind: str, collection_id: int, params: dict[
     except ValueError as exc:
         raise ApiError(400, "bad_job", str(exc)) from exc
     except JobQueueError as exc:
-        raise ApiError(503, "queue_unavailable", f"the job was recorded but could not be queued: {exc}") from exc
+        raise ApiError(503, "queue_unavailable", str(exc)) from exc  # says the job is queued and starts once the queue is back
 
 
 def import_upload(session: Session, data_dir: Path, collection_id: int, files: Iterable[FileStorage], *, tag: str | None,

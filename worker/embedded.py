@@ -1,7 +1,10 @@
 """Embedded mode (no ``REDIS_URL``): Celery's memory transport consumed by a worker thread.
 
 ``ensure_worker()`` starts one in-process Celery ``WorkController`` (pool ``solo``) on a
-daemon thread, listening on every queue, so ``camlabel run`` and the demo need no Redis.
+daemon thread, listening on every queue, so ``camlabel run`` and the demo need no Redis, and
+the same lease watchdog as Celery workers (:mod:`worker.watchdog`): a job left ``running`` by
+a killed ``camlabel run`` is resumed once its lease expires, and queued jobs whose message died
+with that process are sent again.
 The CLI does not rely on it: it runs its job in-process with :func:`run_inline`.
 """
 
@@ -26,6 +29,9 @@ def ensure_worker(timeout_s: float = 30.0) -> Any:
         raise RuntimeError("the embedded worker is only for embedded mode (REDIS_URL unset)")
     with _lock:
         if _thread is not None and _thread.is_alive():
+            from worker.watchdog import start_watchdog
+
+            start_watchdog()  # (a no-op unless the runtime changed since)
             return _worker
         from camcore.allocator import keep_freed_memory
 
@@ -50,6 +56,9 @@ def ensure_worker(timeout_s: float = 30.0) -> Any:
         if not ready.wait(timeout_s):
             raise RuntimeError("the embedded worker did not start")
         _worker, _thread = worker, thread
+        from worker.watchdog import start_watchdog
+
+        start_watchdog()
         return worker
 
 
@@ -68,6 +77,9 @@ def stop_worker(timeout_s: float = 15.0) -> None:
         _worker = _thread = None
     if worker is None or thread is None:
         return
+    from worker.watchdog import stop_watchdog
+
+    stop_watchdog()
     worker.stop(in_sighandler=False)
     thread.join(timeout_s)
     from celery.worker import state

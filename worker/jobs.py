@@ -4,11 +4,17 @@
 a job id it cannot read. With Redis the message goes to the job's queue; in embedded mode
 (no ``REDIS_URL``) it goes to the in-process worker thread (started on first use), or, with
 ``inline=True`` (the CLI), the caller runs the job itself.
+
+When the broker refuses the message (Redis down) the job stays ``queued``, its ``error`` says
+the message is not sent yet, and :class:`JobQueueError` tells the caller; the watchdog
+(:mod:`worker.watchdog`) sends it once the broker is back (it re-sends queued jobs whose message
+the broker does not hold), and a worker running it clears the note.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -16,7 +22,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from worker.celery_app import TASK_NAMES, configure_celery, queue_for
-from worker.runtime import get_runtime
+from worker.runtime import Runtime, get_runtime
 from worker.store.models import Collection, Job, JobKind, JobStatus
 from worker.store.models.base import utcnow
 
@@ -24,7 +30,35 @@ log = logging.getLogger(__name__)
 
 
 class JobQueueError(RuntimeError):
-    """The job row was written but its message could not be queued (the job is marked failed)."""
+    """The job row was written (queued) but its message could not be sent now; the watchdog sends
+    it when the broker is reachable again."""
+
+
+#: Task ids this process sent in embedded mode (the memory broker lives and dies with it).
+_sent_here: set[str] = set()
+_sent_lock = threading.Lock()
+
+
+def sent_in_this_process(task_id: str) -> bool:
+    """Whether this process sent ``task_id`` (embedded mode: its message can only be here)."""
+    with _sent_lock:
+        return task_id in _sent_here
+
+
+def send(kind: JobKind | str, job_id: int, queue: str, task_id: str, *, start_worker: bool = True, runtime: Runtime | None = None) -> None:
+    """Send one job's task message (no error handling; see :func:`enqueue`). In embedded mode the
+    in-process worker is started first unless ``start_worker`` is False (the watchdog, which
+    runs beside it). ``runtime``: whose broker (default: the current runtime)."""
+    runtime = runtime or get_runtime()
+    app = configure_celery(runtime.settings)
+    if runtime.settings.embedded:
+        if start_worker:
+            from worker.embedded import ensure_worker
+
+            ensure_worker()
+        with _sent_lock:
+            _sent_here.add(task_id)
+    app.send_task(TASK_NAMES[JobKind(kind)], args=[job_id], queue=queue, task_id=task_id)
 
 
 def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, params: dict[str, Any] | None,
@@ -60,22 +94,22 @@ def check_params(kind: JobKind, params: dict[str, Any]) -> None:
 
 
 def enqueue(job_id: int, kind: JobKind | str, queue: str, task_id: str) -> None:
-    """Send the task message for a job row that is already committed."""
-    runtime = get_runtime()
-    app = configure_celery(runtime.settings)
-    kind = JobKind(kind)
-    if runtime.settings.embedded:
-        from worker.embedded import ensure_worker
+    """Send the task message for a job row that is already committed.
 
-        ensure_worker()
+    A broker failure leaves the job queued with a note in ``error`` and raises
+    :class:`JobQueueError` (the watchdog sends the message later)."""
     try:
-        app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue, task_id=task_id)
-    except Exception as exc:  # noqa: BLE001 - any broker failure: record it on the job, tell the caller
-        with runtime.sessions() as session:
-            session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued)
-                            .values(status=JobStatus.failed, error=f"could not queue the job: {exc}", finished_at=utcnow()))
-            session.commit()
-        raise JobQueueError(f"job {job_id} could not be queued: {exc}") from exc
+        send(kind, job_id, queue, task_id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: note it on the job, tell the caller
+        note = f"not sent to the job queue yet (it is unreachable: {exc}); it is sent automatically when the queue is back"
+        try:
+            with get_runtime().sessions() as session:
+                session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(error=note[:2000]))
+                session.commit()
+        except Exception:  # noqa: BLE001 - the job stays queued either way
+            log.warning("could not note the queue failure on job %s", job_id)
+        raise JobQueueError(f"job {job_id} is recorded and queued, but the job queue is unreachable ({exc}); "
+                            "it starts automatically once the queue is back") from exc
 
 
 def request_cancel(session: Session, job_id: int) -> Job:

@@ -55,7 +55,7 @@ def claim(sessions: sessionmaker[Session], job_id: int, worker_id: str, lease_s:
             ),
         )
         .values(status=JobStatus.running, worker_id=worker_id, heartbeat_at=now, attempts=Job.attempts + 1,
-                started_at=func.coalesce(Job.started_at, now))
+                started_at=func.coalesce(Job.started_at, now), error=None)
         .execution_options(synchronize_session=False)
     )
     with sessions() as session:
@@ -157,13 +157,41 @@ def stale_queued_jobs(session: Session, age_s: float) -> list[tuple[int, str]]:
     return [(job_id, kind.value) for job_id, kind in rows]
 
 
-def mark_resent(session: Session, job_id: int, age_s: float, task_id: str) -> bool:
-    """Atomically record a re-send of a stale queued job (one watchdog wins)."""
+DEFAULT_QUEUED_GRACE_S = 30.0
+
+
+def queued_grace_seconds() -> float:
+    """How long a queued job's message may take to reach the broker before the watchdog looks for
+    it there (``CAMLABEL_QUEUED_GRACE_S``, default 30)."""
+    value = float(os.environ.get("CAMLABEL_QUEUED_GRACE_S", DEFAULT_QUEUED_GRACE_S))
+    if value <= 0:
+        raise ValueError(f"CAMLABEL_QUEUED_GRACE_S must be > 0, got {value}")
+    return value
+
+
+def queued_jobs(session: Session, age_s: float) -> list[tuple[int, str, str | None, datetime]]:
+    """``(job id, kind value, task id, last send)`` of jobs queued longer than ``age_s`` and not
+    re-sent within it; ``last send`` is the last re-send (``heartbeat_at``) or the creation."""
     cutoff = utcnow() - timedelta(seconds=age_s)
+    rows = session.execute(
+        select(Job.id, Job.kind, Job.celery_task_id, func.coalesce(Job.heartbeat_at, Job.created_at))
+        .where(Job.status == JobStatus.queued, Job.created_at < cutoff, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+        .order_by(Job.id)
+    ).all()
+    return [(job_id, kind.value, task_id, last) for job_id, kind, task_id, last in rows]
+
+
+def mark_resent(session: Session, job_id: int, age_s: float, task_id: str, *, previous_task_id: str | None = None) -> bool:
+    """Atomically record a re-send of a stale queued job (one watchdog wins); with
+    ``previous_task_id`` only if the job still has that task id (nobody re-sent it meanwhile)."""
+    cutoff = utcnow() - timedelta(seconds=age_s)
+    conditions = [Job.id == job_id, Job.status == JobStatus.queued, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)]
+    if previous_task_id is not None:
+        conditions.append(Job.celery_task_id == previous_task_id)
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.queued, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
-        .values(heartbeat_at=utcnow(), celery_task_id=task_id)
+        .where(*conditions)
+        .values(heartbeat_at=utcnow(), celery_task_id=task_id, error=None)
         .execution_options(synchronize_session=False)
     )
     return session.execute(stmt).rowcount == 1

@@ -188,9 +188,12 @@ def collections_create(name: str) -> None:
     """Create collection NAME (prints its id)."""
     from worker.store.models import Collection
 
+    from web.validation import name_problem
+
     cleaned = name.strip()
-    if not cleaned or len(cleaned) > 200:
-        raise click.ClickException("a collection name must be 1 to 200 characters")
+    problem = name_problem(cleaned)  # the same rule as the API and the dashboard
+    if problem is not None:
+        raise click.ClickException(problem)
     with _runtime().sessions() as session:
         collection = Collection(name=cleaned)
         session.add(collection)
@@ -245,15 +248,21 @@ def import_command(name: str, path: Path, manifest: Path | None, wait: bool) -> 
         r = job.result or {}
         click.echo(f"imported {r.get('imported', 0)}, duplicates {r.get('duplicates', 0)}, failed {r.get('failed', 0)}, "
                    f"non-image files skipped {r.get('skipped_non_image', 0)}, missing {r.get('missing', 0)}")
+        if r.get("summary"):
+            click.echo(r["summary"])
         for failure in r.get("failures", []):
             click.echo(f"failed: {failure['file']}: {failure['reason']}")
+        for skipped in r.get("skipped", []):
+            click.echo(f"skipped: {skipped['file']}: {skipped['reason']}")
+        if r.get("skipped_count", 0) > len(r.get("skipped", [])):
+            click.echo(f"... and {r['skipped_count'] - len(r['skipped'])} more skipped")
 
 
 @click.command("train")
 @click.argument("name")
 @click.option("--arch", default="efficientnet_lite0", show_default=True, help="camcore architecture.")
 @click.option("--mode", type=click.Choice(["linear", "finetune"]), default="linear", show_default=True)
-@click.option("--epochs", type=int, default=None, help="L-BFGS iterations (linear) or passes (finetune).")
+@click.option("--epochs", type=int, default=None, help="Adam steps (linear, at most 20000) or passes (finetune, at most 500).")
 @click.option("--input-size", type=int, default=None, help="Network input side in pixels.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
 def train_command(name: str, arch: str, mode: str, epochs: int | None, input_size: int | None, wait: bool) -> None:
