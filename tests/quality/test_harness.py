@@ -129,7 +129,7 @@ def test_voc_loader_tags_by_folder(voc_dir: Path) -> None:
                                                            ("r1.jpg", (1,)), ("r2.jpg", (1,)), ("r3.jpg", (1,))]
 
 
-def test_loader_errors_name_the_problem(tmp_path: Path) -> None:
+def test_loader_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "manifest.csv").write_text("file_name,tags\n")
     with pytest.raises(q.DatasetError, match="missing"):
@@ -137,9 +137,12 @@ def test_loader_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(q.DatasetError, match="neither"):
         q.load_collection(tmp_path / "empty")
-    with pytest.raises(SystemExit) as exc:
-        q.main(["--dataset", str(tmp_path / "nothing-here")])
-    assert exc.value.code == 2
+    for argv, says in ((["--dataset", str(tmp_path / "nothing-here")], "not a folder"),
+                       (["--dataset", str(tmp_path / "empty"), "--box-params", '{"nope": 1}'], "nope"),
+                       (["--reviewed", "-1"], "--reviewed"), (["--seeds", "0"], "--seeds")):
+        with pytest.raises(SystemExit) as exc:
+            q.main(argv)
+        assert exc.value.code == 2 and says in capsys.readouterr().err, argv
 
 
 def test_coco_ground_truth_converted_and_scaled_to_the_decoded_image(coco_dir: Path) -> None:

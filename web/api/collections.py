@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from web.api import bp, id_page, json_body
 from web.auth import admin_required
 from web.db import blobs, db, runtime
+from web.limits import large_body
 from web.services import (
     collection_json, create_collection, delete_collection, get_collection, image_json,
     import_upload, job_json,
@@ -67,6 +68,20 @@ def export(collection_id: int) -> Response:
     collection = get_collection(session, collection_id)
     params = export_params(request.args)
     return export_download(session, blobs(), Path(runtime().settings.data_dir), collection_id, collection.name, params)
+
+
+@bp.post("/collections/<int:collection_id>/ground-truth")
+@large_body
+def post_ground_truth(collection_id: int) -> dict:
+    """Import ground truth: multipart ``file`` (COCO .json; VOC .zip/.xml; YOLO .zip) and ``format``
+    (coco|voc|yolo). Answers the import report; 400 naming the field when nothing was imported."""
+    from web.ground_truth import import_ground_truth_upload
+
+    session = db()
+    get_collection(session, collection_id)
+    report = import_ground_truth_upload(session, Path(runtime().settings.data_dir), collection_id, request.files.get("file"),
+                                        request.form.get("format"))
+    return report.to_dict()
 
 
 @bp.get("/collections/<int:collection_id>/evaluations")
