@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from web.auth import admin_required, authenticate, create_token, create_user, finish_session, start_session
 from web.db import blobs, db, runtime
 from web.errors import ApiError
+from web.ground_truth import import_ground_truth_upload, report_issues, report_summary
+from web.job_text import job_count
 from web.limits import large_body
 from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
 from web.throttle import client_address, login_throttle
@@ -20,6 +22,7 @@ from web.services import (
     EXPORT_FORMATS, JOB_KINDS_FROM_UI, bulk_accept, cancel_job, create_collection, delete_collection, get_collection,
     import_upload, job_params_from, submit_job,
 )
+from worker.preflight import DEFAULT_ARCH, architectures
 from worker.store.blobs import BlobKeyError
 from worker.store.models import ApiToken, Category, Collection, Evaluation, Image, ImageStatus, Job, ModelVersion, User
 
@@ -103,7 +106,9 @@ def collection(collection_id: int) -> str:
     evaluations = list(session.scalars(select(Evaluation).where(Evaluation.collection_id == collection_id).order_by(Evaluation.id.desc()).limit(20)))
     models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc()).limit(50)))
     return render_template("collection.html", collection=coll, counts={getattr(k, "value", k): v for k, v in counts.items()}, jobs=jobs,
-                           failed=failed, evaluations=evaluations, models=models, export_formats=EXPORT_FORMATS)
+                           failed=failed, evaluations=evaluations, models=models, export_formats=EXPORT_FORMATS,
+                           models_by_id={m.id: m for m in models}, architectures=architectures(), default_arch=DEFAULT_ARCH,
+                           job_count=job_count)
 
 
 @bp.post("/collections/<int:collection_id>/upload")
@@ -160,9 +165,34 @@ def bulk_accept_page(collection_id: int) -> Response:
 @bp.post("/collections/<int:collection_id>/delete")
 @admin_required
 def delete_collection_page(collection_id: int) -> Response:
-    delete_collection(db(), blobs(), collection_id)
-    flash("Collection deleted.", "ok")
+    """Delete a collection once its name was typed into ``confirm_name`` (anything else changes nothing)."""
+    session = db()
+    coll = get_collection(session, collection_id)
+    if request.form.get("confirm_name", "") != coll.name:
+        flash(f"Not deleted: type the collection's name ({coll.name}) to confirm.", "error")
+        return redirect(url_for("dashboard.collection", collection_id=collection_id))
+    name = coll.name
+    delete_collection(session, blobs(), collection_id)
+    flash(f"Collection {name} deleted.", "ok")
     return redirect(url_for("dashboard.index"))
+
+
+@bp.post("/collections/<int:collection_id>/ground-truth")
+@large_body
+def ground_truth_page(collection_id: int) -> Response:
+    """Import a ground-truth file (``web.ground_truth``); the outcome and every skipped file are flashed."""
+    session = db()
+    get_collection(session, collection_id)
+    try:
+        report = import_ground_truth_upload(session, Path(runtime().settings.data_dir), collection_id, request.files.get("file"),
+                                            request.form.get("format"))
+    except ApiError as exc:
+        _flash_error(exc)
+        return redirect(url_for("dashboard.collection", collection_id=collection_id) + "#ground-truth")
+    flash(report_summary(report), "ok")
+    for line in report_issues(report):
+        flash(line, "error")
+    return redirect(url_for("dashboard.collection", collection_id=collection_id) + "#ground-truth")
 
 
 # -- accounts --------------------------------------------------------------------------------
