@@ -189,6 +189,8 @@
   const bulkApply = document.getElementById("bulk-apply");
   const bulkOpen = document.getElementById("bulk-open");
 
+  window.camlabel.trapFocus(dialog);
+
   function resetPreview() {
     bulkApply.disabled = true;
     bulkApply.textContent = "Accept";

@@ -323,7 +323,8 @@
     const w = data.image.width || image.naturalWidth, h = data.image.height || image.naturalHeight;
     sortedBoxes().forEach(function (box) {
       const label = document.createElement("span");
-      label.className = "box-label status-" + box.status + (String(box.id) === selectedId ? " selected" : "");
+      label.className = "box-label status-" + box.status + (String(box.id) === selectedId ? " selected" : "") +
+        (box.y1 / h < 0.08 ? " inside" : "");  // no room above the box: drawn just inside its top edge
       label.dataset.boxId = String(box.id);
       label.textContent = boxLabel(box);
       label.style.left = (box.x1 / w * 100) + "%";
@@ -512,6 +513,8 @@
   // -- keyboard (remappable: shortcuts.js) -------------------------------------------------------
   const shortcuts = window.camlabel.shortcuts.create(document.getElementById("shortcut-list"),
     document.getElementById("keys-status"), document.getElementById("keys-reset"));
+
+  window.camlabel.trapFocus(help);
 
   function toggleHelp() {
     if (help.open) help.close();
