@@ -285,6 +285,28 @@ def test_review_edits_in_the_browser(server: Server, page: Any, shared_dataset: 
     assert page.get_attribute(f"li[data-box-id='{ids['accept']}']", "data-version") == str(after.version)
 
 
+def test_editing_a_box_deleted_in_another_session_removes_it_and_says_so(server: Server, page: Any, shared_dataset: Path) -> None:
+    photo = shared_dataset / "raccoon" / "images" / "raccoon-3.jpg"
+    _collection_id, image_id, ids = _insert_review_rows(server, photo, name="deleted-meanwhile")
+    _open_image(page, server, image_id)
+    from sqlalchemy import delete
+
+    from worker.store.models import Box
+
+    with _sessions(server)() as s:  # another reviewer deletes two boxes while this page is open
+        s.execute(delete(Box).where(Box.id.in_([ids["accept"], ids["move"]])))
+        s.commit()
+    page.click(f"li[data-box-id='{ids['accept']}'] button.accept")
+    page.wait_for_selector(f"li[data-box-id='{ids['accept']}']", state="detached")
+    page.wait_for_selector("#conflict:not([hidden])")
+    assert f"Box #{ids['accept']} was deleted by someone else" in page.text_content("#conflict")
+    page.click(f"li[data-box-id='{ids['move']}'] button.delete")
+    page.wait_for_selector(f"li[data-box-id='{ids['move']}']", state="detached")
+    assert f"Box #{ids['move']} was deleted by someone else" in page.text_content("#conflict")
+    assert page.locator("li.box-item").count() == 1  # only the box that still exists
+    assert set(_boxes(server, image_id)) == {ids["reject"]}
+
+
 def test_shortcuts_are_remapped_in_the_help_overlay_and_kept(server: Server, page: Any, shared_dataset: Path) -> None:
     photo = shared_dataset / "raccoon" / "images" / "raccoon-2.jpg"
     _collection_id, image_id, ids = _insert_review_rows(server, photo, name="remapped-keys")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from flask_login import current_user
 
 from web.errors import ApiError
@@ -52,7 +53,11 @@ def id_page(session: Any, stmt: Any, id_column: Any, *, newest_first: bool = Fal
 
 
 def json_body() -> dict:
-    """The request's JSON object (400 unless the body is one)."""
+    """The request's JSON object (400 unless the body is one; 413 when a body without a length
+    reached the route's limit, see :mod:`web.limits`)."""
+    limit = request.max_content_length
+    if not request.content_length and limit is not None and len(request.get_data(cache=True)) >= limit:
+        raise RequestEntityTooLarge()
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "send a JSON object body with Content-Type: application/json")

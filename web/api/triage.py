@@ -13,6 +13,7 @@ from web.db import db
 from web.errors import ApiError
 from web.queries import class_counts, review_progress
 from web.services import get_collection
+from web.validation import parse_float, parse_int
 from worker.store.review_ops import OperationError, preview_bulk_accept, review_selection, undo_operation
 
 
@@ -21,10 +22,7 @@ def _number(data: Any, name: str, kind: type) -> Any:
     raw = data.get(name)
     if raw is None or raw == "" or isinstance(raw, bool):
         raise ApiError(400, "bad_value", f"{name} is required and must be a number", field=name)
-    try:
-        return kind(raw)
-    except (TypeError, ValueError) as exc:
-        raise ApiError(400, "bad_value", f"{name} must be a number, not {raw!r}", field=name) from exc
+    return parse_int(raw, name) if kind is int else parse_float(raw, name)  # bigint-bounded, finite
 
 
 def operation_json(operation: Any) -> dict[str, Any]:

@@ -105,6 +105,9 @@
       message("Conflict: " + errorText(result) + (current ? " (box #" + current.id + " now at version " + current.version + ")" : ""), true);
       if (current) putBox(current);
       else if (box) dropBox(box.id);
+    } else if (result.status === 404 && box && result.data && result.data.error && result.data.error.code === "box_deleted") {
+      dropBox(box.id);  // deleted in another session: never keep showing it
+      message("Box #" + box.id + " was deleted by someone else, so it is removed from this view.", true);
     } else {
       message("Not saved: " + errorText(result), true);
       if (box) putBox(box);  // put the last saved state back on screen
@@ -323,8 +326,7 @@
     const w = data.image.width || image.naturalWidth, h = data.image.height || image.naturalHeight;
     sortedBoxes().forEach(function (box) {
       const label = document.createElement("span");
-      label.className = "box-label status-" + box.status + (String(box.id) === selectedId ? " selected" : "") +
-        (box.y1 / h < 0.08 ? " inside" : "");  // no room above the box: drawn just inside its top edge
+      label.className = "box-label status-" + box.status + (String(box.id) === selectedId ? " selected" : "");
       label.dataset.boxId = String(box.id);
       label.textContent = boxLabel(box);
       label.style.left = (box.x1 / w * 100) + "%";
@@ -513,8 +515,6 @@
   // -- keyboard (remappable: shortcuts.js) -------------------------------------------------------
   const shortcuts = window.camlabel.shortcuts.create(document.getElementById("shortcut-list"),
     document.getElementById("keys-status"), document.getElementById("keys-reset"));
-
-  window.camlabel.trapFocus(help);
 
   function toggleHelp() {
     if (help.open) help.close();
