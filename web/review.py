@@ -31,6 +31,9 @@ def _require_login() -> Response | None:
     return redirect(url_for("dashboard.login", next=request.full_path if request.query_string else request.path))
 
 
+_MAX_PAGE = 2**31 // 1000  # pages of PAGE_SIZE rows: the row offset stays far inside bigint
+
+
 def _page_number(name: str) -> int | None:
     """A positive page number from the query string (``None`` when absent); 400 naming ``name`` otherwise."""
     raw = request.args.get(name)
@@ -39,9 +42,9 @@ def _page_number(name: str) -> int | None:
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ApiError(400, "bad_query", f"{name} must be a page number, not {raw!r}", field=name) from exc
-    if value < 1:
-        raise ApiError(400, "bad_query", f"{name} must be 1 or more, not {value}", field=name)
+        raise ApiError(400, "bad_query", f"{name} must be a page number, not {raw[:40]!r}", field=name) from exc
+    if not 1 <= value <= _MAX_PAGE:
+        raise ApiError(400, "bad_query", f"{name} must be between 1 and {_MAX_PAGE}", field=name)
     return value
 
 

@@ -443,10 +443,8 @@ def set_no_objects(session: Session, image_id: int, versions: Any, *, user_id: i
     if versions is not None:
         if not isinstance(versions, dict):
             raise ApiError(400, "bad_value", "versions: send {box_id: version} for the boxes you saw", field="versions")
-        try:
-            seen = {int(k): int(v) for k, v in versions.items()}
-        except (TypeError, ValueError) as exc:
-            raise ApiError(400, "bad_value", "versions: box ids and versions must be integers", field="versions") from exc
+        seen = {parse_int(k, f"versions.{str(k)[:40]}"): parse_int(v, f"versions.{str(k)[:40]}", minimum=0)
+                for k, v in versions.items()}  # bigint-bounded: a 400 naming the entry, never a database error
     try:
         rejected = _set(session, image_id, user_id=user_id, versions=seen)
     except StaleEditError as exc:

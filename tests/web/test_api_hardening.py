@@ -59,7 +59,12 @@ def test_huge_ids_and_cursors_are_400_naming_the_field_on_postgres(pg_setup) -> 
         response = browser.api("GET", url)
         assert response.status_code == 400, (url, response.status_code)
         assert field in _error(response)["message"], url
+    no_objects = browser.api("POST", f"/api/v1/images/{image_id}/no-objects", {"versions": {str(HUGE): 1}})
+    assert no_objects.status_code == 400 and _error(no_objects)["field"] == f"versions.{HUGE}"
+    page = browser.form(f"/collections/{cid}/bulk-accept", {"category_id": str(HUGE), "min_score": "0.5"}, follow_redirects=True)
+    assert page.status_code == 200 and "category_id" in page.get_data(as_text=True)
     for url in (f"/review/collections/{cid}?category_id={HUGE}", f"/review/collections/{cid}?cursor={score_cursor}",
+                f"/review/collections/{cid}?goto={HUGE}", f"/review/collections/{cid}?page={HUGE}",
                 f"/review/images/{image_id}?category_id={HUGE}"):
         page = browser.client.get(url)
         assert page.status_code == 400, (url, page.status_code)

@@ -51,6 +51,7 @@ def delete_collection_view(collection_id: int) -> tuple[str, int]:
 
 
 @bp.post("/collections/<int:collection_id>/uploads")
+@large_body
 def upload(collection_id: int) -> tuple[dict, int]:
     """Multipart ``files`` (images, or one .zip), optional ``tag`` and ``manifest`` (CSV ``file_name,tags``)."""
     job, n_files = import_upload(db(), Path(runtime().settings.data_dir), collection_id, request.files.getlist("files"),
