@@ -21,7 +21,12 @@ _IMAGE_FILTERS = [
     {"name": "min_score", "in": "query", "schema": {"type": "number"}},
     {"name": "max_score", "in": "query", "schema": {"type": "number"}},
     {"name": "no_box", "in": "query", "schema": {"type": "boolean"}},
-    {"name": "sort", "in": "query", "schema": {"type": "string", "enum": ["score", "id"], "default": "score"}},
+    {"name": "review", "in": "query", "schema": {"type": "string", "enum": ["unreviewed", "reviewed", "no_objects"]},
+     "description": "the image's review state (unreviewed: the 'to review' queue)"},
+    {"name": "disagree", "in": "query", "schema": {"type": "boolean"},
+     "description": "tagged images with a box of an untagged class, or a tag with no box"},
+    {"name": "sort", "in": "query", "schema": {"type": "string", "enum": ["score", "-score", "id"], "default": "score"},
+     "description": "score: lowest box score first; -score: highest first; id: import order"},
 ]
 
 
@@ -70,6 +75,8 @@ ENDPOINTS: list[tuple[str, str, str, str, list[dict[str, Any]], Any, str]] = [
      [{"name": "version", "in": "query", "required": True, "schema": {"type": "integer"}}], None, "204"),
     ("get", "/jobs/{job_id}", "A job with progress (done/total), status and error", "Job", [], None, "200"),
     ("post", "/jobs/{job_id}/cancel", "Cancel a job (queued: revoked; running: stops at its next chunk)", "Job", [], None, "200"),
+    ("post", "/collections/{collection_id}/ground-truth", "Import ground truth (multipart file + format coco|voc|yolo); the import report",
+     None, [], "multipart", "200"),
     ("get", "/jobs/{job_id}/download", "An export job's file, named <collection>-<format>-<YYYYMMDD>.<ext>", "ExportFile", [], None, "200"),
     ("post", "/images/{image_id}/no-objects", "Mark an image 'no objects' (a reviewed negative; its boxes are rejected)", "NoObjects", [],
      _obj(versions={"type": "object", "description": "{box_id: version} of the boxes you saw; a moved box is a 409"}), "200"),
