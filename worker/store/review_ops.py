@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.store.bulk import refresh_image_box_stats
@@ -204,13 +204,6 @@ def undo_operation(session: Session, operation_id: int, *, collection_id: int | 
     refresh_image_box_stats(session, image_ids)
     _expire_boxes(session, set(restored))
     return UndoResult(operation_id, restored=len(restored), skipped=operation.n_boxes - len(restored))
-
-
-def recent_operations(session: Session, collection_id: int, *, limit: int = 10) -> list[ReviewOperation]:
-    """The collection's newest operations, newest first."""
-    stmt: Select[Any] = (select(ReviewOperation).where(ReviewOperation.collection_id == collection_id)
-                         .order_by(ReviewOperation.id.desc()).limit(limit))
-    return list(session.scalars(stmt))
 
 
 def _expire_boxes(session: Session, ids: set[int]) -> None:

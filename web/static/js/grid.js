@@ -177,7 +177,10 @@
   try {
     const message = JSON.parse(sessionStorage.getItem(MESSAGE_KEY) || "null");
     sessionStorage.removeItem(MESSAGE_KEY);
-    if (message) { showMessage(message.text, false, message.operation); opUndo.hidden ? null : opUndo.focus(); }
+    if (message) {
+      showMessage(message.text, false, message.operation);
+      if (!opUndo.hidden) opUndo.focus();
+    }
   } catch (e) { /* ignore a bad stored value */ }
 
   // bulk accept: preview (count and lowest-scoring thumbnails), then apply exactly that
