@@ -55,6 +55,7 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
         keys[image_id] = key
         targets.setdefault(image_id, []).append(index[category_id])
     image_ids = sorted(keys)
+    ctx.set_progress(0, len(image_ids))  # a total from the start; camcore's phases report their own as they run
     blobs = ctx.runtime.blobs
     spec_kwargs: dict[str, Any] = {"arch": arch, "class_names": class_names}
     if ctx.params.get("input_size"):

@@ -4,13 +4,21 @@
   const FINISHED = ["succeeded", "failed", "cancelled"];
   const rows = Array.from(document.querySelectorAll("tr.job"));
 
+  // the same text as web/job_text.py: "8/16", "cancelled at 8/16", "8" while the total is unknown
+  function countText(job) {
+    const progress = job.total === null ? String(job.done) : job.done + "/" + job.total;
+    if (job.status === "cancelled") return "cancelled at " + progress;
+    if (job.status === "queued" && !job.done) return "waiting";
+    return progress;
+  }
+
   function render(row, job) {
     row.dataset.status = job.status;
     row.querySelector(".job-status").textContent = job.status + (job.cancel_requested && !FINISHED.includes(job.status) ? " (cancelling)" : "");
     const bar = row.querySelector(".job-progress");
     bar.max = job.total || 1;
     bar.value = job.total ? job.done : (job.status === "succeeded" ? 1 : 0);
-    row.querySelector(".job-count").textContent = job.done + "/" + (job.total === null ? "?" : job.total);
+    row.querySelector(".job-count").textContent = countText(job);
     row.querySelector(".job-error").textContent = job.error || "";
     const summary = row.querySelector(".job-summary");
     if (summary) summary.textContent = (job.result && job.result.summary) || "";
