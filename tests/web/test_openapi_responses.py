@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
 from flask import Flask
 from openapi_schema_validator import OAS30Validator
 
@@ -85,6 +86,7 @@ def test_every_documented_route_answers_what_the_document_says(app: Flask) -> No
          {"category_id": cats["raccoon"], "min_score": 0.1}, expect=200)
     call("delete", "/boxes/{box_id}", f"/boxes/{drawn['id']}?version={drawn['version']}", expect=204)
     call("get", "/collections/{collection_id}/review-stats", f"/collections/{cid}/review-stats", expect=200)
+    call("get", "/collections/{collection_id}/image-count", f"/collections/{cid}/image-count?review=unreviewed&sort=-score", expect=200)
     call("get", "/collections/{collection_id}/bulk-accept/preview",
          f"/collections/{cid}/bulk-accept/preview?category_id={cats['raccoon']}&min_score=0", expect=200)
     operation = call("post", "/collections/{collection_id}/review-selection", f"/collections/{cid}/review-selection",
@@ -142,13 +144,14 @@ def test_upload_response_schema_is_not_a_bare_job(app: Flask) -> None:
     assert set(doc["components"]["schemas"]["Upload"]["required"]) == {"job", "files"}
 
 
+@pytest.mark.slow  # builds the ImageNet classifier (~40 s on 2 cores)
 def test_api_infer_accepts_imagenet_like_the_cli(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
     cid, _ = factory.collection()
     factory.image(cid, "raccoon/a.png")  # an infer job on an empty collection is refused before it starts
     started = reviewer.api("POST", f"/api/v1/collections/{cid}/jobs", {"kind": "infer", "params": {"model_version_id": "imagenet"}})
     assert started.status_code == 202, started.get_json()
     assert started.get_json()["params"] == {"model_version_id": "imagenet"}
-    job = wait_job(reviewer, started.get_json()["id"])
+    job = wait_job(reviewer, started.get_json()["id"], timeout_s=300)
     assert job["status"] == "succeeded", job
     from worker.store.models import ModelVersion
 
