@@ -658,10 +658,11 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
     boxes, score the other images before and after (CorLoc@0.5, AP50)."""
     from camcore.metrics import coco_ap, corloc
 
-    readable = [i for i, r in enumerate(results) if r is not None]
+    stored: dict[int, ImageResult] = {i: r for i, r in enumerate(results) if r is not None}
+    readable = sorted(stored)
     if not 1 <= n < len(readable):
         raise ValueError(f"--reviewed must be between 1 and {len(readable) - 1} (readable images), got {n}")
-    stored = {i: results[i] for i in readable}
+    pairs = gt.pairs()
     draws = []
     for seed in seeds:
         drawn = sorted(random.Random(seed).sample(readable, n))
@@ -669,9 +670,9 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
             i: [(int(lab), [float(v) for v in box]) for box, lab in zip(gt.boxes[i].tolist(), gt.labels[i].tolist()) if lab < num_classes]
             for i in drawn
         }
-        after = learn({i: r for i, r in stored.items() if r is not None}, reviewed, params)
+        after = learn(stored, reviewed, params)
         rest = [i for i in range(len(results)) if i not in reviewed]
-        truth = [gt.pairs()[i] for i in rest]
+        truth = [pairs[i] for i in rest]
         before_p = [_preds(results[i]) for i in rest]
         after_p = [after.get(i, _empty()) for i in rest]
         k = len(gt.class_names)

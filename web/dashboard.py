@@ -16,7 +16,6 @@ from web.errors import ApiError
 from web.ground_truth import import_ground_truth_upload, report_issues, report_summary
 from web.job_text import job_count
 from web.limits import large_body
-from web.queries import review_progress
 from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
 from web.throttle import client_address, login_throttle
 from web.services import (
@@ -109,7 +108,7 @@ def collection(collection_id: int) -> str:
     return render_template("collection.html", collection=coll, counts={getattr(k, "value", k): v for k, v in counts.items()}, jobs=jobs,
                            failed=failed, evaluations=evaluations, models=models, export_formats=EXPORT_FORMATS,
                            models_by_id={m.id: m for m in models}, architectures=architectures(), default_arch=DEFAULT_ARCH,
-                           job_count=job_count, progress=review_progress(session, collection_id))
+                           job_count=job_count)
 
 
 @bp.post("/collections/<int:collection_id>/upload")
