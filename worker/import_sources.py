@@ -27,8 +27,9 @@ import csv
 import io
 import json
 import os
-import stat
 import posixpath
+import stat
+import unicodedata
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,8 +109,10 @@ def folder_tag(rel_path: str) -> tuple[str, ...]:
 
 
 def safe_relative(name: str) -> str:
-    """Normalise an archive/manifest path; ``ImportSourceError`` for absolute paths or ``..``."""
-    raw = name.replace("\\", "/")
+    """Normalise an archive/manifest path (``/`` separators, Unicode NFC, so a name typed on one
+    system matches the same name written by another); ``ImportSourceError`` for absolute paths
+    or ``..``."""
+    raw = unicodedata.normalize("NFC", name.replace("\\", "/"))
     if raw.startswith("/") or (len(raw) >= 2 and raw[1] == ":") or any(part == ".." for part in raw.split("/")):
         raise ImportSourceError(f"refusing unsafe path {name!r} (absolute paths and '..' are not allowed)")
     normal = posixpath.normpath(raw)
@@ -207,12 +210,14 @@ def list_source(path: Path | str, manifest: Path | str | None = None, *, upload_
     if manifest is None:
         entries = [Entry(rel, folder_tag(rel), read) for rel, read in sorted(files.items()) if rel not in hidden]
         return SourceListing(entries=entries, missing=[], skipped=skipped)
+    by_name = {unicodedata.normalize("NFC", rel): rel for rel in files}  # names on disk may be NFD (macOS)
     entries, missing = [], []
-    for rel, tags in read_manifest(manifest):
-        if rel in files:
+    for name, tags in read_manifest(manifest):
+        rel = by_name.get(name)
+        if rel is not None:
             entries.append(Entry(rel, tags, files[rel]))
         else:
-            missing.append(rel)
+            missing.append(name)
     listed = {entry.rel_path for entry in entries}
     skipped = [s for s in skipped if s.file not in listed] + [Skipped(rel, MISSING_REASON) for rel in missing]
     return SourceListing(entries=entries, missing=missing, skipped=skipped)

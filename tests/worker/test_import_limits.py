@@ -60,7 +60,7 @@ def test_16_bit_10000px_png_is_refused_quickly_by_the_decode_budget(sqlite_runti
     started = time.monotonic()
     with pytest.raises(ImageLoadError, match="per-image memory budget") as refused:
         load_image(data)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5  # header only (decoding took 23 s and 3.5 GB)
     assert "10000x10000 in mode I;16" in refused.value.reason
     small = load_image(sixteen_bit_png(300))  # a small 16-bit image still loads
     assert small.mode == "RGB" and small.size == (300, 300)
@@ -71,7 +71,7 @@ def test_16_bit_10000px_png_is_refused_quickly_by_the_decode_budget(sqlite_runti
     (folder / "fine.jpg").write_bytes(_jpeg((9, 9, 9)))
     started = time.monotonic()
     job = _import(sqlite_runtime, tmp_path / "photos")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 20
     assert job.status is JobStatus.succeeded and job.result["imported"] == 1 and job.result["failed"] == 1
     assert job.result["failures"][0]["file"] == "owl/huge.png" and "memory budget" in job.result["failures"][0]["reason"]
 
@@ -127,3 +127,16 @@ def test_an_empty_file_says_so(sqlite_runtime, tmp_path: Path) -> None:  # type:
     assert job.result["failures"] == [{"file": "empty.jpg", "reason": "empty file (0 bytes)"}]
     with pytest.raises(ImageLoadError, match=r"empty file \(0 bytes\)"):
         load_image(root / "empty.jpg")
+
+
+def test_manifest_names_match_files_written_in_another_unicode_form(sqlite_runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import unicodedata
+
+    root = tmp_path / "flat"
+    root.mkdir()
+    decomposed = unicodedata.normalize("NFD", "Ünïcode.jpg")  # as macOS writes names
+    (root / decomposed).write_bytes(_jpeg((5, 6, 7)))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file_name,tags\n" + unicodedata.normalize("NFC", "Ünïcode.jpg") + ",owl\n", encoding="utf-8")
+    job = _import(sqlite_runtime, root, manifest)
+    assert job.status is JobStatus.succeeded and job.result["imported"] == 1 and job.result["missing"] == 0, job.result
