@@ -40,15 +40,19 @@ def test_import_train_infer_export_in_process(run, photos: Path, tmp_path: Path)
     n_boxes = int(found.group(1))
     assert n_boxes >= 8  # at least one box per tagged image
     out = tmp_path / "out" / "coco.json"
-    run("export", "rk", "--format", "coco", "--status", "all", "-o", str(out))
+    reviewed_only = run("export", "rk", "--format", "coco", "--status", "all", "-o", str(out))
+    assert "(0 images, 0 annotations; reviewed images only)" in reviewed_only.output  # nobody reviewed anything yet
+    run("export", "rk", "--format", "coco", "--status", "all", "--include-unreviewed", "-o", str(out))
     coco = json.loads(out.read_text())
     assert len(coco["images"]) == 8 and len(coco["annotations"]) == n_boxes
     yolo = tmp_path / "yolo"
-    run("export", "rk", "--format", "yolo", "--status", "all", "-o", str(yolo))
+    run("export", "rk", "--format", "yolo", "--status", "all", "--include-unreviewed", "--val-fraction", "0.25", "--seed", "1", "-o", str(yolo))
     assert (yolo / "data.yaml").is_file() and len(list((yolo / "labels").rglob("*.txt"))) == 8
+    assert len(list((yolo / "labels" / "val").glob("*.txt"))) == 2
+    assert "is for yolo and voc" in run("export", "rk", "--format", "coco", "--val-fraction", "0.5", "-o", str(out), code=2).output
 
     jobs = json.loads(run("jobs", "rk", "--json").output)
-    assert [j["kind"] for j in jobs] == ["import", "train", "infer", "export", "export"]
+    assert [j["kind"] for j in jobs] == ["import", "train", "infer", "export", "export", "export"]
     for job in jobs:
         assert set(job) == {"id", "kind", "status", "done", "total", "error"}
         assert job["status"] == "succeeded" and job["error"] is None and job["done"] == job["total"] > 0

@@ -305,9 +305,20 @@ def infer_command(name: str, model: str | None, top_k: int, wait: bool) -> None:
 @click.option("--status", type=click.Choice(["accepted", "all"]), default="accepted", show_default=True)
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), required=True,
               help="Output file (coco, coco-results; yolo/voc: a .zip file or a folder).")
-def export_command(name: str, fmt: str, status: str, output: Path) -> None:
+@click.option("--include-unreviewed", is_flag=True,
+              help="Also images nobody reviewed (by default only reviewed images: an unreviewed one would teach a detector "
+                   "that its objects are background).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="yolo/voc: share of the images held out for validation (images/val, ImageSets/Main/val.txt).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="Seed of the train/val draw.")
+def export_command(name: str, fmt: str, status: str, output: Path, include_unreviewed: bool, val_fraction: float, seed: int) -> None:
     """Export collection NAME's boxes as COCO, COCO results, YOLO or Pascal VOC."""
-    job_id, inline = _submit("export", name, {"format": fmt, "status": status})
+    if val_fraction and fmt not in ("yolo", "voc"):
+        raise click.BadParameter("a train/val split is for yolo and voc exports", param_hint="--val-fraction")
+    params: dict[str, Any] = {"format": fmt, "status": status, "include_unreviewed": include_unreviewed}
+    if val_fraction:
+        params.update(val_fraction=val_fraction, seed=seed)
+    job_id, inline = _submit("export", name, params)
     job = _run_and_wait(job_id, inline=inline, wait=True, quiet=True)
     blobs = _runtime().blobs
     key = job.result["export_key"]
@@ -321,12 +332,14 @@ def export_command(name: str, fmt: str, status: str, output: Path) -> None:
         with blobs.open(key) as src, output.open("wb") as dst:
             shutil.copyfileobj(src, dst)
     r = job.result
-    click.echo(f"wrote {output} ({r.get('images', 0)} images, {r.get('annotations', 0)} annotations)")
+    click.echo(f"wrote {output} ({r.get('images', 0)} images, {r.get('annotations', 0)} annotations"
+               + ("" if include_unreviewed else "; reviewed images only") + ")")
 
 
 @click.command("evaluate")
 @click.argument("name")
-@click.option("--status", "box_status", type=click.Choice(["all", "accepted"]), default="all", show_default=True)
+@click.option("--status", "box_status", type=click.Choice(["all", "accepted", "reviewed"]), default="all", show_default=True,
+              help="all proposals, accepted boxes, or reviewed (accepted boxes on the reviewed images only).")
 @click.option("--model", "model_version_id", type=int, default=None, help="Only this model version's boxes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(name: str, box_status: str, model_version_id: int | None, as_json: bool) -> None:
