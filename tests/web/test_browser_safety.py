@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_browser import Server, _sessions, browser, page, server, shot  # noqa: F401 - fixtures used by name
-from test_review_ui import _collection, _photos
+from test_browser import Server, _sessions, browser, page, server  # noqa: F401 - fixtures used by name
+from test_review_ui import _collection, _photos, docs_shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def test_no_objects_key_then_the_default_export_holds_only_reviewed_images(page:
     assert page.text_content("#review-state") == "Reviewed: no objects"
     assert page.locator("#box-list li[data-status='rejected']").count() == 1
     assert _image_state(server, empty_id) == "no_objects" and _image_state(server, other_id) == "unreviewed"
-    shot(page, "review-no-objects")
+    docs_shot(page, "review-image-no-objects")
 
     page.goto(f"{server.url}/collections/{cid}")
     with page.expect_download() as info:
@@ -124,7 +124,8 @@ def test_ground_truth_upload_and_evaluate_reviewed_boxes_with_per_class_rows(pag
     assert overall[2].startswith("reviewed") and overall[4] == "1.000" and overall[8] == "2"  # 2 reviewed images with ground truth
     classes = table.locator("tr.per-class").evaluate_all("rows => rows.map(r => r.dataset.class)")
     assert sorted(classes) == ["kangaroo", "raccoon"]
-    shot(page, "collection-evaluation-per-class")
+    page.locator("#evaluations").scroll_into_view_if_needed()
+    docs_shot(page, "collection-evaluation-per-class")
 
 
 def test_collection_delete_needs_its_name_and_token_revoke_asks_first(page: Any, server: Server, shared_dataset: Path) -> None:
@@ -137,7 +138,7 @@ def test_collection_delete_needs_its_name_and_token_revoke_asks_first(page: Any,
     assert page.is_disabled("#delete-collection-button")
     page.fill("#delete-confirm-name", "doomed")
     assert page.is_enabled("#delete-collection-button")
-    shot(page, "collection-delete-confirm")
+    docs_shot(page, "collection-delete-confirm")
     page.click("#delete-collection-button")
     page.wait_for_selector(".flash-ok")
     assert "Collection doomed deleted." in page.text_content(".flash-ok")
