@@ -5,6 +5,7 @@ the single-image editor (Annotorious; edits go to the JSON API with the row vers
 from __future__ import annotations
 
 import math
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
@@ -15,8 +16,8 @@ from sqlalchemy import select
 from web.db import db
 from web.errors import ApiError
 from web.queries import (
-    Cursor, GridImage, QueryError, boxes_for_images, collection_head, count_images, cursor_at, filter_from_args, grid_page, neighbour,
-    overlays_for_images, review_progress,
+    Cursor, GridImage, ImageFilter, QueryError, boxes_for_images, collection_head, count_images, cursor_at, filter_from_args, grid_page,
+    neighbour, overlays_for_images,
 )
 from web.services import box_json, get_collection
 from worker.store.models import Image, ImageTag
@@ -61,11 +62,9 @@ def grid(collection_id: int) -> str:
     number = _page_number("page") or 1
     try:
         f = filter_from_args(collection_id, request.args)
-        total, exact = count_images(session, f)
-        n_pages = max(1, math.ceil(total / limit))
         if goto is not None:
-            number = min(goto, n_pages) if exact else goto
-            after, before = cursor_at(session, f, (number - 1) * limit), None
+            number, after = _jump(session, f, goto, limit)
+            before = None
         else:
             after = Cursor.decode(request.args["cursor"]) if request.args.get("cursor") else None
             before = Cursor.decode(request.args["before"]) if request.args.get("before") else None
@@ -82,9 +81,22 @@ def grid(collection_id: int) -> str:
         first_url=None if page.first else grid_url,
         prev_url=f"{grid_url}&before={page.prev_cursor}&page={max(1, number - 1)}" if page.prev_cursor else None,
         next_url=f"{grid_url}&cursor={page.next_cursor}&page={number + 1}" if page.next_cursor else None,
-        grid_url=grid_url, page_number=number, n_pages=n_pages, total=total, total_exact=exact,
-        progress=review_progress(session, collection_id),
+        grid_url=grid_url, page_number=number, page_size=limit,
+        count_url=f"{url_for('api.image_count', collection_id=collection_id)}?{query}",
     )
+
+
+def _jump(session: Any, f: ImageFilter, goto: int, limit: int) -> tuple[int, Cursor | None]:
+    """Page ``goto``'s number and the cursor its rows start after; past the end: the last page.
+
+    The cursor is found with an OFFSET over index columns only, so a jump costs one index
+    range scan; only a jump past the end counts the matches."""
+    after = cursor_at(session, f, (goto - 1) * limit)
+    if after is not None or goto == 1:
+        return goto, after
+    total, _exact = count_images(session, f)
+    last = max(1, math.ceil(total / limit))
+    return last, cursor_at(session, f, (last - 1) * limit)
 
 
 def _thumb_html(image: GridImage, href_query: str) -> Markup:
@@ -142,5 +154,4 @@ def image_view(image_id: int) -> str:
         "prev_url": url_for("review.image_view", image_id=prev.id, **args) if prev else None,
         "grid_url": url_for("review.grid", collection_id=collection.id, **args),
     }
-    return render_template("review/image.html", collection=collection, image=image, data=data, categories=categories,
-                           progress=review_progress(session, collection.id))
+    return render_template("review/image.html", collection=collection, image=image, data=data, categories=categories)

@@ -109,6 +109,13 @@ def docs_shot(page: Any, name: str, width: int = 900) -> Path:
     return target
 
 
+def _counts_loaded(page: Any) -> None:
+    """Wait for the counts the page fills in after it is shown (progress line, grid total)."""
+    page.wait_for_selector("#review-progress[data-loaded='1']")
+    if page.locator("#page-info").count():
+        page.wait_for_selector("#page-info[data-loaded='1']")
+
+
 def _selected(page: Any) -> str:
     return page.text_content("#selection-count")
 
@@ -336,23 +343,28 @@ def test_counts_remembered_grid_page_queue_history_and_prefetch(server: Server, 
     grid_url = f"{server.url}/review/collections/{cid}?review=unreviewed"
     page.goto(grid_url)
     page.wait_for_selector("body[data-ready='1']")
+    _counts_loaded(page)
     assert " ".join(page.text_content("#page-info").split()) == "Page 1 of 2 · 50 images"
     assert page.text_content("#count-to-review").strip() == "50 to review"
     page.click("#next-page")
     page.wait_for_selector("body[data-ready='1']")
+    _counts_loaded(page)
     assert " ".join(page.text_content("#page-info").split()) == "Page 2 of 2 · 50 images"
     second_page = page.url
     opened = _thumb_ids(page)[1]
     page.click(f".thumb[data-image-id='{opened}'] a.open")
     page.wait_for_selector("body[data-ready='1']")
+    _counts_loaded(page)
     assert "50 to review" in " ".join(page.text_content("#review-progress").split())
     page.click("#grid-link")  # back to the page, sort and filter the grid was left at
     page.wait_for_selector("body[data-ready='1']")
+    _counts_loaded(page)
     assert page.url == second_page and " ".join(page.text_content("#page-info").split()) == "Page 2 of 2 · 50 images"
     assert page.evaluate("document.activeElement.closest('.thumb').dataset.imageId") == str(opened)
     page.fill("#goto-form input[name=goto]", "1")
     page.click("#goto-form button")
     page.wait_for_selector("body[data-ready='1']")
+    _counts_loaded(page)
     assert page.text_content("#page-info").strip().startswith("Page 1 of 2")
 
     # the queue keeps its history: accept all + next, then K goes back to the image just reviewed
@@ -368,6 +380,7 @@ def test_counts_remembered_grid_page_queue_history_and_prefetch(server: Server, 
     page.keyboard.press("Space")
     page.wait_for_url(re.compile(rf"/review/images/{second}\?"))
     page.wait_for_selector("body[data-ready='1']")
+    _counts_loaded(page)
     assert _box(server, boxes["b0"]).status.value == "accepted"
     assert "49 to review" in " ".join(page.text_content("#review-progress").split())
     page.keyboard.press("k")

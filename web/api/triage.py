@@ -11,7 +11,7 @@ from flask_login import current_user
 from web.api import bp, json_body
 from web.db import db
 from web.errors import ApiError
-from web.queries import class_counts, review_progress
+from web.queries import QueryError, class_counts, count_images, filter_from_args, review_progress
 from web.services import get_collection
 from web.validation import parse_float, parse_int
 from worker.store.review_ops import OperationError, preview_bulk_accept, review_selection, undo_operation
@@ -32,15 +32,32 @@ def operation_json(operation: Any) -> dict[str, Any]:
 
 @bp.get("/collections/<int:collection_id>/review-stats")
 def review_stats(collection_id: int) -> dict[str, Any]:
-    """Images to review / reviewed / marked "no objects", and per-class box counts by review status."""
+    """Images to review / reviewed / marked "no objects", and per-class box counts by review status
+    (``classes=0``: images only)."""
     session = db()
     get_collection(session, collection_id)
     progress = review_progress(session, collection_id)
+    with_classes = request.args.get("classes", "1") not in ("0", "false", "no")
     return {
         "images": {"total": progress.total, "to_review": progress.to_review, "reviewed": progress.reviewed, "no_objects": progress.no_objects},
         "classes": [{"category_id": c.category_id, "name": c.name, "proposed": c.proposed, "accepted": c.accepted,
-                     "rejected": c.rejected, "edited": c.edited, "reviewed": c.reviewed} for c in class_counts(session, collection_id)],
+                     "rejected": c.rejected, "edited": c.edited, "reviewed": c.reviewed}
+                    for c in (class_counts(session, collection_id) if with_classes else [])],
     }
+
+
+@bp.get("/collections/<int:collection_id>/image-count")
+def image_count(collection_id: int) -> dict[str, Any]:
+    """How many images match the review grid's filters (same arguments as the image list), counted
+    up to a cap: ``exact`` is false when there are more than ``count``."""
+    session = db()
+    get_collection(session, collection_id)
+    try:
+        f = filter_from_args(collection_id, request.args)
+    except QueryError as exc:
+        raise ApiError(400, "bad_query", str(exc)) from exc
+    count, exact = count_images(session, f)
+    return {"count": count, "exact": exact}
 
 
 @bp.get("/collections/<int:collection_id>/bulk-accept/preview")

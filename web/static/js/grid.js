@@ -237,7 +237,21 @@
       " scoring at least " + body.min_score + ".", operation: result.data.operation_id });
   });
 
-  // -- per-class counts (loaded after the page, so the page itself stays one cheap query) ---------
+  // -- totals: "page N of M", counted after the page is shown (capped: "M+" beyond the cap) ---------
+  async function loadTotal() {
+    const info = document.getElementById("page-info");
+    const result = await api("GET", info.dataset.countUrl);
+    if (!result.ok) return;
+    const plus = result.data.exact ? "" : "+";
+    const pages = Math.max(1, Math.ceil(result.data.count / Number(info.dataset.pageSize)));
+    info.textContent = "Page " + info.dataset.page + " of " + pages + plus + " · " + result.data.count + plus +
+      (result.data.count === 1 && !plus ? " image" : " images");
+    if (result.data.exact) document.querySelector("#goto-form input[name=goto]").max = String(pages);
+    info.dataset.loaded = "1";
+  }
+  loadTotal();
+
+  // -- per-class counts (loaded after the page, so the page itself stays a few index range scans) --
   async function loadCounts() {
     const result = await api("GET", "/api/v1/collections/" + collectionId + "/review-stats");
     if (!result.ok) return;

@@ -132,7 +132,14 @@
     redoButton.disabled = history.redo.length === 0;
   }
 
+  let progressTimer = null;
+  function progressSoon() {  // the counts line follows the edits (one request after a burst of them)
+    clearTimeout(progressTimer);
+    progressTimer = setTimeout(function () { if (window.camlabel.refreshProgress) window.camlabel.refreshProgress(); }, 400);
+  }
+
   function record(entry) {
+    progressSoon();
     history.undo.push(entry);
     if (history.undo.length > 200) history.undo.shift();
     history.redo = [];
@@ -230,6 +237,7 @@
     if (!entry) { message("Nothing to " + direction + "."); return; }
     const ok = await applyEntry(entry, direction);
     if (ok) to.push(entry);
+    progressSoon();
     saveHistory();
     refresh();
     if (ok) message((direction === "undo" ? "Undone: " : "Redone: ") + describe(entry) + ".");
@@ -326,7 +334,8 @@
     const w = data.image.width || image.naturalWidth, h = data.image.height || image.naturalHeight;
     sortedBoxes().forEach(function (box) {
       const label = document.createElement("span");
-      label.className = "box-label status-" + box.status + (String(box.id) === selectedId ? " selected" : "");
+      label.className = "box-label status-" + box.status + (String(box.id) === selectedId ? " selected" : "") +
+        (box.y1 / h < 0.08 ? " inside" : "");  // no room above the box: drawn just inside its top edge
       label.dataset.boxId = String(box.id);
       label.textContent = boxLabel(box);
       label.style.left = (box.x1 / w * 100) + "%";
@@ -409,6 +418,7 @@
       result.data.boxes.forEach(putBox);
       refresh();
       showReviewState(result.data.review_state);
+      progressSoon();
       message(marked ? "No longer marked “no objects”." : "Marked “no objects” (" + result.data.boxes.length + " box(es) rejected).");
     } else {
       handleFailure(result, null);
@@ -515,6 +525,8 @@
   // -- keyboard (remappable: shortcuts.js) -------------------------------------------------------
   const shortcuts = window.camlabel.shortcuts.create(document.getElementById("shortcut-list"),
     document.getElementById("keys-status"), document.getElementById("keys-reset"));
+
+  window.camlabel.trapFocus(help);
 
   function toggleHelp() {
     if (help.open) help.close();
