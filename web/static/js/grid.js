@@ -42,6 +42,7 @@
   thumbs.forEach(function (t) {
     t.querySelector("a.open").addEventListener("click", function () {
       sessionStorage.setItem("camlabel.lastImage." + collectionId, t.dataset.imageId);
+      sessionStorage.removeItem("camlabel.trail." + collectionId);  // K's history starts at the image opened here
     });
   });
 
