@@ -161,12 +161,19 @@ def test_login_is_throttled_per_address_across_emails(make_app: Callable[..., Fl
 
 @pytest.mark.redis
 def test_login_throttle_is_shared_by_processes_through_redis(make_app: Callable[..., Flask], sqlite_url: str, redis_url: str) -> None:
-    """Two app instances (two gunicorn workers) count failures in one Redis."""
+    """Two app instances (two gunicorn workers) count failures in one Redis. The apps stay in
+    embedded mode (the process-wide Celery app is left alone); their throttle is attached to Redis
+    as ``create_app`` does when ``REDIS_URL`` is set."""
     import uuid
 
+    from web import throttle as throttle_module
+
     email = f"shared-{uuid.uuid4().hex[:8]}@example.com"
-    first = make_app(sqlite_url, REDIS_URL=redis_url, LOGIN_MAX_FAILURES_PER_ACCOUNT=4)
-    second = make_app(sqlite_url, REDIS_URL=redis_url, LOGIN_MAX_FAILURES_PER_ACCOUNT=4)
+    first = make_app(sqlite_url, LOGIN_MAX_FAILURES_PER_ACCOUNT=4)
+    second = make_app(sqlite_url, LOGIN_MAX_FAILURES_PER_ACCOUNT=4)
+    for app in (first, second):
+        throttle_module.init_app(app, redis_url)
+        assert type(app.extensions["camlabel.login_throttle"].storage).__name__ == "RedisStorage"
     address = f"192.0.2.{uuid.uuid4().int % 250 + 1}"
     try:
         for app in (first, second, first, second):
