@@ -16,6 +16,7 @@ from web.errors import ApiError
 from web.ground_truth import import_ground_truth_upload, report_issues, report_summary
 from web.job_text import job_count
 from web.limits import large_body
+from web.validation import parse_float, parse_int
 from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
 from web.throttle import client_address, login_throttle
 from web.services import (
@@ -148,8 +149,8 @@ def cancel_job_page(job_id: int) -> Response:
 @bp.post("/collections/<int:collection_id>/bulk-accept")
 def bulk_accept_page(collection_id: int) -> Response:
     try:
-        category_id = int(request.form.get("category_id", ""))
-        min_score = float(request.form.get("min_score", ""))
+        category_id = parse_int(request.form.get("category_id", ""), "category_id")
+        min_score = parse_float(request.form.get("min_score", ""), "min_score")
         count = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id).n_boxes
     except ValueError:
         flash("Choose a category and a numeric minimum score.", "error")
