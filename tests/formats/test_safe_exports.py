@@ -216,7 +216,7 @@ def test_exif_rotated_photo_is_exported_upright(runtime, tmp_path: Path, fmt: st
                         status=ReviewStatus.accepted))
         session.commit()
         summary = export_collection(session, runtime.blobs, coll.id, fmt, tmp_path / "out")
-    assert summary["images_rotated"] == 1
+    assert summary["images_reencoded"] == 1
     folder = "images" if fmt == "yolo" else "JPEGImages"
     exported = tmp_path / "out" / folder / "phone__IMG_1.jpg"
     with PILImage.open(exported) as img:  # read as a reader that ignores EXIF does
@@ -235,7 +235,39 @@ def test_exif_rotated_photo_is_exported_upright(runtime, tmp_path: Path, fmt: st
 
 def test_an_upright_photo_is_copied_byte_for_byte(runtime, scene: Built, tmp_path: Path) -> None:
     summary = _export(runtime, scene, "voc", tmp_path / "v")
-    assert summary["images_rotated"] == 0 and summary["image_files"] == 4
+    assert summary["images_reencoded"] == 0 and summary["image_files"] == 4
+
+
+def test_voc_images_are_jpeg_named_by_their_id(runtime, factory: Factory, tmp_path: Path) -> None:
+    """VOC readers open ``JPEGImages/<id>.jpg``: a PNG with transparency becomes a JPEG of the same size."""
+    import hashlib
+
+    from worker.store.models import Box, Category, Collection, Image
+
+    buffer = io.BytesIO()
+    PILImage.new("RGBA", (30, 20), (255, 0, 0, 0)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    with runtime.sessions() as session:
+        coll = Collection(name="pngs")
+        session.add(coll)
+        session.flush()
+        cat = Category(collection_id=coll.id, name="thing")
+        session.add(cat)
+        session.flush()
+        image = Image(collection_id=coll.id, sha256=hashlib.sha256(data).hexdigest(), rel_path="shots/a.png",
+                      storage_key=runtime.blobs.put_bytes(data, kind="images", suffix=".png"), width=30, height=20)
+        session.add(image)
+        session.flush()
+        session.add(Box(image_id=image.id, category_id=cat.id, x1=2, y1=2, x2=10, y2=10, score=None, source=BoxSource.human,
+                        status=ReviewStatus.accepted))
+        session.commit()
+        summary = export_collection(session, runtime.blobs, coll.id, "voc", tmp_path / "v")
+    assert summary["images_reencoded"] == 1
+    [stem] = (tmp_path / "v" / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    tree = ET.parse(tmp_path / "v" / "Annotations" / f"{stem}.xml").getroot()
+    assert tree.findtext("filename") == f"{stem}.jpg" and tree.findtext("path") == "shots/a.png"
+    with PILImage.open(tmp_path / "v" / "JPEGImages" / f"{stem}.jpg") as img:
+        assert img.format == "JPEG" and img.size == (30, 20) and img.getpixel((5, 5)) == pytest.approx((255, 255, 255), abs=3)
 
 
 def test_download_name() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from worker.formats.selection import CategoryMap, FormatError, clip_xyxy, images_stmt, images_with_boxes_stmt, stream
 from worker.formats.sink import ExportSink, flat_name, stem_of
-from worker.formats.upright import upright_bytes
+from worker.formats.upright import jpeg_bytes, upright_bytes
 from worker.store.blobs import LocalBlobStore
 
 
@@ -88,23 +88,24 @@ def choose_split(session: Session, collection_id: int, *, fraction: float, seed:
     return Split(fraction, seed, frozenset(random.Random(seed).sample(ids, n_val)))
 
 
-def _add_image(sink: ExportSink, blobs: LocalBlobStore, arcname: str, image: ExportImage, counts: dict[str, int]) -> None:
-    """The image file, upright (:mod:`worker.formats.upright`): re-encoded when EXIF-rotated."""
+def _add_image(sink: ExportSink, blobs: LocalBlobStore, arcname: str, image: ExportImage, counts: dict[str, int], *, as_jpeg: bool = False) -> None:
+    """The image file, upright (:mod:`worker.formats.upright`): re-encoded when EXIF-rotated, or
+    (``as_jpeg``) when it is not a JPEG; otherwise the stored file itself."""
     if not (image.storage_key and blobs.exists(image.storage_key)):
         counts["missing_image_files"] += 1
         return
     source = blobs.local_path(image.storage_key)
-    upright = upright_bytes(source)
-    if upright is None:
+    encoded = jpeg_bytes(source) if as_jpeg else upright_bytes(source)
+    if encoded is None:
         sink.add_file(arcname, source)
     else:
-        sink.write_bytes(arcname, upright)
-        counts["images_rotated"] += 1
+        sink.write_bytes(arcname, encoded)
+        counts["images_reencoded"] += 1
     counts["image_files"] += 1
 
 
 def _counts() -> dict[str, int]:
-    return {"images": 0, "annotations": 0, "skipped_boxes": 0, "image_files": 0, "missing_image_files": 0, "images_rotated": 0,
+    return {"images": 0, "annotations": 0, "skipped_boxes": 0, "image_files": 0, "missing_image_files": 0, "images_reencoded": 0,
             "train_images": 0, "val_images": 0}
 
 
@@ -200,7 +201,8 @@ def write_voc(
     session: Session, blobs: LocalBlobStore, collection_id: int, categories: CategoryMap, selection: str, sink: ExportSink, *,
     model_version_id: int | None = None, reviewed_only: bool = False, split: Split | None = None,
 ) -> dict[str, int]:
-    """Pascal VOC layout: ``Annotations/<flat stem>.xml``, ``JPEGImages/<flat name>``,
+    """Pascal VOC layout: ``Annotations/<flat stem>.xml``, ``JPEGImages/<flat stem>.jpg`` (other
+    formats are converted to JPEG, as VOC readers open ``<id>.jpg``),
     ``ImageSets/Main/{train,val,trainval}.txt`` (one stem a line; without a split every image
     is in ``train`` and ``val`` is empty) and ``labels.txt`` (class names)."""
     split = split or Split(0.0, 0, frozenset())
@@ -209,10 +211,10 @@ def write_voc(
     taken: set[str] = set()
     subsets: dict[str, list[str]] = {"train": [], "val": []}
     for image in iter_images(session, collection_id, selection, counts, model_version_id=model_version_id, reviewed_only=reviewed_only):
-        name = flat_name(image.rel_path, taken)
-        stem = stem_of(name)
+        stem = stem_of(flat_name(image.rel_path, taken))
+        name = f"{stem}.jpg"
         sink.write_text(f"Annotations/{stem}.xml", voc_xml(image, name, names))
-        _add_image(sink, blobs, f"JPEGImages/{name}", image, counts)
+        _add_image(sink, blobs, f"JPEGImages/{name}", image, counts, as_jpeg=True)
         subset = split.subset(image.image_id)
         subsets[subset].append(stem)
         counts[f"{subset}_images"] += 1

@@ -1,4 +1,5 @@
-"""Image files for exports whose pixels are in the orientation the boxes use.
+"""Image files for exports whose pixels are in the orientation the boxes use (and JPEG where a
+format requires it).
 
 Boxes are pixels of the displayed image (EXIF orientation applied). A file copied as is keeps
 its EXIF orientation tag, and readers that ignore EXIF (most training loaders, VOC tools)
@@ -50,4 +51,32 @@ def upright_bytes(path: Path) -> bytes | None:
         options["icc_profile"] = icc
     buffer = io.BytesIO()
     upright.save(buffer, format=fmt, exif=exif.tobytes(), **options)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(path: Path) -> bytes | None:
+    """The file as an upright JPEG without an orientation tag (quality 95; transparency flattened
+    on white), for layouts whose readers expect ``.jpg`` files (Pascal VOC); ``None`` when the
+    file is a JPEG already that needs no rotation (copy it as is)."""
+    with Image.open(path) as img:
+        is_jpeg = img.format == "JPEG"
+    if is_jpeg:
+        return upright_bytes(path)
+    with Image.open(path) as img:
+        icc = img.info.get("icc_profile")
+        upright = ImageOps.exif_transpose(img)
+    if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
+        rgba = upright.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        upright = flat
+    elif upright.mode not in ("RGB", "L"):
+        upright = upright.convert("RGB")
+    exif = upright.getexif()
+    exif.pop(ORIENTATION_TAG, None)
+    options: dict[str, object] = {"quality": 95}
+    if icc:
+        options["icc_profile"] = icc
+    buffer = io.BytesIO()
+    upright.save(buffer, format="JPEG", exif=exif.tobytes(), **options)
     return buffer.getvalue()
