@@ -23,7 +23,7 @@ from werkzeug.utils import secure_filename
 
 from web.errors import ApiError
 from web.exports import EXPORT_FORMATS, EXPORT_STATUSES, export_params  # noqa: F401 - EXPORT_* re-exported for the pages
-from worker.store.review_state import mark_reviewed, sync_reviewed
+from worker.store.review_state import mark_reviewed
 from web.public import public_params, public_text
 from web.validation import check_name, json_int, json_number, parse_int
 from worker.importing import remove_staging, staging_root, sweep_staging
