@@ -62,18 +62,6 @@ def mark_reviewed(session: Session, image_ids: Iterable[int], *, user_id: int | 
     _expire(session, ids)
 
 
-def sync_reviewed(session: Session, collection_id: int, *, user_id: int | None) -> int:
-    """Mark reviewed every image of a collection that has a box carrying a person's decision
-    (after a bulk action such as accepting every box above a score); returns how many changed."""
-    result = session.execute(
-        update(Image)
-        .where(Image.collection_id == collection_id, _STATE == ImageReviewState.unreviewed.value, reviewed_box_exists())
-        .values(review_state=ImageReviewState.reviewed, reviewed_at=utcnow(), reviewed_by_id=user_id)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
 def set_no_objects(session: Session, image_id: int, *, user_id: int | None, versions: Mapping[int, int] | None = None) -> list[int]:
     """Mark an image "no objects": every box of it that is not ground truth and not rejected yet
     is rejected (row version + 1), and its state becomes ``no_objects``. Not committed.
