@@ -382,7 +382,7 @@ def test_end_to_end_upload_train_infer_review_export(server: Server, page: Any, 
         page.wait_for_selector("text=import job")
         job = _wait_job_in_page(page, "import", 120)
         assert job["status"] == "succeeded", job
-    page.fill("#start-jobs input[name=arch]", os.environ.get("CAMLABEL_E2E_ARCH", "efficientnet_lite0"))
+    page.select_option("#train-arch", os.environ.get("CAMLABEL_E2E_ARCH", "efficientnet_lite0"))
     page.click("#start-train")
     train = _wait_job_in_page(page, "train", 400)
     assert train["status"] == "succeeded", train
@@ -442,6 +442,7 @@ def test_end_to_end_upload_train_infer_review_export(server: Server, page: Any, 
 
     # export from the collection page: COCO of accepted boxes holds exactly those edits
     page.goto(collection_url)
+    page.check("#export-form input[name=include_unreviewed]")  # every image; the default holds the reviewed ones only
     with page.expect_download() as info:
         page.click("#download-export")
     coco = json.loads(Path(info.value.path()).read_text())
