@@ -150,6 +150,7 @@ def test_yolo_split_is_seeded_and_checked(runtime, scene: Built, tmp_path: Path)
     _export(runtime, scene, "yolo", no_split)
     data = yaml.safe_load((no_split / "data.yaml").read_text())
     assert data["train"] == data["val"] == "images" and (no_split / "images" / "cats__images__c1.jpg").exists()
+    assert "val is the training images here" in (no_split / "data.yaml").read_text()
     with runtime.sessions() as session:
         with pytest.raises(FormatError, match=r"val_fraction must be in \[0, 1\)"):
             export_collection(session, runtime.blobs, scene.collection_id, "yolo", tmp_path / "bad", val_fraction=1.5)

@@ -114,6 +114,7 @@ YOLO_YAML_NOTE = (
     "# file's folder, wherever the dataset is unpacked (a relative 'path' would be taken from the\n"
     "# working directory).\n"
 )
+YOLO_NO_SPLIT_NOTE = "# val is the training images here: export with a validation share (val_fraction) to hold some out.\n"
 
 
 def write_yolo(
@@ -153,7 +154,8 @@ def write_yolo(
         counts["annotations"] += len(lines)
     train, val = ("images/train", "images/val") if split.enabled else ("images", "images")
     data = {"train": train, "val": val, "nc": len(categories.names), "names": {i: n for i, n in enumerate(categories.names)}}
-    sink.write_text("data.yaml", YOLO_YAML_NOTE + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    note = YOLO_YAML_NOTE if split.enabled else YOLO_YAML_NOTE + YOLO_NO_SPLIT_NOTE
+    sink.write_text("data.yaml", note + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return counts
 
 
