@@ -1,5 +1,6 @@
 """Review: recorded bulk operations, so one undo restores each box's previous status and each
-image's previous review state.
+image's previous review state; an index that counts a collection's images by status and review
+state without reading the table (the review progress line).
 
 Revision ID: 0008
 Revises: 0007
@@ -60,9 +61,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("operation_id", "image_id", name=op.f("pk_review_operation_images")),
     )
     op.create_index(op.f("ix_review_operation_images_image_id"), "review_operation_images", ["image_id"])
+    with op.batch_alter_table("images") as batch:
+        batch.create_index("ix_images_collection_status_review", ["collection_id", "status", "review_state"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("images") as batch:
+        batch.drop_index("ix_images_collection_status_review")
     op.drop_index(op.f("ix_review_operation_images_image_id"), table_name="review_operation_images")
     op.drop_table("review_operation_images")
     op.drop_index(op.f("ix_review_operation_boxes_box_id"), table_name="review_operation_boxes")

@@ -252,7 +252,7 @@
   }
   loadTotal();
 
-  // -- per-class counts (loaded after the page, so the page itself stays a few index range scans) --
+  // -- per-class counts: counted when their panel is first opened (a pass over the boxes) -----------
   async function loadCounts() {
     const result = await api("GET", "/api/v1/collections/" + collectionId + "/review-stats");
     if (!result.ok) return;
@@ -270,7 +270,10 @@
       body.appendChild(tr);
     });
   }
-  loadCounts();
+  const classPanel = document.getElementById("class-counts");
+  classPanel.addEventListener("toggle", function () {
+    if (classPanel.open && !classPanel.dataset.loaded) { classPanel.dataset.loaded = "1"; loadCounts(); }
+  });
 
   // focus stays where the user was: the thumbnail of the image last opened from this page
   const last = sessionStorage.getItem("camlabel.lastImage." + collectionId);

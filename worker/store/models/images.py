@@ -30,6 +30,8 @@ class Image(Base):
         Index("ix_images_collection_min_score", "collection_id", "min_score", "id"),
         Index("ix_images_collection_n_boxes", "collection_id", "n_boxes", "id"),
         Index("ix_images_collection_review_state", "collection_id", "review_state", "id"),
+        # Review progress (images by status and review state) from the index alone.
+        Index("ix_images_collection_status_review", "collection_id", "status", "review_state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
