@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from web.auth import admin_required, authenticate, create_token, create_user, finish_session, start_session
+from web.auth import admin_required, authenticate, create_token, create_user, finish_session, set_password, start_session
 from web.db import blobs, db, runtime
 from web.errors import ApiError
 from web.ground_truth import import_ground_truth_upload, report_issues, report_summary
@@ -210,6 +210,25 @@ def create_token_page() -> str:
     session.commit()
     tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id)))
     return render_template("account.html", tokens=tokens, new_token=secret)
+
+
+@bp.post("/account/password")
+def change_password_page() -> Response:
+    """Change your password; every session of the account ends, so log in again with the new one."""
+    session = db()
+    user = session.get(User, current_user.id)
+    if user is None or authenticate(session, user.email, request.form.get("current_password", "")) is None:
+        flash("The current password is wrong.", "error")
+        return redirect(url_for("dashboard.account"))
+    try:
+        set_password(session, user, request.form.get("new_password", ""))
+    except ValueError as exc:
+        session.rollback()
+        flash(f"New password: {exc}.", "error")
+        return redirect(url_for("dashboard.account"))
+    session.commit()
+    flash("Password changed; every session of this account was logged out. Log in with the new password.", "ok")
+    return redirect(url_for("dashboard.login"))
 
 
 @bp.post("/account/tokens/<int:token_id>/revoke")

@@ -88,6 +88,23 @@ def test_password_change_ends_every_session_of_the_account(app: Flask, factory: 
     login(app.test_client(), "someone@example.com", "another long one")
 
 
+def test_password_change_from_the_account_page_logs_out_everywhere(app: Flask, factory: Factory) -> None:
+    factory.user("someone@example.com")
+    browser = login(app.test_client(), "someone@example.com")
+    elsewhere = login(app.test_client(), "someone@example.com")
+    assert 'id="password-form"' in browser.client.get("/account").get_data(as_text=True)
+    wrong = browser.form("/account/password", {"current_password": "not it at all", "new_password": "another long one"},
+                         follow_redirects=True)
+    assert "The current password is wrong." in wrong.get_data(as_text=True)
+    short = browser.form("/account/password", {"current_password": PASSWORD, "new_password": "short"}, follow_redirects=True)
+    assert "at least 8 characters" in short.get_data(as_text=True)
+    changed = browser.form("/account/password", {"current_password": PASSWORD, "new_password": "another long one"})
+    assert changed.status_code == 302 and changed.headers["Location"].endswith("/login")
+    assert elsewhere.api("GET", "/api/v1/me").status_code == 401
+    assert browser.client.get("/account").status_code == 302  # this browser too
+    login(app.test_client(), "someone@example.com", "another long one")
+
+
 def test_cli_set_password_logs_the_account_out(app: Flask, factory: Factory) -> None:
     factory.user("someone@example.com")
     browser = login(app.test_client(), "someone@example.com")
