@@ -25,7 +25,7 @@ from web.errors import ApiError
 from web.exports import EXPORT_FORMATS, EXPORT_STATUSES, export_params  # noqa: F401 - EXPORT_* re-exported for the pages
 from worker.store.review_state import mark_reviewed
 from web.public import public_params, public_text
-from web.validation import check_name, json_int, json_number, parse_int
+from web.validation import check_name, parse_int, require_int, require_number
 from worker.importing import remove_staging, staging_root, sweep_staging
 from worker.store.models import Box, BoxSource, Category, Collection, Image, Job, JobKind, ReviewOperation, ReviewStatus
 
@@ -307,19 +307,18 @@ def edit_box(session: Session, box_id: int, data: dict[str, Any], *, user_id: in
     box = _editable_box(session, box_id)
     if "version" not in data:
         raise ApiError(400, "version_required", "send the box's current 'version' with every edit", field="version")
-    expected = json_int(data, "version", minimum=0)
+    expected = require_int(data, "version", minimum=0)
     changes: dict[str, Any] = {}
     if "status" in data:
         changes["status"] = _status(data["status"])
     if "category_id" in data:
-        category_id = json_int(data, "category_id")
-        assert category_id is not None
+        category_id = require_int(data, "category_id")
         _check_category(session, box.image_id, category_id)
         changes["category_id"] = category_id
     if any(k in data for k in _GEOMETRY):
         image = session.get(Image, box.image_id)
-        coords = {k: json_number(data, k) if k in data else float(getattr(box, k)) for k in _GEOMETRY}
-        changes.update(_clip_box(coords, image))  # type: ignore[arg-type]
+        coords = {k: require_number(data, k) if k in data else float(getattr(box, k)) for k in _GEOMETRY}
+        changes.update(_clip_box(coords, image))
     if not changes:
         raise ApiError(400, "no_changes", "nothing to change: send status, category_id or x1/y1/x2/y2")
     if "status" not in changes and ("category_id" in changes or any(k in changes for k in _GEOMETRY)):
@@ -353,10 +352,9 @@ def create_box(session: Session, image_id: int, data: dict[str, Any], *, user_id
         raise ApiError(404, "not_found", f"no image {image_id}")
     if "category_id" not in data:
         raise ApiError(400, "category_required", "a new box needs a category_id", field="category_id")
-    category_id = json_int(data, "category_id")
-    assert category_id is not None
+    category_id = require_int(data, "category_id")
     _check_category(session, image_id, category_id)
-    coords: dict[str, float] = {k: json_number(data, k) for k in _GEOMETRY}  # type: ignore[misc]
+    coords = {k: require_number(data, k) for k in _GEOMETRY}
     box = Box(image_id=image_id, category_id=category_id, score=None, source=BoxSource.human, status=ReviewStatus.accepted,
               reviewer_id=user_id, **_clip_box(coords, image))
     session.add(box)

@@ -103,6 +103,22 @@ def json_int(data: Mapping[str, Any], field: str, *, required: bool = True, mini
     return parse_int(value, field, minimum=minimum, maximum=maximum)
 
 
+def require_int(data: Mapping[str, Any], field: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
+    """A required JSON integer field (see :func:`json_int`)."""
+    value = json_int(data, field, minimum=minimum, maximum=maximum)
+    if value is None:  # json_int raises for a missing required field; this narrows the type
+        raise bad_value(field, "is required (an integer)", code="missing_field")
+    return value
+
+
+def require_number(data: Mapping[str, Any], field: str) -> float:
+    """A required finite JSON number field (see :func:`json_number`)."""
+    value = json_number(data, field)
+    if value is None:
+        raise bad_value(field, "is required (a number)", code="missing_field")
+    return value
+
+
 def json_number(data: Mapping[str, Any], field: str, *, required: bool = True) -> float | None:
     """A JSON number field, finite (``1.5`` or ``2``; not ``"abc"``, ``null``, ``[1]`` or ``true``)."""
     if field not in data:

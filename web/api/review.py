@@ -11,7 +11,7 @@ from web.db import db
 from web.errors import ApiError
 from web.queries import Cursor, QueryError, boxes_for_images, filter_from_args, list_boxes, list_images, overlays_for_images
 from web.services import box_json, bulk_accept, create_box, delete_box, edit_box, get_collection, image_json
-from web.validation import float_arg, int_arg, json_int, json_number, parse_int
+from web.validation import float_arg, int_arg, parse_int, require_int, require_number
 from worker.store.models import Box, BoxSource, Image, ModelVersion, ReviewStatus
 
 
@@ -81,8 +81,7 @@ def patch_box(box_id: int) -> dict:
 def delete_box_view(box_id: int) -> tuple[str, int]:
     if request.args.get("version") is None:
         raise ApiError(400, "version_required", "send ?version=<the box's current version>", field="version")
-    version = int_arg(request.args, "version")
-    assert version is not None
+    version = parse_int(request.args["version"], "version", minimum=0)
     delete_box(db(), box_id, version)
     return "", 204
 
@@ -94,10 +93,10 @@ def accept_all(image_id: int) -> dict:
     versions = json_body().get("versions")
     if not isinstance(versions, dict):
         raise ApiError(400, "versions_required", "send {'versions': {box_id: version}} for the boxes you saw", field="versions")
-    seen: dict[int, int | None] = {}
+    seen: dict[int, int] = {}
     for key, version in versions.items():
         field = f"versions.{str(key)[:40]}"
-        seen[parse_int(key, field)] = json_int({field: version}, field, minimum=0)
+        seen[parse_int(key, field)] = require_int({field: version}, field, minimum=0)
     ids = set(session.scalars(select(Box.id).where(Box.image_id == image_id, Box.status == ReviewStatus.proposed,
                                                    Box.source != BoxSource.ground_truth)))
     updated, conflicts = [], []
@@ -119,9 +118,8 @@ def accept_all(image_id: int) -> dict:
 def bulk_accept_view(collection_id: int) -> dict:
     """Accept all proposed CAM boxes of ``category_id`` with ``score >= min_score`` (undo: ``.../review-operations/<operation_id>/undo``)."""
     data = json_body()
-    category_id = json_int(data, "category_id")
-    min_score = json_number(data, "min_score")
-    assert category_id is not None and min_score is not None
+    category_id = require_int(data, "category_id")
+    min_score = require_number(data, "min_score")
     operation = bulk_accept(db(), collection_id, category_id, min_score, user_id=current_user.id)
     return {"accepted": operation.n_boxes, "operation_id": operation.id}
 
