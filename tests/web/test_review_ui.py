@@ -154,6 +154,11 @@ def test_grid_triage_selection_bulk_accept_with_preview_and_undo(server: Server,
     assert _selected(page) == "5 selected" and "/review/collections/" in page.url  # Ctrl-click selects, does not open
     page.keyboard.press("Escape")
     assert _selected(page) == "0 selected" and page.is_disabled("#reject-selection")
+    page.focus(f".thumb[data-image-id='{order[5]}'] input.pick")  # Space on a focused box ticks it once
+    page.keyboard.press("Space")
+    assert _selected(page) == "1 selected" and page.is_checked(f".thumb[data-image-id='{order[5]}'] input.pick")
+    page.keyboard.press("Escape")
+    assert _selected(page) == "0 selected"
 
     # reject two, then undo that as one action
     page.click(f".thumb[data-image-id='{order[0]}'] input.pick")

@@ -122,6 +122,7 @@
     if (document.querySelector("dialog[open]")) return;
     const inField = event.target.closest("select, textarea, input:not(.pick)");
     if (inField) return;
+    if (event.key === " " && event.target.matches("input.pick")) return;  // the box's own click toggles it
     const key = event.key;
     const here = focusedIndex();
     const steps = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(), ArrowUp: -columns() };
