@@ -1,17 +1,17 @@
-"""Review pages: the thumbnail grid (filters, score sort, keyset pages with page numbers and a
-capped total, review progress, selection and bulk triage in grid.js, concept-map overlays) and
+"""Review pages: the thumbnail grid (filters, score sort, keyset pages with page numbers; totals,
+review progress, selection and bulk triage in grid.js after the page; concept-map overlays) and
 the single-image editor (Annotorious; edits go to the JSON API with the row version)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup, escape
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from web.db import db
 from web.errors import ApiError
@@ -86,7 +86,7 @@ def grid(collection_id: int) -> str:
     )
 
 
-def _jump(session: Any, f: ImageFilter, goto: int, limit: int) -> tuple[int, Cursor | None]:
+def _jump(session: Session, f: ImageFilter, goto: int, limit: int) -> tuple[int, Cursor | None]:
     """Page ``goto``'s number and the cursor its rows start after; past the end: the last page.
 
     The cursor is found with an OFFSET over index columns only, so a jump costs one index
@@ -100,7 +100,8 @@ def _jump(session: Any, f: ImageFilter, goto: int, limit: int) -> tuple[int, Cur
 
 
 def _thumb_html(image: GridImage, href_query: str) -> Markup:
-    """One thumbnail's ``<a class="thumb">`` element (frame, overlay, SVG boxes, caption).
+    """One thumbnail's ``<div class="thumb">``: the link to the image (frame, overlay, SVG boxes,
+    caption) and the selection box.
 
     Built here rather than in Jinja: 48 thumbnails x ~10 autoescaped template expressions
     cost ~60% more CPU than these f-strings. Text from users (``rel_path``) and stored keys
