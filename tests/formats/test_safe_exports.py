@@ -63,6 +63,12 @@ def test_unreviewed_image_is_not_exported_as_a_negative_by_default(runtime, scen
     assert not (voc / "Annotations" / "dogs__images__d2.xml").exists()
     assert "dogs__images__d2" not in (voc / "ImageSets" / "Main" / "trainval.txt").read_text().split()
 
+    # every proposal ("all"): those of reviewed images only; d2's proposed dog stays out
+    summary = _export(runtime, scene, "coco-results", tmp_path / "r.json", status="all")
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert summary["annotations"] == len(results) == 5
+    assert all(r["image_id"] != scene.image_ids[UNREVIEWED] for r in results)
+
     # asked for explicitly, the unreviewed image comes along
     summary = _export(runtime, scene, "coco", tmp_path / "all.json", include_unreviewed=True)
     assert summary["include_unreviewed"] is True and summary["images"] == 5

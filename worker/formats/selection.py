@@ -146,6 +146,9 @@ BOX_COLUMNS = (Box.id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.scor
 def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None, reviewed_only: bool = False) -> Select[Any]:
     """``(box id, category id, x1, y1, x2, y2, score, source, status, image id, width, height)``
     of the selected boxes on usable images, ordered by box id."""
+    # an accepted, edited or drawn box is itself a person's decision: its image is reviewed, so
+    # the per-row review check is needed only for selections that include proposals
+    reviewed_only = reviewed_only and selection != "accepted"
     stmt = (
         select(*BOX_COLUMNS, ImageRow.id, ImageRow.width, ImageRow.height)
         .join(ImageRow, Box.image_id == ImageRow.id)
