@@ -49,6 +49,8 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from camcore.box_correction import EXTRA_KEY, BoxCorrection, corrections_from_extra
+from camcore.box_score import DEFAULT_SCORER, BoxScorer, box_features, fit_scorer
+from camcore.box_score import SPEC_KEY as SCORER_KEY
 from camcore.pipeline import BoxParams, boxes_from_maps, boxes_from_normalized, normalized_map
 
 __all__ = [
@@ -247,22 +249,30 @@ def calibrate(
         ValueError: malformed reviewed boxes, or a reviewed image without a size.
     """
     given = _as_params(base_params)
-    base_extra = {k: v for k, v in given.extra.items() if k not in (EXTRA_KEY, "calibration")}
+    base_extra = {k: v for k, v in given.extra.items() if k not in (EXTRA_KEY, "calibration", SCORER_KEY)}
     base = replace(given, per_class={}, extra=base_extra)
     truth_by_class = _reviewed_by_class(reviewed_boxes)
+    for cls, truth in truth_by_class.items():
+        missing = [k for k in truth if k not in image_sizes]
+        if missing:
+            raise ValueError(f"no image size for reviewed images {missing!r}")
+    uncalibrated = base
+    base, collection_report = _collection_rule(base, maps_by_image, image_sizes, truth_by_class)
     per_class = dict(given.per_class)
     corrections = {str(c): corr.to_dict() for c, corr in corrections_from_extra(given.extra).items()}
     report: dict[str, Any] = {}
     for cls, truth in sorted(truth_by_class.items()):
-        missing = [k for k in truth if k not in image_sizes]
-        if missing:
-            raise ValueError(f"no image size for reviewed images {missing!r}")
         usable = {k: v for k, v in truth.items() if cls in maps_by_image.get(k, {})}
         if not usable:
             continue
         norms = {k: normalized_map(maps_by_image[k][cls], tuple(image_sizes[k]), base) for k in usable}  # type: ignore[arg-type]
-        rule, loo_gain = _choose_rule(base, norms, image_sizes, usable)
-        chosen = replace(base, **rule) if rule is not None else base
+        # a class's own rule (chosen against the uncalibrated rule, as strict as ever) wins;
+        # otherwise the collection's rule, unless it localises fewer of this class's images
+        rule, loo_gain = _choose_rule(uncalibrated, norms, image_sizes, usable)
+        if rule is not None:
+            chosen = replace(base, **rule)
+        else:
+            chosen, rule = _class_base(base, uncalibrated, norms, image_sizes, usable)
         correction, fitted = fit_correction(chosen, norms, image_sizes, usable)
         per_class.pop(str(cls), None)
         corrections.pop(str(cls), None)
@@ -280,10 +290,107 @@ def calibrate(
             "rule_loo_hits_gain": loo_gain,
             "correction": {**correction.to_dict(), "images": fitted},
         }
-    extra = {**base_extra, "calibration": report}
+    extra = {**base_extra, "calibration": {**report, "collection": collection_report}}
     if corrections:
         extra[EXTRA_KEY] = corrections
-    return replace(base, per_class=per_class, extra=extra).to_dict()
+    calibrated = replace(base, per_class=per_class, extra=extra)
+    scorer = _refit_scorer(calibrated, maps_by_image, image_sizes, truth_by_class)
+    extra["calibration"]["box_scorer"] = scorer.to_dict()
+    if scorer.fitted_on:
+        extra[SCORER_KEY] = scorer.to_dict()
+    return replace(calibrated, extra=extra).to_dict()
+
+
+def _collection_rule(
+    base: BoxParams,
+    maps_by_image: Mapping[Key, Mapping[int, Tensor]],
+    image_sizes: Mapping[Key, tuple[int, int]],
+    truth_by_class: Mapping[int, Mapping[Key, Tensor]],
+) -> tuple[BoxParams, dict[str, Any]]:
+    """Stage 0: one threshold rule for every class, chosen on all reviewed (image, class) pairs
+    pooled, with the margins and the leave-one-out check of :func:`_choose_rule`. Object size is
+    mostly a property of the collection (cards on a table, fish behind glass, animals in the
+    wild), and pooling lets 20 reviewed images in total decide it where 20 images over 26 classes
+    could never decide a rule per class."""
+    norms: dict[Key, Tensor | None] = {}
+    sizes: dict[Key, tuple[int, int]] = {}
+    truth: dict[Key, Tensor] = {}
+    for cls, per_image in sorted(truth_by_class.items()):
+        for key, boxes in per_image.items():
+            if cls not in maps_by_image.get(key, {}):
+                continue
+            pair = (key, cls)
+            sizes[pair] = tuple(image_sizes[key])  # type: ignore[assignment]
+            norms[pair] = normalized_map(maps_by_image[key][cls], sizes[pair], base)
+            truth[pair] = boxes
+    if not truth:
+        return base, {"pairs": 0, "params": "base"}
+    rule, loo_gain = _choose_rule(base, norms, sizes, truth)
+    chosen = replace(base, **rule) if rule is not None else base
+    before = _top_ious(base, norms, sizes, truth)
+    after = _top_ious(chosen, norms, sizes, truth)
+    return chosen, {
+        "pairs": len(truth),
+        "base": {"hits": int((before >= 0.5).sum()), "mean_iou": round(float(before.mean()), 4)},
+        "chosen": {"hits": int((after >= 0.5).sum()), "mean_iou": round(float(after.mean()), 4)},
+        "params": dict(rule) if rule is not None else "base",
+        "rule_loo_hits_gain": loo_gain,
+    }
+
+
+def _rule_of(params: BoxParams) -> dict[str, Any]:
+    return {"threshold": params.threshold, "mean_factor": params.mean_factor}
+
+
+def _class_base(
+    collection: BoxParams,
+    uncalibrated: BoxParams,
+    norms: Mapping[Key, Tensor | None],
+    image_sizes: Mapping[Key, tuple[int, int]],
+    truth: Mapping[Key, Tensor],
+) -> tuple[BoxParams, dict[str, Any] | None]:
+    """A class keeps the uncalibrated rule when the collection's new rule localises fewer of its
+    reviewed images (the collection's objects are small, this class's are not): returns the
+    class's starting params and the per-class rule that keeps the old rule (``None``: none)."""
+    if _rule_of(collection) == _rule_of(uncalibrated):
+        return collection, None
+    new_hits = int((_top_ious(collection, norms, image_sizes, truth) >= 0.5).sum())
+    old_hits = int((_top_ious(uncalibrated, norms, image_sizes, truth) >= 0.5).sum())
+    if old_hits > new_hits:
+        return replace(collection, **_rule_of(uncalibrated)), _rule_of(uncalibrated)
+    return collection, None
+
+
+def _refit_scorer(
+    params: BoxParams,
+    maps_by_image: Mapping[Key, Mapping[int, Tensor]],
+    image_sizes: Mapping[Key, tuple[int, int]],
+    truth_by_class: Mapping[int, Mapping[Key, Tensor]],
+) -> BoxScorer:
+    """The box scorer refitted on the reviewed images' proposals under the calibrated ``params``:
+    a proposal is right when it overlaps (IoU >= 0.5) a reviewed box of its class."""
+    feats: list[Tensor] = []
+    labels: list[Tensor] = []
+    corrections = corrections_from_extra(params.extra)
+    for cls, per_image in sorted(truth_by_class.items()):
+        p = params.for_class(cls)
+        for key, boxes in per_image.items():
+            if cls not in maps_by_image.get(key, {}):
+                continue
+            size = tuple(image_sizes[key])
+            norm = normalized_map(maps_by_image[key][cls], size, p)  # type: ignore[arg-type]
+            if norm is None:
+                continue
+            b, s = boxes_from_normalized(norm, size, p)  # type: ignore[arg-type]
+            if cls in corrections:
+                b = corrections[cls].apply(b, size)  # type: ignore[arg-type]
+            if not len(b):
+                continue
+            feats.append(box_features(norm, b, s, size))  # type: ignore[arg-type]
+            labels.append(box_iou(b.float(), boxes.float()).amax(dim=1) >= 0.5)
+    if not feats:
+        return DEFAULT_SCORER
+    return fit_scorer(torch.cat(feats), torch.cat(labels))
 
 
 def apply(

@@ -31,6 +31,7 @@ from torch import Tensor
 from camcore import boxes as _boxes
 from camcore import objectness as _objectness
 from camcore.box_correction import BoxCorrection, corrections_from_extra
+from camcore.box_score import score_boxes, scorer_from_extra
 from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
 from camcore.images import ImageLoadError, ImageSource, load_images, original_size
 from camcore.inference import InferenceReport, example_batch, prepare_for_inference
@@ -217,8 +218,12 @@ def boxes_from_maps(
         maps: class index -> raw map ``Tensor[h, w]`` (any device; float).
         image_size: (width, height) of the original image in pixels.
         params: box rule and thresholds.
-        class_scores: optional per-class probability (mapping or ``Tensor[K]``); box scores are
-            multiplied by it so that boxes rank across classes and images.
+        class_scores: optional per-class probability (mapping or ``Tensor[K]``) for maps of
+            classes that are predicted rather than tagged; box scores are multiplied by it.
+
+    Box scores are :mod:`camcore.box_score` probabilities that the box is right (IoU >= 0.5 with
+    an object of its class), from the map alone; ``params.extra["box_scorer"]`` holds a scorer
+    refitted on reviewed boxes, if any.
 
     Returns:
         ``(boxes[N, 4] xyxy float pixels clipped to the image, scores[N], labels[N] long)`` on the
@@ -230,6 +235,7 @@ def boxes_from_maps(
             raise ValueError(f"unknown box mode {mode!r}; registered: {sorted(_BOX_RULES)}")
     grid = _boxes.working_shape(image_size, params.working_size)
     corrections = corrections_from_extra(params.extra)  # per-class box corrections from calibration
+    scorer = scorer_from_extra(params.extra)  # the default box scorer, or one refitted on reviews
     all_boxes: list[Tensor] = []
     all_scores: list[Tensor] = []
     all_labels: list[Tensor] = []
@@ -241,6 +247,7 @@ def boxes_from_maps(
         b, s = boxes_from_normalized(norm, image_size, p)
         if int(cls) in corrections:
             b = corrections[int(cls)].apply(b, image_size)
+        s = score_boxes(scorer, norm, b, s, image_size)  # probability that the box is right
         if class_scores is not None:
             s = s * float(class_scores[int(cls)])
         all_boxes.append(b.float())
@@ -282,7 +289,8 @@ class ImageResult:
 
     Attributes:
         boxes: ``Tensor[N, 4]`` xyxy float pixels of the given image.
-        scores: ``Tensor[N]`` box score = rule score x class probability.
+        scores: ``Tensor[N]`` box score: estimated probability that the box is right
+            (:mod:`camcore.box_score`; times the class probability for predicted, untagged classes).
         labels: ``Tensor[N]`` long class indices into ``spec.class_names``.
         maps: class index -> raw low-resolution map ``Tensor[h, w]`` float32.
         class_scores: ``Tensor[K]`` sigmoid of the logits.
@@ -514,7 +522,8 @@ class Localizer:
         results = []
         for i in range(n):
             size = (int(image_sizes[i][0]), int(image_sizes[i][1]))
-            b, s, lab = boxes_from_maps(per_image[i], size, self.params, class_scores=probs[i])
+            # a tagged class is known to be present: its boxes are scored on the map alone
+            b, s, lab = boxes_from_maps(per_image[i], size, self.params, class_scores=probs[i] if tags is None else None)
             results.append(ImageResult(b, s, lab, per_image[i], probs[i], size))
         return results
 

@@ -79,7 +79,7 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         ]
         reviewed_rows = session.execute(
             select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2).join(Image, Image.id == Box.image_id)
-            .where(Image.collection_id == ctx.collection_id,
+            .where(Image.collection_id == ctx.collection_id, Box.source != BoxSource.ground_truth,  # GT is for scoring only
                    or_(Box.status.in_(REVIEWED), (Box.source == BoxSource.human) & (Box.status != ReviewStatus.rejected)))
         ).all()
         acted_on = set(session.execute(
@@ -104,7 +104,7 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         if image_id in with_maps and cat_id in category_class and x2 > x1 and y2 > y1:
             reviewed[image_id].append((category_class[cat_id], [x1, y1, x2, y2]))
     if not reviewed:
-        raise JobFailed("no reviewed boxes to calibrate from: accept or correct a few boxes per class first (5 per class is plenty)")
+        raise JobFailed("no reviewed boxes to learn from: accept or correct the boxes of a few images first (20 images in total is a good start)")
     reviewed_maps = _maps(ctx, [(i, c, k) for i, c, k, _s in map_rows if i in reviewed])
     params = calibrate(reviewed_maps, sizes, reviewed, base)
     with ctx.session() as session:
@@ -121,7 +121,7 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         ctx.check()
         chunk = image_ids[start:start + ctx.chunk_size]
         maps = _maps(ctx, [row for i in chunk for row in by_image[i]])
-        recomputed = apply(maps, {i: sizes[i] for i in chunk}, params, class_scores={i: class_scores.get(i, {}) for i in chunk})
+        recomputed = apply(maps, {i: sizes[i] for i in chunk}, params)  # tagged classes: scores from the maps
         rows = [
             {"image_id": image_id, "category_id": reverse[int(label)], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "score": score}
             for image_id, (boxes, scores, labels) in recomputed.items()

@@ -22,7 +22,40 @@ def _trained_and_inferred(run, photos: Path) -> None:  # type: ignore[no-untyped
 def test_calibrate_needs_reviewed_boxes(run, photos: Path) -> None:  # type: ignore[no-untyped-def]
     _trained_and_inferred(run, photos)
     failed = run("calibrate", "rk", "--wait", code=1)
-    assert "no reviewed boxes to calibrate from" in failed.output
+    assert "no reviewed boxes to learn from" in failed.output
+
+
+def _ground_truth_on_every_proposal(session) -> int:  # type: ignore[no-untyped-def]
+    """Ground-truth boxes (as the GT import stores them: source ground_truth, status accepted)
+    at exactly the place of every proposal; returns how many."""
+    proposals = session.scalars(select(Box).where(Box.source == BoxSource.cam)).all()
+    for b in proposals:
+        session.add(Box(image_id=b.image_id, category_id=b.category_id, x1=b.x1, y1=b.y1, x2=b.x2, y2=b.y2, score=1.0,
+                        source=BoxSource.ground_truth, status=ReviewStatus.accepted, version=1))
+    session.commit()
+    return len(proposals)
+
+
+def test_no_ground_truth_reaches_calibration_or_inference(run, photos: Path, sqlite_runtime) -> None:  # type: ignore[no-untyped-def]
+    """Ground truth is for scoring only: with ground truth on every image and nothing reviewed the
+    calibrate job has nothing to learn from, and re-running infer proposes exactly the same boxes
+    (ground truth neither trains, calibrates nor suppresses proposals)."""
+    _trained_and_inferred(run, photos)
+
+    def proposals() -> list[tuple]:
+        with sqlite_runtime.sessions() as session:
+            return sorted(session.execute(select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score)
+                                          .where(Box.source == BoxSource.cam)).all())
+
+    before = proposals()
+    with sqlite_runtime.sessions() as session:
+        assert _ground_truth_on_every_proposal(session) == len(before) > 0
+    failed = run("calibrate", "rk", "--wait", code=1)
+    assert "no reviewed boxes to learn from" in failed.output
+    with sqlite_runtime.sessions() as session:
+        assert session.scalars(select(ModelVersion)).one().calibration in (None, {})
+    run("infer", "rk", "--wait")
+    assert proposals() == before
 
 
 def test_calibrate_stores_params_and_recomputes_only_unreviewed_proposals(run, photos: Path, sqlite_runtime) -> None:  # type: ignore[no-untyped-def]
@@ -60,11 +93,13 @@ def test_calibrate_stores_params_and_recomputes_only_unreviewed_proposals(run, p
 
     calibration, per_pair, total = state()
     report = calibration["extra"]["calibration"]
-    assert report and all(entry["images"] >= 1 for entry in report.values())
+    classes = {k: v for k, v in report.items() if k.isdigit()}
+    assert classes and all(entry["images"] >= 1 for entry in classes.values())
+    assert report["collection"]["pairs"] >= 4 and report["box_scorer"]["fitted_on"] >= 4  # the collection rule, the refitted score
     stored = BoxParams.from_dict(calibration)  # what later infer jobs read
     corrections = corrections_from_extra(stored.extra)
-    assert set(corrections) <= {int(c) for c in report}
-    assert all(entry["correction"]["images"] <= entry["images"] for entry in report.values())
+    assert set(corrections) <= {int(c) for c in classes}
+    assert all(entry["correction"]["images"] <= entry["images"] for entry in classes.values())
     # no new proposal where a reviewer already acted on that class
     assert not [pair for pair in per_pair if pair[0] in reviewed_images]
     assert total > 0

@@ -427,7 +427,7 @@ def worker_command(queues: str, pool: str, concurrency: int, loglevel: str, host
 @click.option("--model", "model_version_id", type=int, default=None, help="Model version (default: the newest with maps here).")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
 def calibrate_command(name: str, model_version_id: int | None, wait: bool) -> None:
-    """Pick per-class box parameters from NAME's accepted/corrected boxes (5 per class is plenty)
+    """Pick per-class box parameters from NAME's accepted/corrected boxes (20 reviewed images in total is a good start)
     and recompute the other proposals from the stored maps (no model pass)."""
     params: dict[str, Any] = {} if model_version_id is None else {"model_version_id": model_version_id}
     job_id, inline = _submit("calibrate", name, params)
