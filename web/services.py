@@ -251,6 +251,10 @@ def job_params_from(kind: str, data: Any) -> dict[str, Any]:
     elif kind == "calibrate":
         if data.get("model_version_id") not in (None, ""):
             params["model_version_id"] = _int(data.get("model_version_id"), "model_version_id")
+        if data.get("preview") not in (None, "", False, "0", "false"):
+            if data.get("preview") not in (True, "1", "true", "on"):
+                raise ApiError(400, "bad_field", "preview must be true or false", field="preview")
+            params["preview"] = True
     return params
 
 

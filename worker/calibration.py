@@ -107,6 +107,10 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed("no reviewed boxes to learn from: accept or correct the boxes of a few images first (20 images in total is a good start)")
     reviewed_maps = _maps(ctx, [(i, c, k) for i, c, k, _s in map_rows if i in reviewed])
     params = calibrate(reviewed_maps, sizes, reviewed, base)
+    summary = learning_summary(params, len(reviewed), preview=bool(ctx.params.get("preview")))
+    if ctx.params.get("preview"):  # what applying would learn and its leave-one-out estimate; nothing written
+        return {"model_version_id": version_id, "reviewed_images": len(reviewed), "preview": True, "summary": summary,
+                "calibration": params.get("extra", {}).get("calibration", {})}
     with ctx.session() as session:
         session.get(ModelVersion, version_id).calibration = params
 
@@ -132,4 +136,24 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
             written += replace_boxes(session, chunk, version_id, rows)
     report = params.get("extra", {}).get("calibration", {})
     return {"model_version_id": version_id, "images": len(image_ids), "boxes": written,
-            "reviewed_images": len(reviewed), "calibration": report}
+            "reviewed_images": len(reviewed), "calibration": report, "summary": summary}
+
+
+def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: bool) -> str:
+    """One line for the dashboard: what was learned from the reviewed boxes and its leave-one-out
+    estimate (reviewed (image, class) pairs whose top box moves from a miss to a hit, or back,
+    when each is left out of the choice in turn)."""
+    report = params.get("extra", {}).get("calibration", {})
+    collection = report.get("collection", {})
+    classes = {k: v for k, v in report.items() if k.isdigit()}
+    rule = collection.get("params", "base")
+    rule_text = ("the threshold rule is kept" if rule == "base" else
+                 f"collection threshold {'mean x %g' % rule['mean_factor'] if rule.get('threshold') is None else '%g of the maximum' % rule['threshold']}")
+    gain = int(collection.get("rule_loo_hits_gain", 0) if rule != "base" else 0)
+    gain += sum(int(v.get("rule_loo_hits_gain", 0)) for v in classes.values() if v.get("params") != "base")
+    corrected = sum(1 for v in classes.values() if v.get("correction", {}).get("images"))
+    pairs = int(collection.get("pairs", 0))
+    head = "Preview, nothing applied yet: " if preview else ""
+    return (f"{head}learned from {reviewed_images} reviewed images: {rule_text}; box size corrected for {corrected} "
+            f"class(es); box scores refitted on {report.get('box_scorer', {}).get('fitted_on', 0)} boxes. "
+            f"Estimated (leave-one-out): {gain:+d} of {pairs} reviewed image/class pairs localised.")

@@ -104,3 +104,10 @@ def test_calibrate_starts_from_the_dashboard_and_reports_why_it_cannot_run(app: 
     job = wait_job(reviewer, listed[0]["id"])
     assert job["kind"] == "calibrate" and job["status"] == "failed"
     assert "run an infer job first" in job["error"]
+    assert 'id="preview-calibrate"' in page  # the gain can be previewed before anything changes
+    previewed = reviewer.form(f"/collections/{cid}/jobs", {"kind": "calibrate", "preview": "1"}, follow_redirects=True)
+    assert previewed.status_code == 200
+    preview = wait_job(reviewer, reviewer.api("GET", f"/api/v1/collections/{cid}/jobs").get_json()["items"][0]["id"])
+    assert preview["params"].get("preview") is True
+    bad = reviewer.form(f"/collections/{cid}/jobs", {"kind": "calibrate", "preview": "maybe"}, follow_redirects=True)
+    assert "preview must be true or false" in bad.get_data(as_text=True)

@@ -74,10 +74,20 @@ def test_calibrate_stores_params_and_recomputes_only_unreviewed_proposals(run, p
         before = {b.id: (b.x1, b.y1, b.x2, b.y2, b.status) for b in reviewed}
         reviewed_images = {b.image_id for b in reviewed}
 
+    with sqlite_runtime.sessions() as session:
+        proposals_before = sorted(session.execute(select(Box.id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score)).all())
+    preview = run("calibrate", "rk", "--preview")  # says what would be learned; changes nothing
+    assert "\nPreview, nothing applied yet: learned from 4 reviewed images" in preview.output
+    assert "Estimated (leave-one-out)" in preview.output and "recomputed" not in preview.output
+    with sqlite_runtime.sessions() as session:
+        assert sorted(session.execute(select(Box.id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score)).all()) == proposals_before
+        assert session.scalars(select(ModelVersion)).one().calibration in (None, {})
+
     out = run("calibrate", "rk", "--wait")
     assert "from 4 reviewed images" in out.output
     jobs = json.loads(run("jobs", "rk", "--json").output)
     assert jobs[-1]["kind"] == "calibrate" and jobs[-1]["status"] == "succeeded" and jobs[-1]["done"] == jobs[-1]["total"] == 8
+    assert "\nlearned from 4 reviewed images" in out.output  # the summary the dashboard shows
 
     def state() -> tuple[dict, list, int]:
         with sqlite_runtime.sessions() as session:

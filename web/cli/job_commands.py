@@ -426,16 +426,23 @@ def worker_command(queues: str, pool: str, concurrency: int, loglevel: str, host
 @click.argument("name")
 @click.option("--model", "model_version_id", type=int, default=None, help="Model version (default: the newest with maps here).")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
-def calibrate_command(name: str, model_version_id: int | None, wait: bool) -> None:
-    """Pick per-class box parameters from NAME's accepted/corrected boxes (20 reviewed images in total is a good start)
-    and recompute the other proposals from the stored maps (no model pass)."""
+@click.option("--preview", is_flag=True, help="Only say what would be learned and its leave-one-out estimate; change nothing.")
+def calibrate_command(name: str, model_version_id: int | None, wait: bool, preview: bool) -> None:
+    """Learn from NAME's accepted/corrected boxes (20 reviewed images in total is a good start): the
+    collection's threshold rule, per-class rules and box corrections, the box scores; then recompute
+    the proposals of unreviewed images from the stored maps (no model pass)."""
     params: dict[str, Any] = {} if model_version_id is None else {"model_version_id": model_version_id}
+    if preview:
+        params["preview"] = True
     job_id, inline = _submit("calibrate", name, params)
-    job = _run_and_wait(job_id, inline=inline, wait=wait)
+    job = _run_and_wait(job_id, inline=inline, wait=wait or preview)
     if job is not None:
         r = job.result or {}
-        click.echo(f"calibrated model version {r.get('model_version_id')} from {r.get('reviewed_images', 0)} reviewed images; "
-                   f"{r.get('boxes', 0)} proposals recomputed on {r.get('images', 0)} images")
+        if r.get("summary"):
+            click.echo(r["summary"])
+        if not r.get("preview"):
+            click.echo(f"calibrated model version {r.get('model_version_id')} from {r.get('reviewed_images', 0)} reviewed images; "
+                       f"{r.get('boxes', 0)} proposals recomputed on {r.get('images', 0)} images")
 
 
 COMMANDS: list[click.Command] = [
