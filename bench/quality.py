@@ -372,22 +372,15 @@ def learn_from_review(results: Mapping[int, ImageResult], reviewed: Reviewed, pa
         params: the box params the maps were boxed with.
 
     Returns:
-        For every key of ``results`` not in ``reviewed``: ``(boxes[N, 4], scores[N], labels[N])``.
-        As in the job, new box scores are scaled by the class's highest stored box score.
+        For every key of ``results`` not in ``reviewed``: ``(boxes[N, 4], scores[N], labels[N])``;
+        scores from the maps alone (the classes are tags), as in the job.
     """
     from camcore.calibration import apply, calibrate
 
     sizes = {k: r.image_size for k, r in results.items()}
     fitted = calibrate({k: results[k].maps for k in reviewed if k in results}, sizes, reviewed, params)
     others = [k for k in results if k not in reviewed]
-    class_scores: dict[int, dict[int, float]] = {}
-    for k in others:  # the job's max(Box.score) per (image, category) of the model's CAM boxes
-        r = results[k]
-        best: dict[int, float] = {}
-        for s, lab in zip(r.scores.tolist(), r.labels.tolist()):
-            best[int(lab)] = max(best.get(int(lab), float("-inf")), float(s))
-        class_scores[k] = best
-    return apply({k: results[k].maps for k in others}, {k: sizes[k] for k in others}, fitted, class_scores=class_scores)
+    return apply({k: results[k].maps for k in others}, {k: sizes[k] for k in others}, fitted)
 
 
 # ---------------------------------------------------------------------------------------------
