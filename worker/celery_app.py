@@ -21,6 +21,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from kombu import Queue
+from kombu import pools as kombu_pools
 
 from worker.config import Settings
 from worker.store.models import JobKind
@@ -101,10 +102,11 @@ def configure_celery(settings: Settings) -> Celery:
     if _configured_for != wanted:
         celery.conf.update(config)
         _configured_for = wanted
-        try:
-            celery.pool.force_close_all()
-        except Exception:  # noqa: BLE001 - an unused pool may not exist yet
-            pass
+        # close the old broker's connections and forget the pools, so the next send builds a pool
+        # for the new broker (a closed pool left in kombu's registry fails with "Acquire on closed pool")
+        kombu_pools.reset()
+        celery._pool = None
+        celery.amqp._producer_pool = None  # as Celery's own after-fork reset does
     return celery
 
 

@@ -41,12 +41,23 @@ def test_device_selection() -> None:
             select_device({"CAMLABEL_DEVICE": "cuda"})
 
 
-def test_embedded_worker_thread_runs_submitted_jobs(sqlite_runtime, photos: Path) -> None:  # type: ignore[no-untyped-def]
-    """No Redis: ``submit`` (not inline) hands the job to the in-process Celery worker thread."""
+@pytest.mark.parametrize("visit_redis_first", [False, True], ids=["embedded", "after-redis"])
+def test_embedded_worker_thread_runs_submitted_jobs(sqlite_runtime, photos: Path, redis_url: str,  # type: ignore[no-untyped-def]
+                                                    visit_redis_first: bool) -> None:
+    """No Redis: ``submit`` (not inline) hands the job to the in-process Celery worker thread, also
+    after the process-wide app was pointed at Redis and back (the old broker's pools are dropped,
+    not left closed in kombu's registry)."""
+    from worker.celery_app import celery, configure_celery
     from worker.embedded import ensure_worker, stop_worker
     from worker.jobs import submit
     from worker.store.models import Collection, Job, JobStatus
 
+    if visit_redis_first:
+        configure_celery(Settings(data_dir=sqlite_runtime.settings.data_dir, database_url=sqlite_runtime.settings.database_url,
+                                  redis_url=redis_url))
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+        configure_celery(sqlite_runtime.settings)
 
     with sqlite_runtime.sessions() as session:
         collection = Collection(name="embedded")

@@ -50,7 +50,7 @@ def test_import_train_infer_export_through_cpu_and_gpu_workers(cli: Cli, workers
     version_id = trained.result["model_version_id"]
     cli("infer", "rk", "--wait")
     out = tmp_path / "coco.json"
-    cli("export", "rk", "--format", "coco", "--status", "all", "-o", str(out))
+    cli("export", "rk", "--format", "coco", "--status", "all", "--include-unreviewed", "-o", str(out))
 
     jobs = json.loads(cli("jobs", "rk", "--json").stdout)
     assert [j["kind"] for j in jobs] == ["import", "train", "infer", "export"]
