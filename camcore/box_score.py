@@ -21,7 +21,7 @@ toward the default, which fixes the level for the collection at hand.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,10 +176,3 @@ def score_boxes(
         return torch.zeros((0,))
     return scorer(box_features(norm, boxes, rule_scores, image_size))
 
-
-def features_of(
-    norms: Sequence[Tensor], boxes: Sequence[Tensor], rule_scores: Sequence[Tensor], sizes: Sequence[tuple[int, int]]
-) -> Tensor:
-    """Stacked :func:`box_features` of several (map, boxes) pairs -> ``Tensor[sum M, 4]``."""
-    parts = [box_features(n, b, s, z) for n, b, s, z in zip(norms, boxes, rule_scores, sizes)]
-    return torch.cat(parts) if parts else torch.zeros((0, len(FEATURES)))

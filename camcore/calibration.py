@@ -33,7 +33,7 @@ The result is a JSON-safe dict for ``BoxParams.from_dict`` (store it in
 Typical use by the ``calibrate`` job::
 
     params = calibrate(maps_by_image, image_sizes, reviewed_boxes, base_params)
-    boxes = apply(maps_by_image, image_sizes, params, class_scores=class_scores)
+    boxes = apply(maps_by_image, image_sizes, params)
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from worker.execution import JobContext, JobFailed
 from worker.store.bulk import replace_boxes
@@ -87,14 +87,6 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
             .where(Image.collection_id == ctx.collection_id, Box.source != BoxSource.ground_truth,
                    or_(Box.status != ReviewStatus.proposed, Box.source == BoxSource.human))
         ).all())
-        class_scores: dict[int, dict[int, float]] = defaultdict(dict)
-        for image_id, cat_id, score in session.execute(
-            select(Box.image_id, Box.category_id, func.max(Box.score)).join(Image, Image.id == Box.image_id)
-            .where(Image.collection_id == ctx.collection_id, Box.model_version_id == version.id, Box.source == BoxSource.cam)
-            .group_by(Box.image_id, Box.category_id)
-        ):
-            if cat_id in category_class and score is not None:
-                class_scores[image_id][category_class[cat_id]] = float(score)
         base = BoxParams.from_dict(version.calibration or None)
         version_id = version.id
     sizes = {image_id: size for image_id, _cls, _key, size in map_rows}
