@@ -3,6 +3,9 @@
 - :func:`encode_map` / :func:`decode_map`: a raw low-resolution map ``Tensor[h, w]`` as float16
   ``.npy`` bytes (a 12x12 map is 416 bytes), so boxes can be recomputed at another threshold
   without running the model again.
+- :func:`normalize_map`: the map min-max normalised to ``uint8`` 0..255, the values a heatmap
+  colours through :data:`TURBO_LUT` (the browser paints these on a canvas; see
+  ``web/static/js/heatmap.js``).
 - :func:`render_heatmap_png`: min-max normalised map, bilinearly resized to the display size and
   coloured with a Turbo colormap (Google's polynomial approximation, numpy only) as a palette PNG.
   :func:`overlay_size` is the size camlabel stores overlays at (longest side
@@ -18,7 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["OVERLAY_MAX_SIDE", "TURBO_LUT", "colorize", "decode_map", "encode_map", "overlay_size", "render_heatmap_png"]
+__all__ = ["OVERLAY_MAX_SIDE", "TURBO_LUT", "colorize", "decode_map", "encode_map", "normalize_map", "overlay_size", "render_heatmap_png"]
 
 #: Longest side in pixels of a stored heatmap overlay PNG. A map has ~14x14 cells, so 96 px
 #: (~7 px per cell, colour-mapped after bilinear upsampling) holds all it shows; the browser
@@ -84,6 +87,21 @@ def decode_map(data: bytes) -> Tensor:
     return torch.from_numpy(arr.astype(np.float32))
 
 
+def normalize_map(cam: Tensor | np.ndarray) -> np.ndarray:
+    """``Tensor[h, w]`` raw map (any scale) -> ``uint8[h, w]``: min-max normalised to 0..255
+    (rounded; all zeros when the map is flat).
+
+    Raises:
+        ValueError: the map is not 2-D or holds non-finite values.
+    """
+    arr = _as_2d(cam).numpy().astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("map contains non-finite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    norm = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return np.clip(np.rint(norm * 255.0), 0, 255).astype(np.uint8)
+
+
 def colorize(values: np.ndarray) -> np.ndarray:
     """``float[H, W]`` in [0, 1] -> ``uint8[H, W, 3]`` Turbo colours."""
     idx = np.clip(np.rint(np.nan_to_num(values) * 255.0), 0, 255).astype(np.uint8)
@@ -113,12 +131,7 @@ def render_heatmap_png(
         raise ValueError(f"size must be positive (width, height), got {size}")
     if opacity is not None and not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-    arr = _as_2d(cam).numpy().astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError("map contains non-finite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    norm = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    small = Image.fromarray(np.clip(np.rint(norm * 255.0), 0, 255).astype(np.uint8))
+    small = Image.fromarray(normalize_map(cam))
     img = small.resize((width, height), Image.Resampling.BILINEAR)
     img.putpalette(TURBO_LUT.tobytes())
     buf = io.BytesIO()

@@ -29,6 +29,27 @@ def test_put_bytes_is_content_addressed(blobs: LocalBlobStore) -> None:
     assert not [p for p in blobs.local_path(key).parent.iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_put_many_stores_a_chunk_with_the_keys_put_bytes_gives(blobs: LocalBlobStore, tmp_path: Path) -> None:
+    payloads = [os.urandom(520) for _ in range(40)]
+    payloads.insert(7, payloads[3])  # the same map twice in one chunk
+    old_umask = os.umask(0o077)  # files stay readable by the web and worker whatever the umask
+    try:
+        keys = blobs.put_many(payloads, kind="maps", suffix=".npy")
+    finally:
+        os.umask(old_umask)
+    alone = LocalBlobStore(tmp_path / "one-at-a-time")
+    assert keys == [alone.put_bytes(data, kind="maps", suffix=".npy") for data in payloads]
+    assert keys[7] == keys[3] and len(set(keys)) == 40
+    assert [blobs.read_bytes(key) for key in keys] == payloads
+    assert {oct(blobs.local_path(key).stat().st_mode & 0o777) for key in keys} == {oct(0o644)}
+    assert not [p for p in (blobs.root / "maps").rglob(".tmp-*")]
+    again = blobs.put_many(payloads[:5] + [b"new"], kind="maps", suffix=".npy")
+    assert again[:5] == keys[:5] and blobs.read_bytes(again[5]) == b"new"
+    assert blobs.put_many([], kind="maps") == []
+    with pytest.raises(BlobKeyError):
+        blobs.put_many([b"x"], kind="nope")
+
+
 def test_put_file_streams_and_matches_put_bytes(blobs: LocalBlobStore, tmp_path: Path) -> None:
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(3 << 20))
