@@ -8,26 +8,28 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from web.auth import admin_required, authenticate, create_token, create_user, finish_session, set_password, start_session
 from web.db import blobs, db, runtime
-from web.errors import ApiError
 from web.ground_truth import import_ground_truth_upload, report_issues, report_summary
 from web.job_text import job_count
 from web.limits import large_body
 from web.validation import parse_float, parse_int
 from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
 from web.throttle import client_address, login_throttle
-from web.services import (
-    EXPORT_FORMATS, JOB_KINDS_FROM_UI, bulk_accept, cancel_job, create_collection, delete_collection, get_collection,
-    import_upload, job_params_from, submit_job,
-)
+from web.services.collections import collection_overview, create_collection, delete_collection, get_collection, image_counts
+from web.services.errors import Invalid, ServiceError
+from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, job_params_from, submit_job
+from web.services.review import bulk_accept
+from web.services.uploads import import_upload
+from worker.formats import EXPORT_FORMATS
 from worker.preflight import DEFAULT_ARCH, architectures
 from worker.store.blobs import BlobKeyError
-from worker.store.models import ApiToken, Category, Collection, Evaluation, Image, ImageStatus, Job, ModelVersion, User
+from worker.store.models import ApiToken, Category, Collection, User
 
 bp = Blueprint("dashboard", __name__)
+LISTED_COLLECTIONS = 200
 _PUBLIC = {"dashboard.login"}
 
 
@@ -44,7 +46,7 @@ def _safe_next(target: str | None) -> str:
     return url_for("dashboard.index")
 
 
-def _flash_error(exc: ApiError) -> None:
+def _flash_error(exc: ServiceError) -> None:
     flash(exc.message, "error")
 
 
@@ -79,17 +81,15 @@ def logout() -> Response:
 @bp.get("/")
 def index() -> str:
     session = db()
-    collections = list(session.scalars(select(Collection).order_by(Collection.id.desc()).limit(200)))
-    counts = dict(session.execute(select(Image.collection_id, func.count()).where(Image.collection_id.in_([c.id for c in collections]))
-                                  .group_by(Image.collection_id)).all()) if collections else {}
-    return render_template("index.html", collections=collections, counts=counts)
+    collections = list(session.scalars(select(Collection).order_by(Collection.id.desc()).limit(LISTED_COLLECTIONS)))
+    return render_template("index.html", collections=collections, counts=image_counts(session, [c.id for c in collections]))
 
 
 @bp.post("/collections")
 def create_collection_page() -> Response:
     try:
         collection = create_collection(db(), request.form.get("name", ""))
-    except ApiError as exc:
+    except ServiceError as exc:
         _flash_error(exc)
         return redirect(url_for("dashboard.index"))
     flash(f"Collection {collection.name} created.", "ok")
@@ -100,16 +100,11 @@ def create_collection_page() -> Response:
 def collection(collection_id: int) -> str:
     session = db()
     coll = get_collection(session, collection_id)
-    counts = dict(session.execute(select(Image.status, func.count()).where(Image.collection_id == collection_id).group_by(Image.status)).all())
-    jobs = list(session.scalars(select(Job).where(Job.collection_id == collection_id).order_by(Job.id.desc()).limit(30)))
-    failed = list(session.scalars(select(Image).where(Image.collection_id == collection_id, Image.status == ImageStatus.failed)
-                                  .order_by(Image.id).limit(100)))
-    evaluations = list(session.scalars(select(Evaluation).where(Evaluation.collection_id == collection_id).order_by(Evaluation.id.desc()).limit(20)))
-    models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc()).limit(50)))
-    return render_template("collection.html", collection=coll, counts={getattr(k, "value", k): v for k, v in counts.items()}, jobs=jobs,
-                           failed=failed, evaluations=evaluations, models=models, export_formats=EXPORT_FORMATS,
-                           models_by_id={m.id: m for m in models}, architectures=architectures(), default_arch=DEFAULT_ARCH,
-                           job_count=job_count)
+    overview = collection_overview(session, collection_id)
+    return render_template("collection.html", collection=coll, counts=overview.image_counts, jobs=overview.jobs,
+                           failed=overview.failed_images, evaluations=overview.evaluations, models=overview.models,
+                           export_formats=EXPORT_FORMATS, models_by_id={m.id: m for m in overview.models}, architectures=architectures(),
+                           default_arch=DEFAULT_ARCH, job_count=job_count)
 
 
 @bp.post("/collections/<int:collection_id>/upload")
@@ -118,7 +113,7 @@ def upload_page(collection_id: int) -> Response:
     try:
         job, n_files = import_upload(db(), Path(runtime().settings.data_dir), collection_id, request.files.getlist("files"),
                                      tag=request.form.get("tag"), manifest=request.files.get("manifest"), user_id=current_user.id)
-    except ApiError as exc:
+    except ServiceError as exc:
         _flash_error(exc)
         return redirect(url_for("dashboard.collection", collection_id=collection_id))
     flash(f"Uploaded {n_files} file(s); import job {job.id} started.", "ok")
@@ -130,9 +125,9 @@ def start_job_page(collection_id: int) -> Response:
     kind = request.form.get("kind", "")
     try:
         if kind not in JOB_KINDS_FROM_UI:
-            raise ApiError(400, "bad_kind", f"unknown job kind {kind!r}")
+            raise Invalid("bad_kind", f"unknown job kind {kind!r}")
         job = submit_job(db(), kind=kind, collection_id=collection_id, params=job_params_from(kind, request.form), user_id=current_user.id)
-    except ApiError as exc:
+    except ServiceError as exc:
         _flash_error(exc)
         return redirect(url_for("dashboard.collection", collection_id=collection_id))
     flash(f"{kind.capitalize()} job {job.id} started.", "ok")
@@ -141,7 +136,7 @@ def start_job_page(collection_id: int) -> Response:
 
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel_job_page(job_id: int) -> Response:
-    job = cancel_job(db(), job_id)
+    job = cancel_job(db(), Path(runtime().settings.data_dir), job_id)
     flash(f"Cancel requested for job {job.id}.", "ok")
     return redirect(url_for("dashboard.collection", collection_id=job.collection_id) if job.collection_id else url_for("dashboard.index"))
 
@@ -155,7 +150,7 @@ def bulk_accept_page(collection_id: int) -> Response:
     except ValueError:
         flash("Choose a category and a numeric minimum score.", "error")
         return redirect(url_for("dashboard.collection", collection_id=collection_id))
-    except ApiError as exc:
+    except ServiceError as exc:
         _flash_error(exc)
         return redirect(url_for("dashboard.collection", collection_id=collection_id))
     name = db().get(Category, category_id)
@@ -187,7 +182,7 @@ def ground_truth_page(collection_id: int) -> Response:
     try:
         report = import_ground_truth_upload(session, Path(runtime().settings.data_dir), collection_id, request.files.get("file"),
                                             request.form.get("format"))
-    except ApiError as exc:
+    except ServiceError as exc:
         _flash_error(exc)
         return redirect(url_for("dashboard.collection", collection_id=collection_id) + "#ground-truth")
     flash(report_summary(report), "ok")

@@ -1,5 +1,7 @@
 """Errors: JSON ``{"error": {"code", "message"}}`` for the API (and JSON clients), an HTML page
-otherwise; never a stack trace. ``ApiError`` carries a status, a machine code and a message.
+otherwise; never a stack trace. The one place that turns the services' errors
+(:mod:`web.services.errors`) into HTTP statuses (:data:`HTTP_STATUS`); ``ApiError`` is a view's
+own error with an explicit status (401 for a missing login, 400 for a body that is no JSON).
 
 Operational failures get their own status instead of 500: a full disk (``ENOSPC``, ``EDQUOT``) is
 507 ``insufficient_storage``, an unreachable database 503 ``database_unavailable``; nothing half
@@ -17,18 +19,30 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from web.services.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unavailable
+
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+HTTP_STATUS: dict[type[ServiceError], int] = {Invalid: 400, Forbidden: 403, NotFound: 404, Conflict: 409, Unavailable: 503}
+
+
+class ApiError(ServiceError):
     """An error answered as ``status`` with ``{"error": {"code": code, "message": message}}``."""
 
     def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
-        super().__init__(message)
+        super().__init__(code, message, **extra)
         self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
+
+
+def http_status(exc: ServiceError) -> int:
+    """The HTTP status answering ``exc``: its own for an ``ApiError``, else by its class."""
+    if isinstance(exc, ApiError):
+        return exc.status
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 400
 
 
 def wants_json() -> bool:
@@ -63,9 +77,9 @@ def error_response(status: int, code: str, message: str, **extra: object) -> Res
 
 
 def init_app(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError) -> Response:
+        return error_response(http_status(exc), exc.code, exc.message, **exc.extra)
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError) -> Response:

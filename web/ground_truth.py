@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from web.errors import ApiError
+from worker.formats import IMPORT_FORMATS
 
-GT_FORMATS = ("coco", "voc", "yolo")
 SUFFIXES = {"coco": (".json", ".zip"), "voc": (".zip", ".xml"), "yolo": (".zip",)}
 MAX_LISTED = 20
 
@@ -28,8 +28,8 @@ def import_ground_truth_upload(session: Session, data_dir: Path, collection_id: 
     message); nothing is stored then."""
     from worker.formats import FormatError, import_ground_truth
 
-    if fmt not in GT_FORMATS:
-        raise ApiError(400, "bad_format", f"format must be one of {list(GT_FORMATS)}, not {str(fmt)[:40]!r}", field="format")
+    if fmt not in IMPORT_FORMATS:
+        raise ApiError(400, "bad_format", f"format must be one of {list(IMPORT_FORMATS)}, not {str(fmt)[:40]!r}", field="format")
     if upload is None or not upload.filename:
         raise ApiError(400, "no_file", "choose the ground-truth file to upload", field="file")
     suffix = Path(upload.filename).suffix.lower()

@@ -19,7 +19,8 @@ from web.queries import (
     Cursor, GridImage, ImageFilter, QueryError, boxes_for_images, collection_head, count_images, cursor_at, filter_from_args, grid_page,
     neighbour, overlays_for_images,
 )
-from web.services import box_json, get_collection
+from web.schemas import box_json
+from web.services.collections import get_collection
 from worker.store.models import Image, ImageTag
 
 bp = Blueprint("review", __name__, url_prefix="/review")

@@ -1,5 +1,5 @@
 """Typed validation of request fields: every bad query argument, form field or JSON body field is
-answered 400 with the field's name (``{"error": {"code": "bad_value", "field": name, ...}}``),
+an ``Invalid`` error (answered 400) with the field's name (``{"error": {"code": "bad_value", "field": name, ...}}``),
 never a 500 from the database or a Python conversion.
 
 Integers are bounded to PostgreSQL's ``bigint`` (a larger id can match no row, and the driver
@@ -19,7 +19,7 @@ from typing import Any
 
 from werkzeug.routing import IntegerConverter
 
-from web.errors import ApiError
+from web.services.errors import Invalid
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -29,9 +29,9 @@ NAME_RULE = (f"a collection name has 1 to {NAME_MAX_LENGTH} letters, digits, spa
              "letter or digit (no control characters such as line breaks)")
 
 
-def bad_value(field: str, message: str, code: str = "bad_value") -> ApiError:
-    """The 400 for one field: ``message`` should say what the field must be."""
-    return ApiError(400, code, f"{field}: {message}", field=field)
+def bad_value(field: str, message: str, code: str = "bad_value") -> Invalid:
+    """The error (a 400) for one field: ``message`` should say what the field must be."""
+    return Invalid(code, f"{field}: {message}", field=field)
 
 
 # -- text (query strings and forms) ----------------------------------------------------------

@@ -12,8 +12,8 @@ from flask import Flask
 from werkzeug.datastructures import FileStorage
 
 from tests.web.web_helpers import Factory, wait_job
-from web.errors import ApiError
-from web.services import stage_upload
+from web.services.errors import Invalid
+from web.services.uploads import stage_upload
 
 NAMES = ["my photo.png", "熊猫.png", "Ünïcode.png", "plain.png"]
 
@@ -95,7 +95,7 @@ def test_zip_of_many_mid_size_entries_is_refused_at_upload(tmp_path: Path) -> No
             archive.writestr(f"owl/{i:04d}.jpg", b"\0" * (1 << 20))
     assert len(buf.getvalue()) < 100_000
     buf.seek(0)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Invalid) as refused:
         stage_upload(tmp_path, [FileStorage(buf, filename="many.zip")], tag=None, manifest=None)
-    assert refused.value.status == 400 and "zip bomb" in refused.value.message
+    assert refused.value.code == "bad_zip" and "zip bomb" in refused.value.message
     assert not any((tmp_path / "staging").iterdir())

@@ -6,16 +6,18 @@ from pathlib import Path
 
 from flask import Response, request
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from web.api import bp, id_page, json_body
 from web.auth import admin_required
 from web.db import blobs, db, runtime
+from web.exports import send_export
+from web.ground_truth import import_ground_truth_upload
 from web.limits import large_body
-from web.services import (
-    collection_json, create_collection, delete_collection, get_collection, image_json,
-    import_upload, job_json,
-)
+from web.schemas import collection_json, evaluation_json, image_json, job_json
+from web.services.collections import create_collection, delete_collection, get_collection, image_status_counts
+from web.services.exports import export_params, write_export
+from web.services.uploads import import_upload
 from worker.store.models import Collection, Evaluation, Image, ImageStatus
 
 
@@ -35,11 +37,9 @@ def post_collection() -> tuple[dict, int]:
 def get_collection_view(collection_id: int) -> dict:
     session = db()
     collection = get_collection(session, collection_id)
-    counts = dict(session.execute(
-        select(Image.status, func.count()).where(Image.collection_id == collection_id).group_by(Image.status)
-    ).all())
+    counts = image_status_counts(session, collection_id)
     body = collection_json(collection)
-    body["images"] = {"ok": int(counts.get(ImageStatus.ok, 0)), "failed": int(counts.get(ImageStatus.failed, 0))}
+    body["images"] = {"ok": counts.get(ImageStatus.ok.value, 0), "failed": counts.get(ImageStatus.failed.value, 0)}
     return body
 
 
@@ -56,19 +56,18 @@ def upload(collection_id: int) -> tuple[dict, int]:
     """Multipart ``files`` (images, or one .zip), optional ``tag`` and ``manifest`` (CSV ``file_name,tags``)."""
     job, n_files = import_upload(db(), Path(runtime().settings.data_dir), collection_id, request.files.getlist("files"),
                                  tag=request.form.get("tag"), manifest=request.files.get("manifest"), user_id=current_user.id)
-    return {"job": job_json(job), "files": n_files}, 202
+    return {"job": job_json(job, runtime().settings.data_dir), "files": n_files}, 202
 
 
 @bp.get("/collections/<int:collection_id>/export")
 def export(collection_id: int) -> Response:
-    """Download an export (``web.exports.export_params``: ``format``, ``status``,
-    ``include_unreviewed``, ``val_fraction``, ``seed``) named ``<collection>-<format>-<YYYYMMDD>``."""
-    from web.exports import export_download, export_params
-
+    """Download an export written now as the export job writes it (``web.services.exports.export_params``:
+    ``format``, ``status``, ``include_unreviewed``, ``val_fraction``, ``seed``) named
+    ``<collection>-<format>-<YYYYMMDD>``."""
     session = db()
-    collection = get_collection(session, collection_id)
+    get_collection(session, collection_id)
     params = export_params(request.args)
-    return export_download(session, blobs(), Path(runtime().settings.data_dir), collection_id, collection.name, params)
+    return send_export(write_export(session, blobs(), Path(runtime().settings.data_dir), collection_id, params))
 
 
 @bp.post("/collections/<int:collection_id>/ground-truth")
@@ -76,8 +75,6 @@ def export(collection_id: int) -> Response:
 def post_ground_truth(collection_id: int) -> dict:
     """Import ground truth: multipart ``file`` (COCO .json; VOC .zip/.xml; YOLO .zip) and ``format``
     (coco|voc|yolo). Answers the import report; 400 naming the field when nothing was imported."""
-    from web.ground_truth import import_ground_truth_upload
-
     session = db()
     get_collection(session, collection_id)
     report = import_ground_truth_upload(session, Path(runtime().settings.data_dir), collection_id, request.files.get("file"),
@@ -91,8 +88,7 @@ def evaluations(collection_id: int) -> dict:
     get_collection(session, collection_id)
     rows, next_cursor = id_page(session, select(Evaluation).where(Evaluation.collection_id == collection_id), Evaluation.id, newest_first=True, default_limit=20)
     return {
-        "items": [{"id": e.id, "model_version_id": e.model_version_id, "job_id": e.job_id, "box_status": e.box_status,
-                   "metrics": e.metrics, "created_at": e.created_at.isoformat() if e.created_at else None} for e in rows],
+        "items": [evaluation_json(e) for e in rows],
         "next_cursor": next_cursor,
     }
 

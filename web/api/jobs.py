@@ -7,9 +7,13 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from web.api import bp, id_page, json_body
-from web.db import db
+from web.db import blobs, db, runtime
 from web.errors import ApiError
-from web.services import JOB_KINDS_FROM_UI, cancel_job, get_collection, job_json, job_params_from, submit_job
+from web.exports import job_download
+from web.schemas import job_json
+from web.services.collections import get_collection
+from web.services import jobs as job_service
+from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, job_params_from, submit_job
 from worker.store.models import Job
 
 
@@ -19,7 +23,8 @@ def list_jobs(collection_id: int) -> dict:
     session = db()
     get_collection(session, collection_id)
     rows, next_cursor = id_page(session, select(Job).where(Job.collection_id == collection_id), Job.id, newest_first=True)
-    return {"items": [job_json(j) for j in rows], "next_cursor": next_cursor}
+    data_dir = runtime().settings.data_dir
+    return {"items": [job_json(j, data_dir) for j in rows], "next_cursor": next_cursor}
 
 
 @bp.post("/collections/<int:collection_id>/jobs")
@@ -33,29 +38,21 @@ def post_job(collection_id: int) -> tuple[dict, int]:
     if not isinstance(params, dict):
         raise ApiError(400, "bad_params", "params must be an object")
     job = submit_job(db(), kind=kind, collection_id=collection_id, params=job_params_from(kind, params), user_id=current_user.id)
-    return job_json(job), 202
+    return job_json(job, runtime().settings.data_dir), 202
 
 
 @bp.get("/jobs/<int:job_id>")
 def get_job(job_id: int) -> dict:
-    job = db().get(Job, job_id)
-    if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id}")
-    return job_json(job)
+    return job_json(job_service.get_job(db(), job_id), runtime().settings.data_dir)
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
 def post_cancel(job_id: int) -> dict:
-    return job_json(cancel_job(db(), job_id))
+    data_dir = runtime().settings.data_dir
+    return job_json(cancel_job(db(), data_dir, job_id), data_dir)
 
 
 @bp.get("/jobs/<int:job_id>/download")
 def download_job_export(job_id: int) -> Response:
     """An export job's file, named ``<collection>-<format>-<YYYYMMDD>.<ext>`` (Content-Disposition)."""
-    from web.db import blobs
-    from web.exports import job_download
-
-    job = db().get(Job, job_id)
-    if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id}")
-    return job_download(blobs(), job.result or {})
+    return job_download(blobs(), job_service.get_job(db(), job_id).result or {})

@@ -8,7 +8,8 @@ from flask_login import current_user
 from web.api import bp
 from web.db import db
 from web.errors import ApiError
-from web.services import clear_no_objects, review_state_json, set_no_objects
+from web.schemas import review_state_json
+from web.services.review import clear_no_objects, set_no_objects
 
 
 @bp.post("/images/<int:image_id>/no-objects")

@@ -10,9 +10,13 @@ from web.api import bp, id_page, json_body, page_limit
 from web.db import db
 from web.errors import ApiError
 from web.queries import Cursor, QueryError, boxes_for_images, filter_from_args, list_boxes, list_images, overlays_for_images
-from web.services import box_json, bulk_accept, create_box, delete_box, edit_box, get_collection, image_json
+from web.schemas import box_json, image_json, model_version_json
+from web.services.collections import get_collection
+from web.services import review as review_service
+from web.services.errors import Conflict
+from web.services.review import accept_seen_boxes, bulk_accept, create_box, delete_box, edit_box
 from web.validation import float_arg, int_arg, parse_int, require_int, require_number
-from worker.store.models import Box, BoxSource, Image, ModelVersion, ReviewStatus
+from worker.store.models import ModelVersion
 
 
 def _query_error(exc: QueryError) -> ApiError:
@@ -38,9 +42,7 @@ def list_collection_images(collection_id: int) -> dict:
 @bp.get("/images/<int:image_id>")
 def get_image(image_id: int) -> dict:
     session = db()
-    image = session.get(Image, image_id)
-    if image is None:
-        raise ApiError(404, "not_found", f"no image {image_id}")
+    image = review_service.get_image(session, image_id)
     boxes = boxes_for_images(session, [image_id], include_ground_truth=request.args.get("ground_truth") == "1")[image_id]
     maps = overlays_for_images(session, [image_id])[image_id]
     return dict(image_json(image), boxes=[box_json(b) for b in boxes],
@@ -97,20 +99,10 @@ def accept_all(image_id: int) -> dict:
     for key, version in versions.items():
         field = f"versions.{str(key)[:40]}"
         seen[parse_int(key, field)] = require_int({field: version}, field, minimum=0)
-    ids = set(session.scalars(select(Box.id).where(Box.image_id == image_id, Box.status == ReviewStatus.proposed,
-                                                   Box.source != BoxSource.ground_truth)))
-    updated, conflicts = [], []
-    for box_id, version in seen.items():
-        if box_id not in ids:  # not proposed any more, ground truth, or not this image's
-            continue
-        try:
-            updated.append(box_json(edit_box(session, box_id, {"version": version, "status": "accepted"}, user_id=current_user.id)))
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-            conflicts.append(exc.extra.get("current"))
+    accepted, conflicts = accept_seen_boxes(session, image_id, seen, user_id=current_user.id)
+    updated = [box_json(b) for b in accepted]
     if conflicts:
-        raise ApiError(409, "stale_edit", f"{len(conflicts)} box(es) changed meanwhile; reload the image", updated=updated, conflicts=conflicts)
+        raise Conflict("stale_edit", f"{len(conflicts)} box(es) changed meanwhile; reload the image", updated=updated, conflicts=conflicts)
     return {"updated": updated}
 
 
@@ -128,6 +120,4 @@ def bulk_accept_view(collection_id: int) -> dict:
 def list_models() -> dict:
     """Model versions (trained and built-in) an infer job can apply."""
     rows, next_cursor = id_page(db(), select(ModelVersion), ModelVersion.id, newest_first=True)
-    return {"items": [{"id": m.id, "name": m.name, "arch": m.arch, "collection_id": m.collection_id, "class_names": m.class_names[:50],
-                       "n_classes": len(m.class_names), "metrics": m.metrics} for m in rows],
-            "next_cursor": next_cursor}
+    return {"items": [model_version_json(m) for m in rows], "next_cursor": next_cursor}

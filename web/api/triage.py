@@ -12,7 +12,7 @@ from web.api import bp, json_body
 from web.db import db
 from web.errors import ApiError
 from web.queries import QueryError, class_counts, count_images, filter_from_args, review_progress
-from web.services import get_collection
+from web.services.collections import get_collection
 from web.validation import parse_float, parse_int
 from worker.store.review_ops import OperationError, preview_bulk_accept, review_selection, undo_operation
 

@@ -11,6 +11,15 @@ from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from web.cli.failures import reported
+from web.services.collections import collection_by_name
+from web.services.review import clear_no_objects, set_no_objects
+from worker.formats import IMPORT_FORMATS, FormatError, import_ground_truth
+from worker.runtime import get_runtime
+from worker.store.db import session_scope
+from worker.store.models import Image
 
 MAX_LISTED = 50
 
@@ -23,7 +32,7 @@ def gt() -> None:
 @gt.command("import")
 @click.argument("name")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["coco", "voc", "yolo"]), required=True, help="COCO JSON, Pascal VOC XML folder, or YOLO txt folder (+ data.yaml).")
+@click.option("--format", "fmt", type=click.Choice(IMPORT_FORMATS), required=True, help="COCO JSON, Pascal VOC XML folder, or YOLO txt folder (+ data.yaml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @with_appcontext
 def gt_import(name: str, path: Path, fmt: str, as_json: bool) -> None:
@@ -33,20 +42,10 @@ def gt_import(name: str, path: Path, fmt: str, as_json: bool) -> None:
     ground truth of the images named. Bad files are listed with their reason; the command fails
     only when nothing could be imported.
     """
-    from sqlalchemy import select
-
-    from worker.formats import FormatError, import_ground_truth
-    from worker.runtime import get_runtime
-    from worker.store.db import session_scope
-    from worker.store.models import Collection
-
     runtime = get_runtime()
     try:
-        with session_scope(runtime.sessions) as session:
-            collection_id = session.scalar(select(Collection.id).where(Collection.name == name))
-            if collection_id is None:
-                raise click.ClickException(f"no collection named {name!r}")
-            report = import_ground_truth(session, collection_id, path, fmt)
+        with session_scope(runtime.sessions) as session, reported():
+            report = import_ground_truth(session, collection_by_name(session, name).id, path, fmt)
     except FormatError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -80,17 +79,8 @@ def review() -> None:
 def no_objects(name: str, image_path: str, undo: bool) -> None:
     """Mark image IMAGE_PATH (its path in the collection, as shown in the review) of collection
     NAME as showing no objects: its boxes are rejected and exports keep it as a negative."""
-    from sqlalchemy import select
-
-    from worker.runtime import get_runtime
-    from worker.store.db import session_scope
-    from worker.store.models import Collection, Image
-    from worker.store.review_state import clear_no_objects, set_no_objects
-
-    with session_scope(get_runtime().sessions) as session:
-        collection_id = session.scalar(select(Collection.id).where(Collection.name == name))
-        if collection_id is None:
-            raise click.ClickException(f"no collection named {name!r}")
+    with get_runtime().sessions() as session, reported():
+        collection_id = collection_by_name(session, name).id
         image_id = session.scalar(select(Image.id).where(Image.collection_id == collection_id, Image.rel_path == image_path))
         if image_id is None:
             raise click.ClickException(f"collection {name!r} has no image {image_path!r}")
@@ -98,7 +88,7 @@ def no_objects(name: str, image_path: str, undo: bool) -> None:
             clear_no_objects(session, image_id, user_id=None)
             click.echo(f"{image_path}: 'no objects' taken back (still reviewed)")
         else:
-            rejected = set_no_objects(session, image_id, user_id=None)
+            _image, rejected = set_no_objects(session, image_id, None, user_id=None)
             click.echo(f"{image_path}: marked 'no objects' ({len(rejected)} box(es) rejected)")
 
 

@@ -12,17 +12,20 @@ on in its worker meanwhile.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import click
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+
+from web.cli.failures import reported
+from web.services.collections import collection_by_name, create_collection, image_counts
+from web.services.errors import NotFound
+from web.services.jobs import TRAIN_MODES, model_ref, submit_job
+from worker.formats import BOX_STATUSES, EXPORT_FORMATS, SPLIT_FORMATS, save_export
 
 POLL_S = 0.5
 #: Backoff between reads of a job while the database is unreachable: first and longest wait, seconds.
@@ -38,26 +41,20 @@ def _runtime():  # type: ignore[no-untyped-def]
 
 
 def _collection_id(session: Any, name: str) -> int:
-    from worker.store.models import Collection
-
-    found = session.scalars(select(Collection.id).where(Collection.name == name)).first()
-    if found is None:
-        raise click.ClickException(f"no collection named {name!r}; create it with: camlabel collections create {name!r}")
-    return int(found)
+    try:
+        return collection_by_name(session, name).id
+    except NotFound:
+        raise click.ClickException(f"no collection named {name!r}; create it with: camlabel collections create {name!r}") from None
 
 
 def _submit(kind: str, name: str, params: dict[str, Any]) -> tuple[int, bool]:
-    """Create the job; returns ``(job id, inline)`` (inline: embedded mode, run it here)."""
-    from worker.jobs import JobQueueError, submit
-
+    """Create the job through the same service as the web (``web.services.jobs.submit_job``);
+    returns ``(job id, inline)`` (inline: embedded mode, run it here)."""
     runtime = _runtime()
     inline = runtime.settings.embedded
-    with runtime.sessions() as session:
+    with runtime.sessions() as session, reported():
         collection_id = _collection_id(session, name)
-        try:
-            job = submit(session, kind=kind, collection_id=collection_id, params=params, inline=inline)
-        except (JobQueueError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        job = submit_job(session, kind=kind, collection_id=collection_id, params=params, user_id=None, inline=inline)
         return job.id, inline
 
 
@@ -77,7 +74,7 @@ def _job_row(job_id: int) -> Any:
     ``CAMLABEL_WAIT_DB_RETRY_S`` seconds, saying so once on stderr; then a clear error."""
     import os
 
-    from worker.execution import is_transient
+    from worker.queue.transient import is_transient
 
     limit = float(os.environ.get("CAMLABEL_WAIT_DB_RETRY_S", DEFAULT_WAIT_DB_RETRY_S))
     deadline = time.monotonic() + limit
@@ -117,7 +114,7 @@ def _run_and_wait(job_id: int, *, inline: bool, wait: bool, quiet: bool = False)
     errors: list[BaseException] = []
     thread = None
     if inline:
-        from worker.embedded import run_inline
+        from worker.queue.embedded import run_inline
 
         def target() -> None:
             try:
@@ -130,7 +127,7 @@ def _run_and_wait(job_id: int, *, inline: bool, wait: bool, quiet: bool = False)
     try:
         job = _poll(job_id, thread, show=not quiet)
     except KeyboardInterrupt:
-        from worker.jobs import request_cancel
+        from worker.queue.submit import request_cancel
 
         with _runtime().sessions() as session:
             request_cancel(session, job_id)
@@ -186,37 +183,20 @@ def collections_group() -> None:
 @click.argument("name")
 def collections_create(name: str) -> None:
     """Create collection NAME (prints its id)."""
-    from worker.store.models import Collection
-
-    from web.validation import name_problem
-
-    cleaned = name.strip()
-    problem = name_problem(cleaned)  # the same rule as the API and the dashboard
-    if problem is not None:
-        raise click.ClickException(problem)
-    with _runtime().sessions() as session:
-        collection = Collection(name=cleaned)
-        session.add(collection)
-        try:
-            session.commit()
-        except IntegrityError:
-            raise click.ClickException(f"a collection named {cleaned!r} already exists") from None
-        click.echo(f"created collection {collection.id} {cleaned}")
+    with _runtime().sessions() as session, reported():
+        collection = create_collection(session, name)  # the same rule as the API and the dashboard
+        click.echo(f"created collection {collection.id} {collection.name}")
 
 
 @collections_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def collections_list(as_json: bool) -> None:
     """List collections with their image counts."""
-    from sqlalchemy import func
-
-    from worker.store.models import Collection, Image
+    from worker.store.models import Collection
 
     with _runtime().sessions() as session:
-        rows = session.execute(
-            select(Collection.id, Collection.name, func.count(Image.id)).outerjoin(Image, Image.collection_id == Collection.id)
-            .group_by(Collection.id, Collection.name).order_by(Collection.id)
-        ).all()
+        counts = image_counts(session)
+        rows = [(i, n, counts.get(i, 0)) for i, n in session.execute(select(Collection.id, Collection.name).order_by(Collection.id)).all()]
     if as_json:
         click.echo(json.dumps([{"id": i, "name": n, "images": c} for i, n, c in rows]))
         return
@@ -261,7 +241,7 @@ def import_command(name: str, path: Path, manifest: Path | None, wait: bool) -> 
 @click.command("train")
 @click.argument("name")
 @click.option("--arch", default="efficientnet_lite0", show_default=True, help="camcore architecture.")
-@click.option("--mode", type=click.Choice(["linear", "finetune"]), default="linear", show_default=True)
+@click.option("--mode", type=click.Choice(TRAIN_MODES), default="linear", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Adam steps (linear, at most 20000) or passes (finetune, at most 500).")
 @click.option("--input-size", type=int, default=None, help="Network input side in pixels.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
@@ -291,7 +271,8 @@ def infer_command(name: str, model: str | None, top_k: int, wait: bool) -> None:
         raise click.ClickException(f"--model must be a model version id or 'imagenet', got {model!r}")
     params: dict[str, Any] = {"top_k": top_k}
     if model is not None:
-        params["model_version_id"] = int(model) if model.isdigit() else model.lower()
+        with reported():
+            params["model_version_id"] = model_ref(model)
     job_id, inline = _submit("infer", name, params)
     job = _run_and_wait(job_id, inline=inline, wait=wait)
     if job is not None:
@@ -301,8 +282,8 @@ def infer_command(name: str, model: str | None, top_k: int, wait: bool) -> None:
 
 @click.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["coco", "coco-results", "yolo", "voc"]), required=True)
-@click.option("--status", type=click.Choice(["accepted", "all"]), default="accepted", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True)
+@click.option("--status", type=click.Choice(BOX_STATUSES), default="accepted", show_default=True)
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), required=True,
               help="Output file (coco, coco-results; yolo/voc: a .zip file or a folder).")
 @click.option("--include-unreviewed", is_flag=True,
@@ -313,24 +294,14 @@ def infer_command(name: str, model: str | None, top_k: int, wait: bool) -> None:
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="Seed of the train/val draw.")
 def export_command(name: str, fmt: str, status: str, output: Path, include_unreviewed: bool, val_fraction: float, seed: int) -> None:
     """Export collection NAME's boxes as COCO, COCO results, YOLO or Pascal VOC."""
-    if val_fraction and fmt not in ("yolo", "voc"):
+    if val_fraction and fmt not in SPLIT_FORMATS:
         raise click.BadParameter("a train/val split is for yolo and voc exports", param_hint="--val-fraction")
     params: dict[str, Any] = {"format": fmt, "status": status, "include_unreviewed": include_unreviewed}
     if val_fraction:
         params.update(val_fraction=val_fraction, seed=seed)
     job_id, inline = _submit("export", name, params)
     job = _run_and_wait(job_id, inline=inline, wait=True, quiet=True)
-    blobs = _runtime().blobs
-    key = job.result["export_key"]
-    output = output.resolve()
-    if fmt in ("yolo", "voc") and output.suffix.lower() != ".zip":
-        output.mkdir(parents=True, exist_ok=True)
-        with blobs.open(key) as fh, zipfile.ZipFile(fh) as archive:
-            archive.extractall(output)
-    else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with blobs.open(key) as src, output.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
+    output = save_export(_runtime().blobs.local_path(job.result["export_key"]), output)
     r = job.result
     click.echo(f"wrote {output} ({r.get('images', 0)} images, {r.get('annotations', 0)} annotations"
                + ("" if include_unreviewed else "; reviewed images only") + ")")
@@ -369,7 +340,7 @@ def _job_dict(job: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, kind, status, done, total, error}.")
 def jobs_command(name: str, job_id: int | None, as_json: bool) -> None:
     """List the jobs of collection NAME, or `jobs cancel ID` to cancel job ID."""
-    from worker.jobs import request_cancel
+    from worker.queue.submit import request_cancel
     from worker.store.models import Job
 
     runtime = _runtime()
@@ -408,7 +379,7 @@ def worker_command(queues: str, pool: str, concurrency: int, loglevel: str, host
     """Run a Celery worker for camlabel jobs (needs REDIS_URL)."""
     import os
 
-    from worker.celery_app import configure_celery
+    from worker.queue.app import configure_celery
 
     runtime = _runtime()
     if runtime.settings.embedded:

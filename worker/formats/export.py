@@ -1,9 +1,12 @@
-"""``export_collection``: one entry point for every export format."""
+"""Exports: the format registry, ``export_collection`` (one entry point for every format) and
+``export_file`` (an export as one named file, as the export job, the API and the CLI deliver it)."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,20 +22,79 @@ from worker.store.blobs import LocalBlobStore
 from worker.store.models import Box, Job, JobKind, ModelVersion
 from worker.store.models import Image as ImageRow
 
-EXPORT_FORMATS = ("coco", "coco-results", "yolo", "voc")
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format and the file it is delivered as."""
+
+    name: str  # the ``format`` parameter: coco, coco-results, yolo, voc
+    suffix: str  # of the delivered file: ``.json`` (one JSON document) or ``.zip`` (a folder tree, zipped)
+    mimetype: str  # of the delivered file
+    splits: bool  # takes a seeded train/val split (``val_fraction``, ``seed``)
+
+    @property
+    def is_archive(self) -> bool:
+        """Delivered as a zip of a folder tree (:class:`worker.formats.sink.ExportSink`)."""
+        return self.suffix == ".zip"
+
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("coco", ".json", "application/json", splits=False),
+    ExportFormat("coco-results", ".json", "application/json", splits=False),
+    ExportFormat("yolo", ".zip", "application/zip", splits=True),
+    ExportFormat("voc", ".zip", "application/zip", splits=True),
+)}
+EXPORT_FORMATS = tuple(FORMATS)
+SPLIT_FORMATS = tuple(name for name, f in FORMATS.items() if f.splits)
 SOURCES = ("predictions", "ground_truth")
-SUFFIXES = {"coco": ".json", "coco-results": ".json", "yolo": ".zip", "voc": ".zip"}
 _UNSAFE_NAME = re.compile(r"[^\w.-]+")
+
+
+def export_format(name: str) -> ExportFormat:
+    """The registered format ``name``; :class:`FormatError` for any other."""
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise FormatError(f"unknown export format {name!r}; expected one of {EXPORT_FORMATS}") from None
 
 
 def download_name(collection_name: str, fmt: str, day: date | None = None) -> str:
     """``<collection>-<format>-<YYYYMMDD><suffix>``: the file name a download is saved under
     (characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``)."""
-    if fmt not in SUFFIXES:
-        raise FormatError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    suffix = export_format(fmt).suffix
     safe = _UNSAFE_NAME.sub("_", collection_name).strip("._") or "collection"
     day = day or datetime.now(timezone.utc).date()
-    return f"{safe}-{fmt}-{day:%Y%m%d}{SUFFIXES[fmt]}"
+    return f"{safe}-{fmt}-{day:%Y%m%d}{suffix}"
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """An export written as one file: ``path`` (``export.json`` or ``export.zip``), the
+    ``filename`` to deliver it under, its ``format`` and the summary of :func:`export_collection`
+    (without ``path``)."""
+
+    path: Path
+    filename: str
+    format: ExportFormat
+    summary: dict[str, Any]
+
+
+EXPORT_OPTIONS = ("status", "source", "model_version_id", "include_unreviewed", "val_fraction", "seed")
+
+
+def export_file(session: Session, blobs: LocalBlobStore, collection_id: int, params: Mapping[str, Any], folder: Path) -> ExportFile:
+    """Write collection ``collection_id``'s export into ``folder`` as one file (a .json, or a .zip
+    for folder formats): the one export path of the export job, the API download and the CLI.
+
+    ``params``: ``format`` (default ``coco``) and any of :data:`EXPORT_OPTIONS` (``None`` values
+    take the defaults of :func:`export_collection`). :class:`FormatError` for bad parameters."""
+    fmt = export_format(str(params.get("format") or "coco"))
+    options = {name: params[name] for name in EXPORT_OPTIONS if params.get(name) is not None}
+    options["status"] = str(options.get("status") or "accepted")
+    collection = load_collection(session, collection_id)
+    out = folder / f"export{fmt.suffix}"
+    summary = export_collection(session, blobs, collection_id, fmt.name, out, **options)
+    summary.pop("path", None)
+    return ExportFile(path=out, filename=download_name(collection.name, fmt.name), format=fmt, summary=summary)
 
 
 def _package_version() -> str:
@@ -124,11 +186,10 @@ def export_collection(
     Returns: ``{"format", "path", "status", "source", "images", "annotations", "skipped_boxes",
     "categories", "model_versions", "seconds", ...}`` (JSON-serialisable).
     """
-    if fmt not in EXPORT_FORMATS:
-        raise FormatError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    export_format(fmt)
     selection = _selection(status, source)
     reviewed_only = source == "predictions" and not include_unreviewed
-    if val_fraction and fmt not in ("yolo", "voc"):
+    if val_fraction and fmt not in SPLIT_FORMATS:
         raise FormatError(f"a train/val split (val_fraction) is for yolo and voc exports, not {fmt}")
     collection = load_collection(session, collection_id)
     categories = category_map(session, collection_id)

@@ -1,4 +1,5 @@
-"""Where a multi-file export (YOLO, VOC) goes: a directory or a ``.zip`` archive."""
+"""Where a multi-file export (YOLO, VOC) goes: a directory or a ``.zip`` archive; and
+:func:`save_export`, which puts a delivered export file where a person asked for it."""
 
 from __future__ import annotations
 
@@ -80,6 +81,21 @@ class ExportSink:
         self.close()
         if exc_type is not None and self.is_zip:
             self.out_path.unlink(missing_ok=True)
+
+
+def save_export(source: Path, output: Path) -> Path:
+    """Copy the export file ``source`` (a .json, or a .zip of a folder export) to ``output``; a
+    zip is unpacked into the folder ``output`` unless ``output`` itself ends in ``.zip``.
+    Returns ``output`` (absolute)."""
+    output = output.resolve()
+    if source.suffix.lower() == ".zip" and output.suffix.lower() != ".zip":
+        output.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(source) as archive:
+            archive.extractall(output)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, output)
+    return output
 
 
 def flat_name(rel_path: str, taken: set[str]) -> str:

@@ -68,6 +68,22 @@ class BoxNotFoundError(LookupError):
     """The box to edit does not exist (deleted, or never existed)."""
 
 
+class WrongCategoryError(ValueError):
+    """A box was given a category of another collection (or one that does not exist)."""
+
+    def __init__(self, category_id: object, collection_id: int) -> None:
+        super().__init__(f"category {category_id!r} is not a category of collection {collection_id}")
+        self.category_id = category_id
+        self.collection_id = collection_id
+
+
+def check_category(session: Session, category_id: int, collection_id: int) -> None:
+    """Raise :class:`WrongCategoryError` unless ``category_id`` is a category of ``collection_id``:
+    the rule for every box a person edits or draws."""
+    if session.execute(select(Category.collection_id).where(Category.id == category_id)).scalar() != collection_id:
+        raise WrongCategoryError(category_id, collection_id)
+
+
 @dataclass(frozen=True)
 class ImageInsertResult:
     """Outcome of :func:`insert_images_detailed`, aligned with the rows given.
@@ -367,9 +383,7 @@ def update_box(session: Session, box_id: int, expected_version: int, **changes: 
         raise BoxNotFoundError(f"box {box_id} does not exist")
     image_id, collection_id = located
     if "category_id" in changes:
-        category_collection = session.execute(select(Category.collection_id).where(Category.id == changes["category_id"])).scalar()
-        if category_collection != collection_id:
-            raise ValueError(f"category {changes['category_id']!r} is not a category of collection {collection_id}")
+        check_category(session, changes["category_id"], collection_id)
         values["category_id"] = changes["category_id"]
     session.execute(select(images_t.c.id).where(images_t.c.id == image_id).with_for_update())
     new_version = session.execute(
