@@ -2,24 +2,38 @@
 
 Usage::
 
-    python bench/pipeline.py --device cpu|cuda [--images N] [--batch-size B] [--input-size S]
+    python bench/pipeline.py --device cpu|cuda [--images N] [--batch-size B] [--input-size S] [--loader processes|threads]
+    python bench/pipeline.py --device cpu --host-only [--images N]
+
+Images come from ``$CAMLABEL_BENCH_DATASET`` (a folder laid out like the shared raccoon-kangaroo
+collection: ``raccoon/images/*.jpg``, ``kangaroo/images/*.jpg``), else that collection beside the
+checkout (``../shared/datasets/raccoon-kangaroo``).
 
 On the same images (the shared raccoon-kangaroo photos), the same model (EfficientNet-Lite0 with
 ImageNet weights and a 2-class GAP head) and the same batches, in one run, it measures images/s of:
 
 1. ``forward``: the bare ``model(x)`` on pre-decoded, pre-resized batches (normalisation included);
-2. ``pipeline``: decode -> resize -> forward + CAM -> boxes -> PNG heatmap per map, from the
-   files, as deployed (decoding and resizing in parallel on the ``Localizer``'s host threads,
-   then the forward pass; see :func:`run_pipeline`): (a) per batch, interleaved with the other
-   methods (``pipeline_serial_vs_forward``); (b) whole runs over all images, alternated with
-   whole bare-forward runs (``pipeline_vs_forward``);
+2. ``pipeline``: decode -> resize -> forward + CAM -> boxes -> float16 map per map (the blob an
+   infer job stores), from the files, as deployed: (a) per batch, phased, interleaved with the
+   other methods (``pipeline_serial_vs_forward``); (b) whole runs over all images through
+   :meth:`camcore.pipeline.Localizer.localize_files` (the streaming loader of the device:
+   worker processes decoding ahead on CUDA, phased host threads on a CPU; boxes in worker
+   processes while the next batch runs on CUDA), alternated with whole bare-forward runs
+   (``pipeline_vs_forward``);
 3. ``camlabel maps``: forward + CAM of the top class (no boxes/PNG) on the same batches as 1;
 4. ``torchcam CAM`` and ``grad-cam GradCAM``: the same maps with those libraries, given the model
    as loaded (NCHW, BatchNorm unfolded); torch-cam also once on camlabel's prepared network.
 
-The model is prepared as :class:`camcore.pipeline.Localizer` prepares it (an inference copy with
-BatchNorm folded into the convolutions, channels-last); "forward" is the bare forward pass of that
-same prepared network, so ``pipeline_vs_forward`` measures only what the pipeline adds. As after a
+The model is prepared as :class:`camcore.pipeline.Localizer` prepares it (on a CPU an inference
+copy with BatchNorm folded into the convolutions, channels-last; on CUDA the variant its measured
+probe picks, printed as ``variant=``); "forward" is the bare forward pass of that same network, so
+``pipeline_vs_forward`` measures only what the pipeline adds.
+
+``--host-only`` measures the host work of the pipeline with the forward pass excluded: the maps
+are computed first (untimed), then decode + resize + boxes + float16 map encoding of every image
+run in 1 and then 2 worker processes; it prints ``host_cpu_ms_per_image=<x>`` (CPU time of every
+process, per image, from the 1-process run), the CPU time per stage, and
+``host_scaling_1_to_2=<ratio>`` (images/s with 2 processes / with 1). As after a
 train job, per-class objectness statistics are fitted on the images first (untimed; pass
 ``--no-objectness-stats`` for the per-image fallback).
 
@@ -32,22 +46,28 @@ whole runs). Like camlabel's worker processes, the benchmark keeps freed memory 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import torch
 
 from camcore.allocator import keep_freed_memory
 from camcore.cam import forward_with_cams
-from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
-from camcore.images import original_size
+from camcore.concept_maps import encode_map
+from camcore.images import ImageLoadError, load_image, original_size
 from camcore.models import ModelSpec, build_model
 from camcore.objectness import fit_objectness
-from camcore.pipeline import BoxParams, ImageResult, Localizer
+from camcore.pipeline import BoxParams, ImageResult, Localizer, boxes_from_maps, resize_into
 
-DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo"
+DATASET = Path(os.environ.get("CAMLABEL_BENCH_DATASET") or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo")
 
 
 def _files(n: int) -> list[Path]:
@@ -77,24 +97,110 @@ def _render(results: list[ImageResult]) -> int:
     total = 0
     for r in results:
         for m in r.maps.values():
-            # what an infer job stores per map: the raw float16 map and the overlay PNG
-            total += len(encode_map(m)) + len(render_heatmap_png(m, overlay_size(r.image_size), opacity=1.0))
+            total += len(encode_map(m))  # what an infer job stores per map: the raw float16 map
     return total
 
 
 def run_pipeline(loc: Localizer, files: list[Path], batch_size: int) -> float:
-    """Seconds for decode -> resize -> forward+CAM -> boxes -> PNG over ``files``.
-
-    Phases, as deployed: decoding and resizing use both cores on the host threads, then the
-    forward pass uses them; nothing runs beside the forward pass (on 2 cores a thread decoding
-    next to it stalls its OpenMP threads at every barrier and costs more than it saves).
-    """
+    """Seconds for decode -> resize -> forward+CAM -> boxes -> float16 maps over ``files``, through
+    :meth:`Localizer.localize_files` (the localizer's loader and box workers; ``batch_size`` is
+    the localizer's)."""
     start = time.perf_counter()
-    for i in range(0, len(files), batch_size):
-        batch, sizes = _load_batch(loc, files[i : i + batch_size])
-        _render(loc.localize_batch(batch, sizes, None, top_k=1))
+    results = []
+    for _position, result in loc.localize_files(files, None, top_k=1):
+        if isinstance(result, ImageLoadError):
+            raise SystemExit(f"cannot load {result}")
+        results.append(result)
+    _render(results)
     _sync(loc.device)
     return time.perf_counter() - start
+
+
+# -- host work only (--host-only) -----------------------------------------------------------
+
+def _host_init() -> None:
+    import torch as _torch
+
+    _torch.set_num_threads(1)  # one core per process, as the loader and box processes run
+
+
+def _host_pause(seconds: float) -> int:
+    time.sleep(seconds)  # keeps a worker busy so that every worker of the pool gets started
+    return os.getpid()
+
+
+def _host_work(items: list[tuple[str, dict[int, np.ndarray], np.ndarray]], params: dict[str, Any],
+               input_size: int) -> dict[str, float]:
+    """Decode + resize + boxes + float16 map encoding of ``items`` in this process; CPU seconds per stage."""
+    import torch as _torch
+
+    spent = {"decode": 0.0, "resize": 0.0, "boxes": 0.0, "encode": 0.0}
+    box_params = BoxParams.from_dict(params)
+    out = np.empty((3, input_size, input_size), dtype=np.uint8)
+    for path, maps, scores in items:
+        t0 = time.process_time()
+        img = load_image(path, min_size=input_size)
+        t1 = time.process_time()
+        resize_into(img, input_size, out)
+        t2 = time.process_time()
+        tensors = {c: _torch.from_numpy(m) for c, m in maps.items()}
+        boxes_from_maps(tensors, original_size(img), box_params, class_scores=_torch.from_numpy(scores))
+        t3 = time.process_time()
+        for m in tensors.values():
+            encode_map(m)
+        t4 = time.process_time()
+        spent["decode"] += t1 - t0
+        spent["resize"] += t2 - t1
+        spent["boxes"] += t3 - t2
+        spent["encode"] += t4 - t3
+    return spent
+
+
+def host_only(args: argparse.Namespace) -> int:
+    """Host CPU time per image with the forward pass excluded, and its scaling from 1 to 2 processes."""
+    torch.manual_seed(0)
+    spec = ModelSpec(class_names=["raccoon", "kangaroo"], input_size=args.input_size)
+    model = build_model(spec, weights="imagenet").eval()
+    files = _files(args.images)
+    tags = [[spec.class_names.index(f.parent.parent.name)] for f in files]
+    spec.extra["objectness"] = fit_objectness(model, spec, files, tags, device="cpu").to_dict()
+    loc = Localizer(model, spec, device="cpu", batch_size=args.batch_size)
+    items: list[tuple[str, dict[int, np.ndarray], np.ndarray]] = []
+    for position, result in loc.localize_files(files, None, top_k=1):  # the forward pass: not timed
+        assert isinstance(result, ImageResult), result
+        items.append((str(files[position]), {c: m.numpy() for c, m in result.maps.items()}, result.class_scores.numpy()))
+    loc.close()
+    params = loc.params.to_dict()
+    n = len(items)
+    wall: dict[int, float] = {}
+    cpu: dict[int, dict[str, float]] = {}
+    for procs in (1, 2):
+        best_wall, best_cpu = float("inf"), None
+        with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork"), initializer=_host_init) as pool:
+            list(pool.map(_host_pause, [0.5] * procs))  # every worker started
+            pool.submit(_host_work, items[:2], params, spec.input_size).result()  # warm: imports, caches
+            for _ in range(args.repeats):
+                parts = [items[k::procs * 4] for k in range(procs * 4)]
+                parent0 = time.process_time()
+                t0 = time.perf_counter()
+                stages = list(pool.map(_host_work, parts, [params] * len(parts), [spec.input_size] * len(parts)))
+                seconds = time.perf_counter() - t0
+                spent = {k: sum(s[k] for s in stages) for k in stages[0]}
+                spent["parent"] = time.process_time() - parent0
+                if seconds < best_wall:
+                    best_wall, best_cpu = seconds, spent
+        wall[procs], cpu[procs] = best_wall, best_cpu  # type: ignore[assignment]
+    one = cpu[1]
+    total_ms = 1000 * sum(one.values()) / n
+    print(f"device=cpu images={n} input={spec.input_size} box_method={loc.params.method} box_mode={loc.params.mode} "
+          f"cores={os.cpu_count()} (forward pass excluded; PNG overlays not rendered)")
+    print("host_cpu_ms_per_stage: " + " ".join(f"{k}={1000 * v / n:.3f}" for k, v in one.items()))
+    for procs in (1, 2):
+        print(f"host work in {procs} process(es): {n / wall[procs]:8.1f} images/s, "
+              f"{1000 * sum(cpu[procs].values()) / n:.3f} CPU-ms/image")
+    print(f"host_scaling_1_to_2={wall[1] / wall[2]:.3f}")
+    print(f"host_cpu_ms_per_image={total_ms:.3f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default=None, help="map method of the pipeline (default: BoxParams() default)")
     parser.add_argument("--release-freed-memory", action="store_true",
                         help="leave glibc malloc at its defaults (the worker's camcore.allocator.keep_freed_memory off)")
+    parser.add_argument("--loader", choices=["processes", "threads"], default=None,
+                        help="how the whole-run pipeline decodes (default: the Localizer's choice for the device)")
+    parser.add_argument("--box-workers", type=int, default=None, help="box worker processes (default: the Localizer's)")
+    parser.add_argument("--host-only", action="store_true",
+                        help="host CPU time per image (decode, resize, boxes, map encoding), forward pass excluded")
     args = parser.parse_args(argv)
+    if args.host_only:
+        if args.device != "cpu":
+            sys.exit("--host-only measures on the CPU: pass --device cpu")
+        return host_only(args)
     # As camlabel's worker processes run: freed tensor memory kept for reuse (applies to every
     # method measured here alike; --release-freed-memory measures glibc's defaults).
     kept = False if args.release_freed_memory else keep_freed_memory()
@@ -132,11 +247,15 @@ def main(argv: list[str] | None = None) -> int:
         # infer jobs use them (without them each image's own descriptors are decomposed).
         tags = [[spec.class_names.index(f.parent.parent.name)] for f in files]
         spec.extra["objectness"] = fit_objectness(model, spec, files, tags, device=device).to_dict()
-    loc = Localizer(model, spec, device=device, autocast_dtype=amp, params=params, host_threads=args.host_threads)
-    net = loc.model  # the prepared inference copy (BN folded, channels-last) that the pipeline runs
+    loc = Localizer(model, spec, device=device, autocast_dtype=amp, params=params, host_threads=args.host_threads,
+                    batch_size=args.batch_size, loader=args.loader, box_workers=args.box_workers)
+    net = loc.model  # the network the pipeline runs (on a CPU the prepared inference copy, channels-last)
+    args.batch_size = loc.batch_size  # the probe may pick a larger batch on CUDA
     print(f"device={device} torch_threads={torch.get_num_threads()} images={n} batch={args.batch_size} "
           f"input={args.input_size} amp={amp} pipeline_method={params.method} box_mode={params.mode} "
-          f"objectness_stats={'objectness' in spec.extra} keep_freed_memory={kept} prepared={loc.inference_report}")
+          f"objectness_stats={'objectness' in spec.extra} keep_freed_memory={kept} prepared={loc.inference_report} "
+          f"variant={loc.variant.describe()} loader={loc.loader} loader_workers={loc.loader_workers} "
+          f"box_workers={loc.boxes.processes}")
 
     # Pre-decoded, pre-resized batches for the forward-only measurements.
     chunks = [files[i : i + args.batch_size] for i in range(0, n, args.batch_size)]
@@ -150,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode(), loc._autocast():
             model(loc.normalize(batches[i][0]).contiguous())
 
-    def pipeline(i: int) -> None:  # decode -> resize -> forward+CAM -> boxes -> PNG, from the files
+    def pipeline(i: int) -> None:  # decode -> resize -> forward+CAM -> boxes -> float16 maps, from the files (phased)
         batch, sizes = _load_batch(loc, chunks[i])
         _render(loc.localize_batch(batch, sizes, None, top_k=1))
 
@@ -210,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "forward": "forward only (prepared network)",
         "loaded_forward": "forward only (model as loaded)",
         "torchcam_prepared": "torch-cam CAM on the prepared net",
-        "pipeline": "camlabel pipeline (decode..PNG)",
+        "pipeline": "camlabel pipeline (decode..maps)",
         "camlabel_maps": "camlabel forward+CAM (top-1 maps)",
         "torchcam": "torch-cam CAM (forward+maps)",
         "gradcam": "grad-cam GradCAM (fwd+bwd+maps)",
@@ -240,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeline_vs_torchcam_maps={ips['pipeline'] / ips['torchcam']:.3f}")
         print(f"pipeline_vs_gradcam_maps={ips['pipeline'] / ips['gradcam']:.3f}")
     print(f"pipeline_vs_forward={t_fwd_run / t_pipe_run:.3f}")
+    loc.close()
     return 0
 
 

@@ -17,7 +17,8 @@ Extension points (used to plug in better defaults without changing signatures):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -31,11 +32,14 @@ from torch import Tensor
 from camcore import boxes as _boxes
 from camcore import objectness as _objectness
 from camcore.box_correction import BoxCorrection, corrections_from_extra
+from camcore.box_workers import BoxWorkers, MapsOfImage
 from camcore.box_score import score_boxes, scorer_from_extra
 from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
+from camcore.forward_choice import ForwardVariant, choose_forward, default_variant
 from camcore.images import ImageLoadError, ImageSource, load_images, original_size
 from camcore.inference import InferenceReport, example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec
+from camcore.streaming import LoadedBatch, default_loader_workers, loader_kind, stream_batches
 
 __all__ = [
     "BoxParams",
@@ -49,6 +53,7 @@ __all__ = [
     "normalized_map",
     "preprocess",
     "register_box_rule",
+    "resize_into",
 ]
 
 
@@ -305,6 +310,24 @@ class ImageResult:
     image_size: tuple[int, int]
 
 
+def resize_into(img: Image.Image, input_size: int, out: np.ndarray) -> None:
+    """Write ``img`` resized to ``input_size x input_size`` into ``out`` (uint8 ``[3, S, S]``).
+
+    RGB pixels, torch's antialiased bilinear filter (align_corners=False); an image already at the
+    input size is copied as it is. :func:`preprocess` and :mod:`camcore.streaming` share it, so a
+    batch is the same bytes whichever path built it.
+    """
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    pixels = np.array(img, dtype=np.uint8)  # [H, W, 3]
+    if pixels.shape[:2] == (input_size, input_size):
+        out[...] = pixels.transpose(2, 0, 1)
+    else:
+        chw = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W] view
+        resized = F.interpolate(chw, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
+        out[...] = resized[0].numpy()
+
+
 def preprocess(images: Sequence[Image.Image], input_size: int, *, executor: Executor | None = None, parts: int = 2) -> Tensor:
     """Resize each image to ``input_size x input_size`` (bilinear, RGB) -> ``Tensor[N, 3, S, S]`` uint8.
 
@@ -321,16 +344,7 @@ def preprocess(images: Sequence[Image.Image], input_size: int, *, executor: Exec
 
     def fill(start: int, stop: int) -> None:
         for i in range(start, stop):
-            img = images[i]
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            pixels = np.array(img, dtype=np.uint8)  # [H, W, 3]
-            if pixels.shape[:2] == (input_size, input_size):
-                out[i] = pixels.transpose(2, 0, 1)
-            else:
-                chw = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W] view
-                resized = F.interpolate(chw, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
-                out[i] = resized[0].numpy()
+            resize_into(images[i], input_size, out[i])
 
     if executor is None or parts < 2 or len(images) < 2:
         fill(0, len(images))
@@ -397,14 +411,28 @@ class Localizer:
             (:func:`camcore.inference.prepare_for_inference`: the same function, checked on an
             example batch; about 1.3x faster on CPU). ``model`` is moved to ``device`` but not
             otherwise changed; :attr:`model` is the network that runs.
-        host_threads: threads for the CPU work around the forward pass: decoding
-            (:meth:`load_images`) and resizing (:meth:`preprocess`) run in parallel on them, in
-            their own phase (not overlapped with the forward pass, whose threads they would
-            stall). ``1``: no threads.
+        host_threads: threads for the CPU work around the forward pass on the ``"threads"``
+            loader: decoding (:meth:`load_images`) and resizing (:meth:`preprocess`) run in
+            parallel on them, in their own phase (not overlapped with the forward pass, whose
+            threads they would stall). ``1``: no threads.
+        probe: pick the forward variant (prepared or as loaded, layout, bf16/fp16, batch size) by
+            a short measured probe (:func:`camcore.forward_choice.choose_forward`, cached per
+            process). ``None`` (default): on CUDA only; a CPU keeps ``prepare``,
+            ``channels_last``, ``autocast_dtype`` and ``batch_size`` as given (its measured best).
+        loader: how :meth:`localize_files` decodes: ``"processes"`` (DataLoader worker processes,
+            batches decoded while the current one runs) or ``"threads"`` (phased); ``None``:
+            :func:`camcore.streaming.loader_kind` of the device (processes on CUDA).
+        loader_workers: loader processes (default: half the cores).
+        box_workers: processes computing boxes while the next batch runs
+            (:class:`camcore.box_workers.BoxWorkers`); ``0``: on the calling thread. ``None``:
+            ``0`` on a CPU (the forward pass uses every core), on CUDA the cores the loader leaves
+            minus one.
 
     Attributes:
         normalize: the :class:`Normalizer` (uint8 batch -> normalised float on the device).
         executor: the host thread pool (``None`` when ``host_threads == 1``).
+        variant: the :class:`camcore.forward_choice.ForwardVariant` that runs.
+        boxes: the :class:`camcore.box_workers.BoxWorkers`.
     """
 
     def __init__(
@@ -420,31 +448,55 @@ class Localizer:
         channels_last: bool = True,
         prepare: bool = True,
         host_threads: int = 2,
+        probe: bool | None = None,
+        loader: str | None = None,
+        loader_workers: int | None = None,
+        box_workers: int | None = None,
     ) -> None:
         if host_threads < 1:
             raise ValueError(f"host_threads must be >= 1, got {host_threads}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.params = params or BoxParams()
+        if self.params.method not in map_methods():
+            raise ValueError(f"unknown map method {self.params.method!r}; registered: {sorted(map_methods())}")
         self.host_threads = host_threads
         self.executor: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=host_threads, thread_name_prefix="camcore-host") if host_threads > 1 else None)
         self.device = torch.device(device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.spec = spec
-        self.normalize = Normalizer(spec, self.device, self.memory_format)
         model = model.to(self.device).eval()
         self.inference_report: InferenceReport | None = None
-        if prepare:
-            model, self.inference_report = prepare_for_inference(model, self.normalize(example_batch(spec.input_size)),
-                                                                 memory_format=self.memory_format)
-        self.model = model.to(memory_format=self.memory_format)
-        self.params = params or BoxParams()
-        if self.params.method not in map_methods():
-            raise ValueError(f"unknown map method {self.params.method!r}; registered: {sorted(map_methods())}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
+        prepared: dict[str, torch.nn.Module] = {}
+
+        def network(variant: ForwardVariant) -> torch.nn.Module:
+            # the network of a variant: the inference copy (made once) or the model as loaded
+            if not variant.prepared:
+                return model.to(memory_format=variant.memory_format)
+            if "net" not in prepared:
+                norm = Normalizer(spec, self.device, variant.memory_format)
+                prepared["net"], self.inference_report = prepare_for_inference(
+                    model, norm(example_batch(spec.input_size)), memory_format=variant.memory_format)
+            return prepared["net"].to(memory_format=variant.memory_format)
+
+        if probe if probe is not None else self.device.type == "cuda":
+            self.variant = choose_forward(network, spec.input_size, self.device, batch_size=batch_size,
+                                          autocast_dtype=autocast_dtype, probe=True,
+                                          cache_key=(spec.arch, spec.input_size, spec.num_classes))
+        else:  # as given (on a CPU: prepared, channels-last, float32 is the measured best)
+            self.variant = default_variant(batch_size, autocast_dtype, channels_last=channels_last, prepared=prepare)
+        self.memory_format = self.variant.memory_format
+        self.normalize = Normalizer(spec, self.device, self.memory_format)
+        self.model = network(self.variant)
+        self.batch_size = self.variant.batch_size
+        self.loader = loader or loader_kind(self.device)
+        self.loader_workers = default_loader_workers() if loader_workers is None else loader_workers
+        if box_workers is None:
+            box_workers = max(1, default_loader_workers() * 2 - self.loader_workers - 1) if self.device.type == "cuda" else 0
+        self.boxes = BoxWorkers(box_workers)
         raw_stats = (spec.extra or {}).get(_objectness.SPEC_KEY)
         self._objectness_stats = _objectness.ObjectnessStats.from_dict(raw_stats) if raw_stats else None
-        self.autocast_dtype = autocast_dtype
+        self.autocast_dtype = self.variant.autocast_dtype
         self.shift_cells = -spec.map_shift / spec.feature_stride if align else 0.0
 
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
@@ -458,11 +510,13 @@ class Localizer:
         return load_images(sources, min_size=self.spec.input_size, executor=self.executor)
 
     def close(self) -> None:
-        """Stop the host threads (the localizer still works afterwards, single-threaded)."""
+        """Stop the host threads and box processes (the localizer still works afterwards,
+        single-threaded)."""
         if self.executor is not None:
             self.executor.shutdown(wait=True)
             self.executor = None
             self.host_threads = 1
+        self.boxes.close()
 
     def _ddt_cam(self, x: Tensor, tags: Sequence[Sequence[int]] | None, top_k: int) -> CamOutput:
         """CAM fused with the DDT objectness map of the same class (see :mod:`camcore.objectness`)."""
@@ -485,6 +539,24 @@ class Localizer:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     @torch.no_grad()
+    def _maps_batch(self, batch: Tensor, tags: Sequence[Sequence[int]] | None, top_k: int) -> tuple[Tensor, list[dict[int, Tensor]]]:
+        """One forward pass: ``(class probabilities[N, K], per image {class: raw map[h, w]})`` on the CPU."""
+        n = batch.shape[0]
+        x = self.normalize(batch)
+        with self._autocast():
+            if self.params.method == "ddt_cam":
+                out = self._ddt_cam(x, tags, top_k)
+            else:
+                out = forward_with_cams(self.model, x, tags, top_k=top_k, method=self.params.method)
+        probs = torch.sigmoid(out.logits).cpu()
+        maps = align_maps(out.maps, self.shift_cells).cpu()
+        img_idx = out.image_index.cpu().tolist()
+        cls_idx = out.class_index.cpu().tolist()
+        per_image: list[dict[int, Tensor]] = [{} for _ in range(n)]
+        for p, (i, c) in enumerate(zip(img_idx, cls_idx)):
+            per_image[i][c] = maps[p]
+        return probs, per_image
+
     def localize_batch(
         self,
         batch: Tensor,
@@ -506,26 +578,72 @@ class Localizer:
             raise ValueError(f"{len(image_sizes)} image sizes for {n} images")
         if n == 0:
             return []
-        x = self.normalize(batch)
-        with self._autocast():
-            if self.params.method == "ddt_cam":
-                out = self._ddt_cam(x, tags, top_k)
+        sizes = [(int(w), int(h)) for w, h in image_sizes]
+        probs, per_image = self._maps_batch(batch, tags, top_k)
+        job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, sizes, tags is None))
+        return [ImageResult(b, s, lab, per_image[i], probs[i], sizes[i]) for i, (b, s, lab) in enumerate(job.result())]
+
+    @staticmethod
+    def _box_inputs(probs: Tensor, per_image: list[dict[int, Tensor]], sizes: Sequence[tuple[int, int]],
+                    predicted: bool) -> list[MapsOfImage]:
+        # a tagged class is known to be present: its boxes are scored on the map alone
+        return [MapsOfImage(per_image[i], sizes[i], probs[i] if predicted else None) for i in range(len(per_image))]
+
+    def _stream(self, batches: Iterable[LoadedBatch], tags: Sequence[Sequence[int]] | None,
+                top_k: int) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
+        """Forward pass per batch as it arrives; its boxes are computed (by :attr:`boxes`) while
+        the next batch runs. Yields ``(position, result or load error)`` in source order."""
+        pending: deque[tuple[LoadedBatch, Tensor, list[dict[int, Tensor]], Any]] = deque()
+        ahead = 1 if self.boxes.processes > 0 else 0  # batches whose boxes may be in flight
+
+        def finish(item: tuple[LoadedBatch, Tensor, list[dict[int, Tensor]], Any]) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
+            batch, probs, per_image, job = item
+            done: dict[int, ImageResult | ImageLoadError] = dict(batch.failures)
+            for row, (b, s, lab) in enumerate(job.result()):
+                done[batch.positions[row]] = ImageResult(b, s, lab, per_image[row], probs[row], batch.sizes[row])
+            yield from sorted(done.items())
+
+        for batch in batches:
+            chunk_tags = None if tags is None else [tags[p] for p in batch.positions]
+            if batch.positions:
+                probs, per_image = self._maps_batch(batch.pixels, chunk_tags, top_k)
             else:
-                out = forward_with_cams(self.model, x, tags, top_k=top_k, method=self.params.method)
-        probs = torch.sigmoid(out.logits).cpu()
-        maps = align_maps(out.maps, self.shift_cells).cpu()
-        img_idx = out.image_index.cpu().tolist()
-        cls_idx = out.class_index.cpu().tolist()
-        per_image: list[dict[int, Tensor]] = [{} for _ in range(n)]
-        for p, (i, c) in enumerate(zip(img_idx, cls_idx)):
-            per_image[i][c] = maps[p]
-        results = []
-        for i in range(n):
-            size = (int(image_sizes[i][0]), int(image_sizes[i][1]))
-            # a tagged class is known to be present: its boxes are scored on the map alone
-            b, s, lab = boxes_from_maps(per_image[i], size, self.params, class_scores=probs[i] if tags is None else None)
-            results.append(ImageResult(b, s, lab, per_image[i], probs[i], size))
-        return results
+                probs, per_image = torch.zeros((0, self.spec.num_classes)), []
+            job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, batch.sizes, tags is None))
+            pending.append((batch, probs, per_image, job))
+            while len(pending) > ahead:
+                yield from finish(pending.popleft())
+        while pending:
+            yield from finish(pending.popleft())
+
+    def localize_files(
+        self,
+        sources: Sequence[ImageSource | Image.Image],
+        tags: Sequence[Sequence[int]] | None = None,
+        *,
+        top_k: int = 1,
+    ) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
+        """Localise image files as a stream: decoding, forward passes and boxes overlap.
+
+        Files are decoded and resized by :func:`camcore.streaming.stream_batches` (worker
+        processes on CUDA, decoding the next batches while the current one runs; the phased host
+        threads on a CPU), and each batch's boxes are computed by :attr:`boxes` while the next
+        batch runs. Per-file behaviour is :func:`camcore.images.load_image`'s.
+
+        Args:
+            sources: image files (or loaded ``PIL`` images).
+            tags: per source the class indices to localise, or ``None`` for the ``top_k``
+                predicted classes of each image.
+
+        Yields:
+            ``(position in sources, ImageResult or ImageLoadError)``, in source order.
+        """
+        if tags is not None and len(tags) != len(sources):
+            raise ValueError(f"{len(tags)} tag lists for {len(sources)} images")
+        batches = stream_batches(sources, self.spec.input_size, self.batch_size, kind=self.loader,
+                                 workers=self.loader_workers, executor=self.executor, parts=self.host_threads,
+                                 pin_memory=self.device.type == "cuda")
+        yield from self._stream(batches, tags, top_k)
 
     def localize(
         self,
@@ -548,10 +666,6 @@ class Localizer:
         """
         if tags is not None and len(tags) != len(images):
             raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
-        results: list[ImageResult] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            chunk_tags = None if tags is None else tags[start : start + self.batch_size]
-            batch = self.preprocess(chunk)
-            results.extend(self.localize_batch(batch, [original_size(im) for im in chunk], chunk_tags, top_k=top_k))
-        return results
+        batches = stream_batches(images, self.spec.input_size, self.batch_size, kind="threads", executor=self.executor,
+                                 parts=self.host_threads)
+        return [result for _position, result in self._stream(batches, tags, top_k)]  # type: ignore[misc]

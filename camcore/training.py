@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from camcore.images import ImageLoadError, load_image, load_images
+from camcore.images import load_image
 from camcore.limits import MAX_EPOCHS, check_epochs
 from camcore.inference import example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec, WeightsArg, build_model
 from camcore.pipeline import Normalizer, preprocess
+from camcore.streaming import loader_kind, stream_batches
 
 __all__ = ["MAX_EPOCHS", "ProgressFn", "TrainResult", "average_precision", "check_epochs", "train_head"]
 
@@ -174,26 +175,21 @@ def _pooled_features(
             tick(1)
         else:
             todo.append(i)
-    # decoding and resizing in parallel on two host threads, in their own phase (see Localizer)
+    # the streaming loader of the infer path (camcore.streaming): on CUDA worker processes decode
+    # the next batches while this one runs; on a CPU two host threads decode, in their own phase
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcore-features") as pool:
-        for start in range(0, len(todo), batch_size):
-            idx = todo[start : start + batch_size]
-            loaded: list[Image.Image] = []
-            ok: list[int] = []
-            outcomes = load_images([images[i] for i in idx], min_size=spec.input_size, executor=pool)
-            for i, outcome in zip(idx, outcomes):
-                if isinstance(outcome, ImageLoadError):
-                    skipped.append({"index": i, "reason": str(outcome)})
-                else:
-                    loaded.append(outcome)
-                    ok.append(i)
+        for batch in stream_batches([images[i] for i in todo], spec.input_size, batch_size, kind=loader_kind(device),
+                                    executor=pool, pin_memory=device.type == "cuda"):
+            for k, error in batch.failures:
+                skipped.append({"index": todo[k], "reason": str(error)})
+            ok = [todo[k] for k in batch.positions]
             if ok:
-                f = net.features(norm(preprocess(loaded, spec.input_size, executor=pool))).float().mean(dim=(2, 3)).cpu()
+                f = net.features(norm(batch.pixels)).float().mean(dim=(2, 3)).cpu()
                 for j, i in enumerate(ok):
                     feats[i] = f[j]
                     if cache:
                         cache.put(images[i], f[j])
-            tick(len(idx))
+            tick(len(ok) + len(batch.failures))
     kept = sorted(feats)
     c = spec.feature_channels
     stacked = torch.stack([feats[i] for i in kept]) if kept else torch.zeros((0, c))

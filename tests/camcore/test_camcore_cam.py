@@ -55,18 +55,27 @@ def test_cam_is_the_weighted_sum_of_feature_maps() -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cams_under_cuda_autocast(dtype: torch.dtype) -> None:
-    torch.manual_seed(0)
-    spec = ModelSpec(arch="efficientnet_lite0", class_names=["a", "b", "c"], input_size=128)
-    model = build_model(spec).cuda().eval()
-    x = torch.randn(4, 3, 128, 128, device="cuda")
+def test_cams_under_cuda_autocast(dtype: torch.dtype, shared_dataset) -> None:  # type: ignore[no-untyped-def]
+    """Maps of normal magnitude (ImageNet weights, real photos) stay float32-exact within tolerance."""
+    from camcore.images import load_image
+    from camcore.models import imagenet_classifier
+    from camcore.pipeline import Normalizer, preprocess
+
+    model, spec = imagenet_classifier(input_size=224)
+    model = model.cuda()
+    photos = sorted((shared_dataset / "raccoon" / "images").glob("*.jpg"))[:2] + sorted((shared_dataset / "kangaroo" / "images").glob("*.jpg"))[:2]
+    x = Normalizer(spec, "cuda")(preprocess([load_image(p, min_size=224) for p in photos], 224))
     exact = forward_with_cams(model, x, None, top_k=2)
+    scale = float(exact.maps.abs().max())
+    assert scale > 1.0  # real evidence, far from float16's underflow
     with torch.autocast("cuda", dtype=dtype):
         half = forward_with_cams(model, x, None, top_k=2)
     assert half.maps.dtype == torch.float32 and half.logits.dtype == torch.float32
+    top = half.class_index[::2] == exact.class_index[::2]  # the same top class (a near tie may flip)
+    assert int(top.sum()) >= 3
     recon = half.maps.mean(dim=(1, 2)) + model.classifier.bias[half.class_index]
-    assert torch.allclose(recon, half.logits[half.image_index, half.class_index], atol=0.05, rtol=0.05)
-    assert torch.allclose(half.maps, exact.maps, atol=0.1 * float(exact.maps.abs().max()))
+    assert torch.allclose(recon, half.logits[half.image_index, half.class_index], atol=0.1, rtol=0.02)
+    assert torch.allclose(half.maps[::2][top], exact.maps[::2][top], atol=0.05 * scale)
 
 
 def test_align_maps_shifts_by_sub_cell_amounts() -> None:
