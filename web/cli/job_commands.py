@@ -48,13 +48,15 @@ def _collection_id(session: Any, name: str) -> int:
 
 
 def _submit(kind: str, name: str, params: dict[str, Any]) -> tuple[int, bool]:
-    """Create the job through the same service as the web (``web.services.jobs.submit_job``);
-    returns ``(job id, inline)`` (inline: embedded mode, run it here)."""
+    """Create the job through the same service as the web (``web.services.jobs.submit_job``),
+    without its preflight: a job that cannot run is recorded and fails with its reason, as
+    scripts reading ``camlabel jobs`` expect. Returns ``(job id, inline)`` (inline: embedded
+    mode, run it here)."""
     runtime = _runtime()
     inline = runtime.settings.embedded
     with runtime.sessions() as session, reported():
         collection_id = _collection_id(session, name)
-        job = submit_job(session, kind=kind, collection_id=collection_id, params=params, user_id=None, inline=inline)
+        job = submit_job(session, kind=kind, collection_id=collection_id, params=params, user_id=None, inline=inline, preflight=False)
         return job.id, inline
 
 

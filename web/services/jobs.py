@@ -27,21 +27,23 @@ TRAIN_MODES = ("linear", "finetune")
 
 
 def submit_job(session: Session, *, kind: str, collection_id: int, params: dict[str, Any], user_id: int | None,
-               inline: bool = False) -> Job:
+               inline: bool = False, preflight: bool = True) -> Job:
     """Check, record and enqueue a job (``inline``: record it only, the caller runs it in-process).
 
     ``Invalid`` for an unknown kind, a job that cannot run (``cannot_run``, with the ``field`` at
-    fault) or parameters the worker refuses; ``Unavailable`` when the broker refused the message
-    (the job stays queued and the watchdog sends it again)."""
+    fault; checked only with ``preflight``: the CLI records such a job, which then fails with its
+    reason in the job list) or parameters the worker refuses; ``Unavailable`` when the broker
+    refused the message (the job stays queued and the watchdog sends it again)."""
     get_collection(session, collection_id)
     try:
         job_kind = JobKind(kind)
     except ValueError as exc:
         raise Invalid("bad_kind", f"job kind must be one of {[k.value for k in JobKind]}, not {kind!r}") from exc
-    try:
-        check_job(session, kind=job_kind, collection_id=collection_id, params=params)
-    except JobRefused as exc:
-        raise Invalid("cannot_run", str(exc), **({"field": exc.field} if exc.field else {})) from exc
+    if preflight:
+        try:
+            check_job(session, kind=job_kind, collection_id=collection_id, params=params)
+        except JobRefused as exc:
+            raise Invalid("cannot_run", str(exc), **({"field": exc.field} if exc.field else {})) from exc
     try:
         return submit(session, kind=job_kind, collection_id=collection_id, params=params, user_id=user_id, inline=inline)
     except ValueError as exc:
