@@ -284,7 +284,8 @@ def _scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor | None
 @dataclass
 class GridImage:
     """What one grid thumbnail shows. ``boxes``: ``(x1, y1, x2, y2, status)`` in image pixels
-    (xyxy) of its CAM and human boxes (in no particular order); ``overlay_key``: its newest concept-map overlay."""
+    (xyxy) of its CAM and human boxes (in no particular order); ``map_key``: the blob key of its newest
+    concept map (the grid paints it as a heatmap, see ``web/static/js/heatmap.js``)."""
 
     id: int
     rel_path: str
@@ -293,7 +294,7 @@ class GridImage:
     width: int | None
     height: int | None
     min_score: float | None
-    overlay_key: str | None
+    map_key: str | None
     boxes: list[tuple[float, float, float, float, ReviewStatus]] = field(default_factory=list)
 
     @property
@@ -316,22 +317,22 @@ class GridPage:
 
 @functools.cache
 def _grid_columns() -> tuple[Any, ...]:
-    """Columns of a grid row: the image, its newest overlay key and its boxes as one string.
+    """Columns of a grid row: the image, its newest concept map's key and its boxes as one string.
 
     The boxes come as ``"x1,y1,x2,y2,status;..."`` (``aggregate_strings``: ``string_agg`` on
     PostgreSQL, ``group_concat`` on SQLite) so a page is one row per image and one round trip;
     both correlated subqueries run only for the rows the LIMIT keeps. Built once: the
     expressions are immutable and have no parameters."""
-    overlay = (select(ConceptMap.overlay_key)
-               .where(ConceptMap.image_id == Image.id, ConceptMap.overlay_key.is_not(None))
-               .order_by(ConceptMap.model_version_id.desc(), ConceptMap.category_id).limit(1)
-               .correlate(Image).scalar_subquery())
+    concept_map = (select(ConceptMap.raw_key)
+                   .where(ConceptMap.image_id == Image.id)
+                   .order_by(ConceptMap.model_version_id.desc(), ConceptMap.category_id).limit(1)
+                   .correlate(Image).scalar_subquery())
     as_text = [cast(c, String) for c in (Box.x1, Box.y1, Box.x2, Box.y2)]
     box_text = as_text[0] + "," + as_text[1] + "," + as_text[2] + "," + as_text[3] + "," + cast(Box.status, String)
     boxes = (select(func.aggregate_strings(box_text, ";"))
              .where(Box.image_id == Image.id, Box.source != BoxSource.ground_truth)
              .correlate(Image).scalar_subquery())
-    return (Image.id, Image.rel_path, Image.thumb_key, Image.storage_key, Image.width, Image.height, Image.min_score, overlay, boxes)
+    return (Image.id, Image.rel_path, Image.thumb_key, Image.storage_key, Image.width, Image.height, Image.min_score, concept_map, boxes)
 
 
 def _parse_boxes(text: str | None) -> list[tuple[float, float, float, float, ReviewStatus]]:
@@ -352,8 +353,8 @@ def _grid_scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor |
         if len(found) >= limit:
             break
         rows = session.execute(part.stmt.order_by(*part.ordered()).limit(limit - len(found)))
-        found.extend(GridImage(image_id, rel_path, thumb_key, storage_key, width, height, min_score, overlay_key, _parse_boxes(boxes))
-                     for image_id, rel_path, thumb_key, storage_key, width, height, min_score, overlay_key, boxes in rows)
+        found.extend(GridImage(image_id, rel_path, thumb_key, storage_key, width, height, min_score, map_key, _parse_boxes(boxes))
+                     for image_id, rel_path, thumb_key, storage_key, width, height, min_score, map_key, boxes in rows)
     return found
 
 
@@ -493,14 +494,14 @@ def boxes_for_images(session: Session, image_ids: Sequence[int], *, include_grou
     return result
 
 
-def overlays_for_images(session: Session, image_ids: Sequence[int]) -> dict[int, list[ConceptMap]]:
-    """Concept maps with a rendered overlay, newest model version first, per image."""
+def concept_maps_for_images(session: Session, image_ids: Sequence[int]) -> dict[int, list[ConceptMap]]:
+    """Concept maps per image, newest model version first."""
     result: dict[int, list[ConceptMap]] = {i: [] for i in image_ids}
     if not image_ids:
         return result
     stmt = (
         select(ConceptMap)
-        .where(ConceptMap.image_id.in_(list(image_ids)), ConceptMap.overlay_key.is_not(None))
+        .where(ConceptMap.image_id.in_(list(image_ids)))
         .order_by(ConceptMap.image_id, ConceptMap.model_version_id.desc(), ConceptMap.category_id)
     )
     for cmap in session.scalars(stmt):

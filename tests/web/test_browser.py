@@ -428,16 +428,16 @@ def test_end_to_end_upload_train_infer_review_export(server: Server, page: Any, 
     _wait_saved(page, "Added box #")
     drawn = [bx for bx in _boxes(server, c["id"]).values() if bx.source.value == "human"]
     assert len(drawn) == 1
-    page.keyboard.press("h")  # concept-map overlay from the infer job
-    page.wait_for_selector("img.heatmap:not([hidden])")
-    page.wait_for_function("document.querySelector('img.heatmap').naturalWidth > 0")
+    page.keyboard.press("h")  # heatmap of the infer job's concept map
+    page.wait_for_selector("canvas.heatmap[data-painted]:not([hidden])")
     shot(page, "review-image-heatmap")
     docs_shot = ROOT / "docs" / "review.png"  # the README's screenshot; refreshed on request, not on every run
     if not docs_shot.exists() or os.environ.get("CAMLABEL_UPDATE_DOCS_SCREENSHOT") == "1":
         shutil.copyfile(ARTIFACTS / "review-image-heatmap.png", docs_shot)
     page.goto(f"{server.url}/review/collections/{collection_id}")
     page.check("#overlay-toggle")
-    assert page.locator(".thumb img.overlay").first.is_visible()
+    page.wait_for_selector(".thumb canvas.overlay[data-painted]")
+    assert page.locator(".thumb canvas.overlay").first.is_visible()
     shot(page, "review-grid-heatmaps")
 
     # export from the collection page: COCO of accepted boxes holds exactly those edits

@@ -44,7 +44,7 @@ def test_every_documented_route_answers_what_the_document_says(app: Flask) -> No
     image_id = factory.image(cid, "raccoon/a.png")
     box_id = factory.box(image_id, cats["raccoon"], score=0.9)
     other_box = factory.box(image_id, cats["raccoon"], score=0.3, xyxy=(5, 5, 20, 20))
-    factory.overlay(image_id, cats["raccoon"])
+    map_key = factory.concept_map(image_id, cats["raccoon"], with_png=True)
     from worker.store.models import Evaluation
 
     with factory.session() as s:
@@ -78,6 +78,7 @@ def test_every_documented_route_answers_what_the_document_says(app: Flask) -> No
     assert images["items"] and images["next_cursor"]
     call("get", "/collections/{collection_id}/boxes", f"/collections/{cid}/boxes", expect=200)
     call("get", "/images/{image_id}", f"/images/{image_id}", expect=200)
+    call("get", "/maps/{key}", f"/maps/{map_key}", expect=200)
     drawn = call("post", "/images/{image_id}/boxes", f"/images/{image_id}/boxes",
                  {"category_id": cats["kangaroo"], "x1": 1, "y1": 2, "x2": 30, "y2": 40}, expect=201)
     call("patch", "/boxes/{box_id}", f"/boxes/{box_id}", {"version": 1, "status": "rejected"}, expect=200)

@@ -18,14 +18,14 @@ def test_grid_draws_boxes_filters_and_escapes_names(app: Flask, factory: Factory
     factory.box(bad, cats["raccoon"], score=0.25, xyxy=(2, 3, 20, 30))
     other = factory.image(cid, "kangaroo/b.png", seed=2)
     factory.box(other, cats["kangaroo"], score=0.75, status="accepted")
-    factory.overlay(bad, cats["raccoon"])
+    map_key = factory.concept_map(bad, cats["raccoon"])
     page = reviewer.client.get(f"/review/collections/{cid}")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
     assert html.index(f'data-image-id="{bad}"') < html.index(f'data-image-id="{other}"')  # lowest score first
     assert re.search(r'<rect class="box status-proposed" x="2.0" y="3.0" width="18.0" height="27.0"', html)
-    assert 'class="overlay" src="/blobs/overlays/' in html
+    assert f'<canvas class="overlay" data-map="/api/v1/maps/{map_key}"' in html
     only = reviewer.client.get(f"/review/collections/{cid}?status=accepted").get_data(as_text=True)
     assert f'data-image-id="{other}"' in only and f'data-image-id="{bad}"' not in only
     assert reviewer.client.get(f"/review/collections/{cid}?sort=wrong").status_code == 400

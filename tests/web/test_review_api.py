@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from flask import Flask
 from web_helpers import Browser, Factory, login
 
@@ -154,7 +155,7 @@ def test_box_list_pagination_and_image_detail(setup) -> None:  # type: ignore[no
     for n in range(7):
         image_id = factory.image(cid, f"raccoon/{n}.png", seed=n)
         made.append(factory.box(image_id, cats["raccoon"], score=n / 10))
-    factory.overlay(image_id, cats["raccoon"])
+    map_key = factory.concept_map(image_id, cats["raccoon"], [[0.0, 1.0, 2.0], [4.0, 3.0, 0.5]], with_png=True)
     boxes = _all_pages(browser, f"/api/v1/collections/{cid}/boxes?limit=2")
     assert [b["id"] for b in boxes] == made
     high = _all_pages(browser, f"/api/v1/collections/{cid}/boxes?min_score=0.45")
@@ -162,3 +163,29 @@ def test_box_list_pagination_and_image_detail(setup) -> None:  # type: ignore[no
     detail = browser.api("GET", f"/api/v1/images/{image_id}").get_json()
     assert detail["boxes"][0]["id"] == made[-1]
     assert detail["concept_maps"][0]["overlay_url"].startswith("/blobs/overlays/")
+    assert detail["concept_maps"][0]["map_url"] == f"/api/v1/maps/{map_key}"
+
+
+def test_concept_map_values_are_the_map_normalised_to_bytes(setup) -> None:  # type: ignore[no-untyped-def]
+    """The values a heatmap paints: the stored float16 map min-max normalised to 0..255, as
+    camcore.concept_maps.normalize_map makes them; immutable; only map blobs are served."""
+    from camcore.concept_maps import decode_map, encode_map, normalize_map
+
+    browser, factory, cid, cats = setup
+    image_id = factory.image(cid, "raccoon/a.png")
+    cam = [[-1.5, 0.25, 2.0, 7.0], [3.0, 3.5, -0.75, 1.0], [0.0, 6.5, 5.0, 4.0]]
+    key = factory.concept_map(image_id, cats["raccoon"], cam)
+    assert factory.runtime.blobs.read_bytes(key) == encode_map(torch.tensor(cam))  # the bytes infer stores
+    detail = browser.api("GET", f"/api/v1/images/{image_id}").get_json()
+    assert detail["concept_maps"][0]["overlay_url"] is None
+    response = browser.api("GET", detail["concept_maps"][0]["map_url"])
+    assert response.status_code == 200 and "immutable" in response.headers["Cache-Control"]
+    body = response.get_json()
+    assert body["shape"] == [3, 4] and body["min"] == -1.5 and body["max"] == 7.0
+    assert body["values"] == normalize_map(decode_map(factory.runtime.blobs.read_bytes(key))).ravel().tolist()
+    assert body["values"][0] == 0 and body["values"][3] == 255  # the coldest and hottest cells
+    flat = factory.concept_map(image_id, cats["kangaroo"], [[2.0, 2.0], [2.0, 2.0]])
+    assert browser.api("GET", f"/api/v1/maps/{flat}").get_json()["values"] == [0, 0, 0, 0]
+    thumb = factory.runtime.blobs.put_bytes(factory.png(), kind="thumbs", suffix=".png")
+    for bad in (thumb, "maps/../../etc/passwd", "maps/00/00/" + "0" * 64 + ".npy"):
+        assert browser.api("GET", f"/api/v1/maps/{bad}").status_code == 404

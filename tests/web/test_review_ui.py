@@ -478,3 +478,118 @@ def test_access_narrow_screens_contrast_labels_focus_and_login(server: Server, b
     finally:
         context.close()
     assert ARTIFACTS.exists()
+
+
+# -- heatmaps ----------------------------------------------------------------------------------
+def _grey_photo(tmp_path: Path) -> Path:
+    from PIL import Image as PILImage
+
+    path = tmp_path / "grey.jpg"
+    PILImage.new("RGB", (640, 480), (128, 128, 128)).save(path, quality=95)
+    return path
+
+
+def _concept_map(server: Server, image_id: int, category_id: int, cam: Any) -> None:
+    """A concept map row and its float16 blob, as the infer job writes them (no overlay PNG)."""
+    from camcore.concept_maps import encode_map
+    from worker.store.blobs import LocalBlobStore
+    from worker.store.models import ConceptMap, ModelVersion
+
+    key = LocalBlobStore(server.data_dir / "blobs").put_bytes(encode_map(cam), kind="maps", suffix=".npy")
+    with _sessions(server)() as s:
+        version = ModelVersion(name="heat", arch="tiny", spec={}, class_names=["raccoon", "kangaroo"])
+        s.add(version)
+        s.flush()
+        s.add(ConceptMap(image_id=image_id, category_id=category_id, model_version_id=version.id, raw_key=key))
+        s.commit()
+
+
+def _rgb_at(page: Any, selector: str, fx: float, fy: float) -> tuple[int, int, int]:
+    """The colour on screen at fraction (fx, fy) of the element's box (a 5x5 px average)."""
+    from PIL import Image as PILImage
+
+    box = page.locator(selector).first.bounding_box()
+    x, y = box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+    shot_bytes = page.screenshot(clip={"x": x - 2, "y": y - 2, "width": 5, "height": 5})
+    import numpy as np
+
+    with PILImage.open(io.BytesIO(shot_bytes)) as img:
+        mean = np.asarray(img.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    return tuple(int(round(v)) for v in mean)  # type: ignore[return-value]
+
+
+CANVAS_JS = """sel => { const c = document.querySelector(sel);
+    return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]; }"""
+
+
+def test_heatmap_is_painted_from_the_concept_map_over_the_photo(server: Server, page: Any, tmp_path: Path) -> None:
+    """The review pages colour the stored float16 map in the browser: the same Turbo colours and
+    alpha as the PNG rendering (camcore.concept_maps.render_heatmap_png), warm where the map is
+    hot, blue where it is cold, over the photo at the chosen opacity, toggled by H / the checkbox."""
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+
+    from camcore.concept_maps import TURBO_LUT, overlay_size, render_heatmap_png
+
+    cid, cats, ids, _boxes = _collection(server, "heatmaps", [{"photo": _grey_photo(tmp_path), "tag": "raccoon"}])
+    ramp = torch.arange(8.0)
+    cam = (ramp[:, None] + ramp[None, :]) * 0.37 - 1.0  # 8x8: coldest top left, hottest bottom right
+    _concept_map(server, ids[0], cats["raccoon"], cam)
+
+    page.camlabel_errors.clear()  # (the login page's own requests)
+    page.goto(f"{server.url}/review/images/{ids[0]}")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.evaluate("Array.from(window.camlabel.heatmap.lut)") == TURBO_LUT.ravel().tolist()
+    assert page.locator("canvas.heatmap").is_hidden()
+    off = {corner: _rgb_at(page, "#review-image", *corner) for corner in ((0.03, 0.03), (0.3, 0.3), (0.97, 0.97))}
+    assert all(abs(c - 128) <= 4 for rgb in off.values() for c in rgb), off  # the grey photo alone
+
+    page.keyboard.press("h")
+    page.wait_for_selector("canvas.heatmap[data-painted]:not([hidden])")
+    width, height, data = page.evaluate(CANVAS_JS, "canvas.heatmap")
+    assert (width, height) == overlay_size((640, 480)) == (96, 72)
+    painted = np.array(data, dtype=np.int16).reshape(height, width, 4)
+    with PILImage.open(io.BytesIO(render_heatmap_png(cam, (width, height), opacity=1.0))) as png:
+        expected = np.array(png.convert("RGBA"), dtype=np.int16)
+    assert np.abs(painted[..., 3] - expected[..., 3]).max() <= 2  # alpha = the normalised value
+    opaque = expected[..., 3] >= 128
+    assert np.abs(painted[..., :3] - expected[..., :3])[opaque].max() <= 12
+    hot, cold = painted[67, 90], painted[13, 18]  # map cells (7, 7) and (1, 1)
+    assert hot[0] > 120 and hot[0] > hot[1] + 100 and hot[0] > hot[2] + 100, hot  # red
+    assert cold[2] > 200 and cold[2] > cold[0] + 100 and cold[2] > cold[1] + 80, cold  # blue
+
+    # over the photo at the slider's opacity: warm at the hot corner, bluer where cool, the coldest corner clear
+    half = {corner: _rgb_at(page, "#review-image", *corner) for corner in off}
+    page.evaluate("() => { const s = document.getElementById('heatmap-opacity'); s.value = '1'; s.dispatchEvent(new Event('input')); }")
+    full = {corner: _rgb_at(page, "#review-image", *corner) for corner in off}
+    r, g, b = full[(0.97, 0.97)]
+    assert r > g + 80 and r > b + 80, full
+    assert full[(0.3, 0.3)][2] > full[(0.3, 0.3)][0] + 40, full
+    assert all(abs(c - 128) <= 6 for c in full[(0.03, 0.03)]), full
+    for corner in ((0.97, 0.97), (0.3, 0.3)):  # half the opacity moves the colour half as far from the photo
+        for channel in range(3):
+            shift_full, shift_half = full[corner][channel] - 128, half[corner][channel] - 128
+            assert abs(shift_half - shift_full / 2) <= 6 + abs(shift_full) * 0.1, (corner, half, full)
+    page.keyboard.press("h")
+    page.wait_for_selector("canvas.heatmap[hidden]", state="attached")
+    assert _rgb_at(page, "#review-image", 0.97, 0.97) == pytest.approx(off[(0.97, 0.97)], abs=4)
+    page.click("#heatmap-toggle")
+    page.wait_for_selector("canvas.heatmap:not([hidden])")
+    shot(page, "review-image-heatmap-painted")
+
+    # the grid paints the same map on the thumbnail when "concept maps" is on
+    page.goto(f"{server.url}/review/collections/{cid}")
+    page.wait_for_selector("body[data-ready='1']")
+    thumb = f".thumb[data-image-id='{ids[0]}'] .frame"
+    assert page.locator(f"{thumb} canvas.overlay").is_hidden()
+    page.check("#overlay-toggle")
+    page.wait_for_selector(f"{thumb} canvas.overlay[data-painted]")
+    assert page.locator(f"{thumb} canvas.overlay").is_visible()
+    _w, _h, grid_data = page.evaluate(CANVAS_JS, f"{thumb} canvas.overlay")
+    assert grid_data == data
+    r, g, b = _rgb_at(page, thumb, 0.97, 0.97)
+    assert r > g + 40 and r > b + 40, (r, g, b)
+    page.uncheck("#overlay-toggle")
+    assert page.locator(f"{thumb} canvas.overlay").is_hidden()
+    assert not page.camlabel_errors, page.camlabel_errors

@@ -85,18 +85,26 @@ class Factory:
             s.commit()
             return box.id
 
-    def overlay(self, image_id: int, category_id: int) -> str:
+    def concept_map(self, image_id: int, category_id: int, values: Any = None, *, with_png: bool = False) -> str:
+        """A concept map row of a fresh model version; returns its raw map key. ``values``: the
+        map (``float[h, w]``; default a 4x6 ramp, hottest at the bottom right); ``with_png``:
+        the row also has a stored overlay PNG (a red 64x48 image)."""
+        import numpy as np
+
         from worker.store.models import ConceptMap, ModelVersion
 
-        key = self.runtime.blobs.put_bytes(self.png(64, 48, (255, 0, 0)), kind="overlays", suffix=".png")
-        raw = self.runtime.blobs.put_bytes(b"\x93NUMPY-fake", kind="maps", suffix=".npy")
+        cam = np.asarray(values if values is not None else np.arange(24, dtype=np.float32).reshape(4, 6), dtype=np.float16)
+        buf = io.BytesIO()
+        np.save(buf, cam, allow_pickle=False)
+        raw = self.runtime.blobs.put_bytes(buf.getvalue(), kind="maps", suffix=".npy")
+        png = self.runtime.blobs.put_bytes(self.png(64, 48, (255, 0, 0)), kind="overlays", suffix=".png") if with_png else None
         with self.session() as s:
             mv = ModelVersion(name="m", arch="tiny", spec={}, class_names=["raccoon", "kangaroo"])
             s.add(mv)
             s.flush()
-            s.add(ConceptMap(image_id=image_id, category_id=category_id, model_version_id=mv.id, raw_key=raw, overlay_key=key))
+            s.add(ConceptMap(image_id=image_id, category_id=category_id, model_version_id=mv.id, raw_key=raw, overlay_key=png))
             s.commit()
-        return key
+        return raw
 
     def get(self, model: type, ident: int) -> Any:
         with self.session() as s:

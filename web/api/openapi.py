@@ -66,7 +66,9 @@ ENDPOINTS: list[tuple[str, str, str, str, list[dict[str, Any]], Any, str]] = [
      _obj(kind={"type": "string", "enum": ["train", "infer", "export", "evaluate", "calibrate"]}, params={
          "type": "object", "description": "train: arch, mode (linear|finetune), epochs; infer: model_version_id (an id, 'imagenet' "
          "or 'imagenet:<arch>'); export: format, status; evaluate: box_status; calibrate: model_version_id"}), "202"),
-    ("get", "/images/{image_id}", "An image with its boxes and concept-map overlays", "Image", [], None, "200"),
+    ("get", "/images/{image_id}", "An image with its boxes and concept maps", "Image", [], None, "200"),
+    ("get", "/maps/{key}", "A concept map's values for painting a heatmap (key: a concept map's map_url path)", "MapValues", [], None,
+     "200"),
     ("post", "/images/{image_id}/boxes", "Draw a box (source human, accepted)", "Box", [],
      _obj(category_id={"type": "integer"}, x1={"type": "number"}, y1={"type": "number"}, x2={"type": "number"}, y2={"type": "number"}), "201"),
     ("post", "/images/{image_id}/accept-all", "Accept all proposed boxes of an image", "AcceptAll", [], _obj(versions={"type": "object"}), "200"),
@@ -144,8 +146,10 @@ def _schemas() -> dict[str, Any]:
                   params={"type": "object", "description": "the job's parameters; never server paths"},
                   result={"type": "object", "nullable": True}, cancel_requested={"type": "boolean"},
                   created_at=_STR_OR_NULL, started_at=_STR_OR_NULL, finished_at=_STR_OR_NULL)
-    concept_map = _strict(["id", "category_id", "model_version_id", "overlay_url"], id=_INT, category_id=_INT,
-                          model_version_id=_INT, overlay_url=_STR)
+    concept_map = _strict(["id", "category_id", "model_version_id", "map_url", "overlay_url"], id=_INT, category_id=_INT,
+                          model_version_id=_INT, map_url={"type": "string", "description": "GET it for the map's values (MapValues)"},
+                          overlay_url={"type": "string", "nullable": True,
+                                       "description": "a stored colour-mapped PNG where the map has one"})
     image_fields = dict(id=_INT, collection_id=_INT, rel_path=_STR, width=_INT_OR_NULL, height=_INT_OR_NULL,
                         status={"type": "string", "enum": ["ok", "failed"]}, failure_reason=_STR_OR_NULL, n_boxes=_INT,
                         min_score=_NUM_OR_NULL, max_score=_NUM_OR_NULL, url=_STR_OR_NULL, thumb_url=_STR_OR_NULL)
@@ -200,6 +204,12 @@ def _schemas() -> dict[str, Any]:
         "NoObjects": _strict(["image_id", "review_state", "boxes"], image_id=_INT,
                              review_state={"type": "string", "enum": ["unreviewed", "reviewed", "no_objects"]},
                              boxes={"type": "array", "items": _ref("Box"), "description": "the boxes the action rejected"}),
+        "MapValues": _strict(["shape", "values", "min", "max"],
+                             shape={"type": "array", "items": _INT, "minItems": 2, "maxItems": 2, "description": "[h, w] map cells"},
+                             values={"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                                     "description": "h * w values, row-major: the map min-max normalised, 255 = hottest"},
+                             min={"type": "number", "description": "the raw map's minimum"},
+                             max={"type": "number", "description": "the raw map's maximum"}),
         "OpenApi": {"type": "object", "required": ["openapi", "paths"]},
         "ExportFile": {"description": "coco: a COCO object; coco-results: an array of detections (yolo and voc: application/zip)",
                        "oneOf": [{"type": "object", "required": ["images", "annotations", "categories"]}, {"type": "array"}]},
@@ -216,7 +226,7 @@ def _schemas() -> dict[str, Any]:
 def build_document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for method, path, summary, schema, params, body, ok in ENDPOINTS:
-        path_params = [{"name": seg[1:-1], "in": "path", "required": True, "schema": {"type": "integer"}}
+        path_params = [{"name": seg[1:-1], "in": "path", "required": True, "schema": {"type": "string" if seg == "{key}" else "integer"}}
                        for seg in path.split("/") if seg.startswith("{")]
         op: dict[str, Any] = {"summary": summary, "parameters": path_params + params, "responses": {
             ok: {"description": "success", **({"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}} if schema else {})},

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from flask import request
+import io
+
+import numpy as np
+from flask import Response, jsonify, request
 from flask_login import current_user
 from sqlalchemy import select
 
 from web.api import bp, id_page, json_body, page_limit
-from web.db import db
+from web.db import blobs, db
 from web.errors import ApiError
-from web.queries import Cursor, QueryError, boxes_for_images, filter_from_args, list_boxes, list_images, overlays_for_images
+from web.queries import Cursor, QueryError, boxes_for_images, concept_maps_for_images, filter_from_args, list_boxes, list_images
 from web.schemas import box_json, image_json, model_version_json
 from web.services.collections import get_collection
 from web.services import review as review_service
 from web.services.errors import Conflict
 from web.services.review import accept_seen_boxes, bulk_accept, create_box, delete_box, edit_box
 from web.validation import float_arg, int_arg, parse_int, require_int, require_number
-from worker.store.models import ModelVersion
+from worker.store.blobs import BlobKeyError, validate_key
+from worker.store.models import ConceptMap, ModelVersion
 
 
 def _query_error(exc: QueryError) -> ApiError:
@@ -44,10 +48,44 @@ def get_image(image_id: int) -> dict:
     session = db()
     image = review_service.get_image(session, image_id)
     boxes = boxes_for_images(session, [image_id], include_ground_truth=request.args.get("ground_truth") == "1")[image_id]
-    maps = overlays_for_images(session, [image_id])[image_id]
+    maps = concept_maps_for_images(session, [image_id])[image_id]
     return dict(image_json(image), boxes=[box_json(b) for b in boxes],
-                concept_maps=[{"id": m.id, "category_id": m.category_id, "model_version_id": m.model_version_id,
-                               "overlay_url": f"/blobs/{m.overlay_key}"} for m in maps])
+                concept_maps=[concept_map_json(m) for m in maps])
+
+
+def concept_map_json(cmap: ConceptMap) -> dict:
+    """A concept map row: ``map_url`` serves its values (:func:`get_map`); ``overlay_url`` a stored
+    colour-mapped PNG where the row has one (``None`` otherwise: clients paint the values)."""
+    return {"id": cmap.id, "category_id": cmap.category_id, "model_version_id": cmap.model_version_id,
+            "map_url": f"/api/v1/maps/{cmap.raw_key}", "overlay_url": f"/blobs/{cmap.overlay_key}" if cmap.overlay_key else None}
+
+
+@bp.get("/maps/<path:key>")
+def get_map(key: str) -> Response:
+    """A stored concept map for painting a heatmap: ``shape`` ``[h, w]`` (map cells), ``values``
+    (``h * w`` integers 0..255, row-major: the map min-max normalised, 255 = hottest, coloured
+    through the Turbo colormap), ``min`` / ``max`` (the raw map's range). Keys are content
+    addressed, so the answer never changes (cached as immutable)."""
+    try:
+        if not validate_key(key).startswith("maps/"):
+            raise BlobKeyError(key)
+        data = blobs().read_bytes(key)
+    except (BlobKeyError, FileNotFoundError) as exc:
+        raise ApiError(404, "not_found", "no such concept map") from exc
+    try:
+        cam = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ApiError(404, "not_found", "no such concept map") from exc
+    if cam.ndim != 2 or cam.dtype.kind != "f" or not np.isfinite(cam).all():
+        raise ApiError(404, "not_found", "no such concept map")
+    # min-max to 0..255 as camcore.concept_maps.normalize_map does (numpy here: the web app never loads torch)
+    cam = cam.astype(np.float64)
+    lo, hi = float(cam.min()), float(cam.max())
+    norm = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+    values = np.clip(np.rint(norm * 255.0), 0, 255).astype(np.uint8)
+    response = jsonify({"shape": list(values.shape), "values": values.ravel().tolist(), "min": lo, "max": hi})
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response
 
 
 @bp.get("/collections/<int:collection_id>/boxes")

@@ -1,4 +1,4 @@
-// Review grid: concept-map overlays, selection (click the box, Shift-click for a range,
+// Review grid: concept-map heatmaps (heatmap.js), selection (click the box, Shift-click for a range,
 // Ctrl/Cmd-click a thumbnail, or the keyboard), accept / reject of the selection, bulk accept
 // by score with a preview, undo of the last bulk write, per-class counts, and remembering this
 // page (filter, sort, page) so the image view's "grid" link comes back here.
@@ -26,6 +26,12 @@
   // -- overlays ------------------------------------------------------------------------------
   function applyOverlay() {
     document.body.classList.toggle("show-overlays", toggle.checked);
+    if (toggle.checked) {
+      document.querySelectorAll(".thumb canvas.overlay").forEach(function (canvas) {
+        window.camlabel.heatmap.show(canvas, canvas.dataset.map, Number(canvas.dataset.width), Number(canvas.dataset.height))
+          .catch(function () { /* no heatmap for this thumbnail; the photo stays as it is */ });
+      });
+    }
     document.documentElement.style.setProperty("--overlay-opacity", slider.value);
     localStorage.setItem("camlabel.overlay", JSON.stringify({ on: toggle.checked, opacity: slider.value }));
   }

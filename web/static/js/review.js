@@ -494,21 +494,20 @@
   canvas.addEventListener("pointerup", function () { pan = null; });
   window.addEventListener("resize", function () { applyZoom(zoom); });
 
-  // -- heatmap overlay ---------------------------------------------------------------------
+  // -- heatmap overlay (painted from the concept map by heatmap.js) -----------------------------
   function setupHeatmap(host) {
     const seen = new Set();
-    data.overlays.forEach(function (o) {
-      if (seen.has(o.category_id)) return;  // newest model version first
-      seen.add(o.category_id);
+    data.maps.forEach(function (m) {
+      if (seen.has(m.category_id)) return;  // newest model version first
+      seen.add(m.category_id);
       const option = document.createElement("option");
-      option.value = o.url;
-      option.textContent = categoryName.get(o.category_id) || String(o.category_id);
+      option.value = m.url;
+      option.textContent = categoryName.get(m.category_id) || String(m.category_id);
       heatCategory.appendChild(option);
     });
-    heatToggle.disabled = data.overlays.length === 0;
-    overlay = document.createElement("img");
+    heatToggle.disabled = data.maps.length === 0;
+    overlay = document.createElement("canvas");
     overlay.className = "heatmap";
-    overlay.alt = "";
     overlay.hidden = true;
     const svg = host.querySelector("svg");
     host.insertBefore(overlay, svg);
@@ -517,9 +516,12 @@
 
   function applyHeatmap() {
     const on = heatToggle.checked && heatCategory.value;
-    overlay.hidden = !on;
-    if (on && overlay.getAttribute("src") !== heatCategory.value) overlay.src = heatCategory.value;
     overlay.style.opacity = heatOpacity.value;
+    if (!on) { overlay.hidden = true; return; }
+    const url = heatCategory.value;
+    window.camlabel.heatmap.show(overlay, url, data.image.width, data.image.height).then(function () {
+      overlay.hidden = !(heatToggle.checked && heatCategory.value === url);
+    }, function () { overlay.hidden = true; });
   }
 
   // -- keyboard (remappable: shortcuts.js) -------------------------------------------------------
