@@ -117,8 +117,8 @@ def main() -> None:
             os.environ.pop("REDIS_URL", None)
 
         from worker.config import Settings
-        from worker.execution import execute
-        from worker.jobs import submit
+        from worker.queue.execution import execute
+        from worker.queue.submit import submit
         from worker.runtime import configure
         from worker.store.migrate import upgrade
         from worker.store.models import Collection, Image, ImageStatus, JobStatus

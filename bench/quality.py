@@ -21,7 +21,7 @@ internals when the jobs change):
 - :func:`infer` -- the infer job (``worker/handlers/inference.py``): a
   :class:`camcore.pipeline.Localizer` with the job's ``BoxParams`` localising each image for its
   tags (an untagged image: its top predicted class);
-- :func:`learn_from_review` -- the calibrate job (``worker/calibration.py``):
+- :func:`learn_from_review` -- the calibrate job (``worker/jobs/calibrating.py``):
   ``camcore.calibration.calibrate`` on the reviewed images' stored maps, then ``apply`` to the
   others' stored maps (float16, as stored).
 

@@ -1,7 +1,7 @@
 """Bounds on training settings, importable without torch (the web and job submission check them).
 
 ``check_epochs(mode, epochs)`` is what :func:`camcore.training.train_head` and
-``worker.jobs.submit`` use, so a train job with an unbounded ``epochs`` is refused before it runs.
+``worker.queue.submit.submit`` use, so a train job with an unbounded ``epochs`` is refused before it runs.
 """
 
 from __future__ import annotations

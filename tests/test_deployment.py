@@ -73,7 +73,7 @@ def test_web_migrates_then_serves_the_factory(compose: dict) -> None:
 
 
 def test_workers_listen_on_the_queues_the_code_routes_to(compose: dict) -> None:
-    from worker.celery_app import DEFAULT_QUEUES, QUEUES
+    from worker.queue.app import DEFAULT_QUEUES, QUEUES
 
     services = compose["services"]
     assert services["worker-gpu"]["command"] == ["camlabel", "worker", "--queues", "gpu"]

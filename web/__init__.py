@@ -61,7 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = Settings.from_env(env, **overrides)
     runtime = configure(settings)
     app.extensions["camlabel"] = runtime
-    from worker.celery_app import configure_celery
+    from worker.queue.app import configure_celery
 
     app.extensions["celery"] = configure_celery(settings)  # bound once: Redis broker, or memory + embedded worker
     app.config["DATA_DIR"] = str(settings.data_dir)

@@ -6,7 +6,7 @@ at once (HTTP 400 in the web app) instead of starting and failing inside the wor
 
 - train: an unknown architecture (the choices are ``camcore.models.ARCHITECTURES``), a
   collection with no usable image, or no image with a tag (``epochs`` bounds are
-  ``camcore.limits``', checked by ``worker.jobs.submit``);
+  ``camcore.limits``', checked by ``worker.queue.submit.submit``);
 - infer: a collection with no usable image, a model version that does not exist, or no model
   trained on the collection when none is named;
 - evaluate: a collection without ground truth, an unknown ``box_status``;

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from web_helpers import Factory, wait_job
 
-from worker.importing import staging_root
+from worker.jobs.importing import staging_root
 
 
 def _staged(app: Flask) -> list[Path]:
@@ -56,10 +56,10 @@ def test_upload_and_import_leave_no_staging_and_images_are_served(app: Flask, fa
 
 def test_import_cancelled_while_queued_removes_its_staging(app: Flask, factory: Factory, reviewer, shared_dataset: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    import worker.jobs
+    import worker.queue.submit
 
     cid, _ = factory.collection("queued", categories=())
-    monkeypatch.setattr(worker.jobs, "enqueue", lambda *args, **kwargs: None)  # the broker has not delivered it yet
+    monkeypatch.setattr(worker.queue.submit, "enqueue", lambda *args, **kwargs: None)  # the broker has not delivered it yet
     photo = _photos(shared_dataset, 1)[0]
     response = reviewer.api("POST", f"/api/v1/collections/{cid}/uploads", data={"files": (io.BytesIO(photo.read_bytes()), photo.name)},
                             content_type="multipart/form-data")

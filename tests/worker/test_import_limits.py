@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 from camcore.images import ImageLoadError, load_image
 from tests.worker.helpers import new_collection
-from worker.execution import execute
+from worker.queue.execution import execute
 from worker.import_sources import ImportSourceError, list_source
-from worker.jobs import submit
+from worker.queue.submit import submit
 from worker.store.models import Category, Image, ImageTag, Job, JobStatus
 
 

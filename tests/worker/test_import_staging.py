@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from tests.worker.helpers import detached_job, new_collection
-from worker import importing
-from worker.execution import execute
-from worker.importing import remove_staging, staging_root, sweep_staging
-from worker.jobs import request_cancel, submit
+from worker.jobs import importing
+from worker.queue.execution import execute
+from worker.jobs.importing import remove_staging, staging_root, sweep_staging
+from worker.queue.submit import request_cancel, submit
 from worker.store.models import Image, ImageStatus, JobStatus
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.celery_app import celery_config, queue_for
+from worker.queue.app import celery_config, queue_for
 from worker.config import Settings
 from worker.device import select_device
 from worker.store.models import JobKind
@@ -47,9 +47,9 @@ def test_embedded_worker_thread_runs_submitted_jobs(sqlite_runtime, photos: Path
     """No Redis: ``submit`` (not inline) hands the job to the in-process Celery worker thread, also
     after the process-wide app was pointed at Redis and back (the old broker's pools are dropped,
     not left closed in kombu's registry)."""
-    from worker.celery_app import celery, configure_celery
-    from worker.embedded import ensure_worker, stop_worker
-    from worker.jobs import submit
+    from worker.queue.app import celery, configure_celery
+    from worker.queue.embedded import ensure_worker, stop_worker
+    from worker.queue.submit import submit
     from worker.store.models import Collection, Job, JobStatus
 
     if visit_redis_first:

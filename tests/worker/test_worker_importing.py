@@ -12,9 +12,9 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from tests.worker.helpers import new_collection
-from worker.execution import execute
+from worker.queue.execution import execute
 from worker.import_sources import ImportSourceError, list_source
-from worker.jobs import submit
+from worker.queue.submit import submit
 from worker.store.models import Category, Image, ImageStatus, ImageTag, Job, JobStatus
 
 

@@ -9,9 +9,10 @@ from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
 from tests.worker.helpers import detached_job
-from worker import handlers, lease, watchdog
-from worker.execution import JobContext, execute
-from worker.jobs import request_cancel, submit
+from worker import handlers
+from worker.queue import lease, watchdog
+from worker.queue.execution import JobContext, execute
+from worker.queue.submit import request_cancel, submit
 from worker.store.models import Collection, Job, JobStatus
 from worker.store.models.base import utcnow
 

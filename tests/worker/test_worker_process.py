@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.worker.helpers import Cli, Workers, copy_photos, expected_box_counts, wait_for
-from worker.jobs import request_cancel
+from worker.queue.submit import request_cancel
 from worker.store.models import Box, BoxSource, ConceptMap, Image, ImageStatus, Job, JobStatus, ModelVersion, ReviewStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]

@@ -95,7 +95,7 @@ def run(host: str, port: int) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     runtime = app.extensions["camlabel"]
     if runtime.settings.embedded:
-        from worker.embedded import ensure_worker
+        from worker.queue.embedded import ensure_worker
 
         ensure_worker()
         click.echo("embedded worker started (no REDIS_URL)")

@@ -1,6 +1,6 @@
 """Job handlers by kind: each is ``handler(ctx: JobContext) -> dict | None`` (the job's result).
 
-``calibrate`` is resolved lazily from ``worker.calibration.run_calibrate_job`` so the quality
+``calibrate`` is resolved lazily from ``worker.jobs.calibrating.run_calibrate_job`` so the quality
 area can add it without touching this registry.
 """
 
@@ -11,12 +11,12 @@ import importlib
 from worker.store.models import JobKind
 
 _HANDLERS: dict[JobKind, tuple[str, str]] = {
-    JobKind.import_: ("worker.importing", "run_import_job"),
-    JobKind.train: ("worker.handlers.training", "run_train_job"),
+    JobKind.import_: ("worker.jobs.importing", "run_import_job"),
+    JobKind.train: ("worker.jobs.training", "run_train_job"),
     JobKind.infer: ("worker.handlers.inference", "run_infer_job"),
-    JobKind.export: ("worker.handlers.exporting", "run_export_job"),
-    JobKind.evaluate: ("worker.handlers.evaluating", "run_evaluate_job"),
-    JobKind.calibrate: ("worker.calibration", "run_calibrate_job"),
+    JobKind.export: ("worker.jobs.exporting", "run_export_job"),
+    JobKind.evaluate: ("worker.jobs.evaluating", "run_evaluate_job"),
+    JobKind.calibrate: ("worker.jobs.calibrating", "run_calibrate_job"),
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from worker.execution import JobContext, JobFailed
+from worker.queue.execution import JobContext, JobFailed
 from worker.store.bulk import replace_boxes
 from worker.store.models import Box, BoxSource, Category, ConceptMap, Image, ImageStatus, ModelVersion, ReviewStatus
 

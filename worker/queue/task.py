@@ -1,4 +1,4 @@
-"""Celery tasks: one per job kind, each takes a job id and runs :func:`worker.execution.execute`.
+"""Celery tasks: one per job kind, each takes a job id and runs :func:`worker.queue.execution.execute`.
 
 A missing job row means nothing to do. Lost database/broker connections are retried with
 exponential backoff (``autoretry_for``); the job's claim is released before each retry.
@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
-from worker.celery_app import TASK_NAMES, RuntimeTask
+from worker.queue.app import TASK_NAMES, RuntimeTask
 from worker.store.models import JobKind
 
 TRANSIENT = (OperationalError, RedisConnectionError, RedisTimeoutError, KombuOperationalError)
@@ -29,7 +29,7 @@ _RETRY = {
 
 
 def _run(job_id: int) -> str:
-    from worker.execution import execute
+    from worker.queue.execution import execute
 
     return execute(int(job_id))
 

@@ -21,7 +21,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from worker import lease
+from worker.queue import lease
 from worker.runtime import Runtime, get_runtime
 from worker.store.db import session_scope
 from worker.store.models import Job, JobKind, JobStatus

@@ -22,7 +22,7 @@ import logging
 import threading
 import uuid
 from datetime import timedelta
-from worker import lease
+from worker.queue import lease
 from worker.config import Settings
 from worker.runtime import Runtime, get_runtime
 from worker.store.models import Job, JobKind
@@ -41,7 +41,7 @@ _UNACKED = "unacked"
 
 
 def _send(runtime: Runtime, kind: str, job_id: int, queue: str | None, task_id: str) -> None:
-    from worker.jobs import send
+    from worker.queue.submit import send
 
     send(JobKind(kind), job_id, queue or "cpu", task_id, start_worker=False, runtime=runtime)
 
@@ -62,7 +62,7 @@ def broker_task_ids(settings: Settings) -> set[str] | None:
         return None
     import redis
 
-    from worker.celery_app import celery_config
+    from worker.queue.app import celery_config
 
     queues = [q.name for q in celery_config(settings)["task_queues"]]
     client = redis.Redis.from_url(str(settings.redis_url), socket_timeout=10, socket_connect_timeout=5)
@@ -101,7 +101,7 @@ def _requeue_expired(runtime: Runtime, lease_s: float) -> list[int]:
 
 
 def _resend_lost(runtime: Runtime) -> list[int]:
-    from worker.jobs import sent_in_this_process
+    from worker.queue.submit import sent_in_this_process
 
     settings = runtime.settings
     grace_s = lease.queued_grace_seconds()

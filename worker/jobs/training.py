@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from worker.execution import JobContext, JobFailed
+from worker.queue.execution import JobContext, JobFailed
 from worker.store.models import Category, Image, ImageStatus, ImageTag, ModelVersion
 
 PROGRESS_EVERY_S = 1.0

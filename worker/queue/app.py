@@ -1,15 +1,15 @@
 """The Celery application, built from :class:`worker.config.Settings`.
 
 ``REDIS_URL`` set: Redis is broker and result backend. Unset (embedded mode): Celery's
-memory transport, consumed by an in-process worker thread (:mod:`worker.embedded`).
+memory transport, consumed by an in-process worker thread (:mod:`worker.queue.embedded`).
 
 Queues: ``gpu`` (train, infer) and ``cpu`` (import, export, evaluate, calibrate); any kind
 can be rerouted with ``CAMLABEL_QUEUE_<KIND>=<queue>`` (e.g. ``CAMLABEL_QUEUE_INFER=cpu``).
 Job state lives in the ``jobs`` table, not in the result backend; tasks take job ids.
 Long tasks: ``acks_late`` with ``worker_prefetch_multiplier=1``; a job whose worker died is
-resumed by the lease watchdog (:mod:`worker.watchdog`), started in every worker on
+resumed by the lease watchdog (:mod:`worker.queue.watchdog`), started in every worker on
 ``worker_ready``; Redis's ``visibility_timeout`` is only the late safety net and any
-redelivered duplicate is dropped by the atomic claim (:mod:`worker.lease`).
+redelivered duplicate is dropped by the atomic claim (:mod:`worker.queue.lease`).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def build_celery(settings: Settings | None = None) -> Celery:
     """A new Celery app configured from ``settings`` (default: the environment)."""
-    app = Celery("camlabel", include=["worker.tasks"])
+    app = Celery("camlabel", include=["worker.queue.task"])
     app.conf.update(celery_config(settings or Settings.from_env()))
     return app
 
@@ -142,13 +142,13 @@ def _reset_after_fork(**_: Any) -> None:
 
 @worker_ready.connect
 def _start_watchdog(sender: Any = None, **_: Any) -> None:
-    from worker.watchdog import start_watchdog
+    from worker.queue.watchdog import start_watchdog
 
     start_watchdog()
 
 
 @worker_shutdown.connect
 def _stop_watchdog(**_: Any) -> None:
-    from worker.watchdog import stop_watchdog
+    from worker.queue.watchdog import stop_watchdog
 
     stop_watchdog()

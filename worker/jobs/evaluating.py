@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.execution import JobContext, JobFailed
+from worker.queue.execution import JobContext, JobFailed
 
 
 def run_evaluate_job(ctx: JobContext) -> dict[str, Any]:

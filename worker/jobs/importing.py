@@ -43,9 +43,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.categories import ensure_categories
-from worker.execution import JobContext, JobFailed, is_transient
+from worker.queue.execution import JobContext, JobFailed, is_transient
 from worker.import_sources import Entry, ImportSourceError, Skipped, list_source
-from worker.lease import LeaseLost
+from worker.queue.lease import LeaseLost
 from worker.store.bulk import insert_image_tags, insert_images_detailed
 from worker.store.models import Image, Job, JobKind, JobStatus
 
@@ -138,7 +138,7 @@ def sweep_staging(session: Session, data_dir: Path | str, *, min_age_s: float = 
 
 
 def _job_ends_after(exc: BaseException) -> bool:
-    """Whether :func:`worker.execution.execute` records the job as finished after ``exc``: not
+    """Whether :func:`worker.queue.execution.execute` records the job as finished after ``exc``: not
     when the lease was lost (another worker goes on), for a transient error (Celery retries) or
     when the process is stopping (the watchdog requeues the job)."""
     return isinstance(exc, Exception) and not isinstance(exc, LeaseLost) and not is_transient(exc)

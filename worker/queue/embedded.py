@@ -2,7 +2,7 @@
 
 ``ensure_worker()`` starts one in-process Celery ``WorkController`` (pool ``solo``) on a
 daemon thread, listening on every queue, so ``camlabel run`` and the demo need no Redis, and
-the same lease watchdog as Celery workers (:mod:`worker.watchdog`): a job left ``running`` by
+the same lease watchdog as Celery workers (:mod:`worker.queue.watchdog`): a job left ``running`` by
 a killed ``camlabel run`` is resumed once its lease expires, and queued jobs whose message died
 with that process are sent again.
 The CLI does not rely on it: it runs its job in-process with :func:`run_inline`.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from worker.celery_app import configure_celery
+from worker.queue.app import configure_celery
 from worker.runtime import get_runtime
 
 _lock = threading.Lock()
@@ -29,7 +29,7 @@ def ensure_worker(timeout_s: float = 30.0) -> Any:
         raise RuntimeError("the embedded worker is only for embedded mode (REDIS_URL unset)")
     with _lock:
         if _thread is not None and _thread.is_alive():
-            from worker.watchdog import start_watchdog
+            from worker.queue.watchdog import start_watchdog
 
             start_watchdog()  # (a no-op unless the runtime changed since)
             return _worker
@@ -56,7 +56,7 @@ def ensure_worker(timeout_s: float = 30.0) -> Any:
         if not ready.wait(timeout_s):
             raise RuntimeError("the embedded worker did not start")
         _worker, _thread = worker, thread
-        from worker.watchdog import start_watchdog
+        from worker.queue.watchdog import start_watchdog
 
         start_watchdog()
         return worker
@@ -64,7 +64,7 @@ def ensure_worker(timeout_s: float = 30.0) -> Any:
 
 def run_inline(job_id: int) -> str:
     """Run a job in the calling thread (the CLI's embedded mode)."""
-    from worker.execution import execute
+    from worker.queue.execution import execute
 
     return execute(job_id)
 
@@ -77,7 +77,7 @@ def stop_worker(timeout_s: float = 15.0) -> None:
         _worker = _thread = None
     if worker is None or thread is None:
         return
-    from worker.watchdog import stop_watchdog
+    from worker.queue.watchdog import stop_watchdog
 
     stop_watchdog()
     worker.stop(in_sighandler=False)

@@ -7,7 +7,7 @@ a job id it cannot read. With Redis the message goes to the job's queue; in embe
 
 When the broker refuses the message (Redis down) the job stays ``queued``, its ``error`` says
 the message is not sent yet, and :class:`JobQueueError` tells the caller; the watchdog
-(:mod:`worker.watchdog`) sends it once the broker is back (it re-sends queued jobs whose message
+(:mod:`worker.queue.watchdog`) sends it once the broker is back (it re-sends queued jobs whose message
 the broker does not hold), and a worker running it clears the note.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from worker.celery_app import TASK_NAMES, configure_celery, queue_for
+from worker.queue.app import TASK_NAMES, configure_celery, queue_for
 from worker.runtime import Runtime, get_runtime
 from worker.store.models import Collection, Job, JobKind, JobStatus
 from worker.store.models.base import utcnow
@@ -53,7 +53,7 @@ def send(kind: JobKind | str, job_id: int, queue: str, task_id: str, *, start_wo
     app = configure_celery(runtime.settings)
     if runtime.settings.embedded:
         if start_worker:
-            from worker.embedded import ensure_worker
+            from worker.queue.embedded import ensure_worker
 
             ensure_worker()
         with _sent_lock:
