@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from web.auth import admin_required, authenticate, create_token, create_user, finish_session, set_password, start_session
 from web.db import blobs, db, runtime
-from web.ground_truth import import_ground_truth_upload, report_issues, report_summary
 from web.job_text import job_count
 from web.limits import large_body
 from web.validation import parse_float, parse_int
@@ -20,6 +19,7 @@ from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
 from web.throttle import client_address, login_throttle
 from web.services.collections import collection_overview, create_collection, delete_collection, get_collection, image_counts
 from web.services.errors import Invalid, ServiceError
+from web.services.ground_truth import import_ground_truth_upload, report_issues, report_summary
 from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, job_params_from, submit_job
 from web.services.review import bulk_accept
 from web.services.uploads import import_upload
@@ -136,7 +136,7 @@ def start_job_page(collection_id: int) -> Response:
 
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel_job_page(job_id: int) -> Response:
-    job = cancel_job(db(), Path(runtime().settings.data_dir), job_id)
+    job = cancel_job(db(), job_id)
     flash(f"Cancel requested for job {job.id}.", "ok")
     return redirect(url_for("dashboard.collection", collection_id=job.collection_id) if job.collection_id else url_for("dashboard.index"))
 
@@ -176,7 +176,7 @@ def delete_collection_page(collection_id: int) -> Response:
 @bp.post("/collections/<int:collection_id>/ground-truth")
 @large_body
 def ground_truth_page(collection_id: int) -> Response:
-    """Import a ground-truth file (``web.ground_truth``); the outcome and every skipped file are flashed."""
+    """Import a ground-truth file (``web.services.ground_truth``); the outcome and every skipped file are flashed."""
     session = db()
     get_collection(session, collection_id)
     try:

@@ -12,11 +12,11 @@ from web.api import bp, id_page, json_body
 from web.auth import admin_required
 from web.db import blobs, db, runtime
 from web.exports import send_export
-from web.ground_truth import import_ground_truth_upload
 from web.limits import large_body
 from web.schemas import collection_json, evaluation_json, image_json, job_json
 from web.services.collections import create_collection, delete_collection, get_collection, image_status_counts
 from web.services.exports import export_params, write_export
+from web.services.ground_truth import import_ground_truth_upload
 from web.services.uploads import import_upload
 from worker.store.models import Collection, Evaluation, Image, ImageStatus
 
@@ -75,9 +75,7 @@ def export(collection_id: int) -> Response:
 def post_ground_truth(collection_id: int) -> dict:
     """Import ground truth: multipart ``file`` (COCO .json; VOC .zip/.xml; YOLO .zip) and ``format``
     (coco|voc|yolo). Answers the import report; 400 naming the field when nothing was imported."""
-    session = db()
-    get_collection(session, collection_id)
-    report = import_ground_truth_upload(session, Path(runtime().settings.data_dir), collection_id, request.files.get("file"),
+    report = import_ground_truth_upload(db(), Path(runtime().settings.data_dir), collection_id, request.files.get("file"),
                                         request.form.get("format"))
     return report.to_dict()
 

@@ -48,8 +48,7 @@ def get_job(job_id: int) -> dict:
 
 @bp.post("/jobs/<int:job_id>/cancel")
 def post_cancel(job_id: int) -> dict:
-    data_dir = runtime().settings.data_dir
-    return job_json(cancel_job(db(), data_dir, job_id), data_dir)
+    return job_json(cancel_job(db(), job_id), runtime().settings.data_dir)
 
 
 @bp.get("/jobs/<int:job_id>/download")

@@ -7,7 +7,6 @@ run (:mod:`worker.preflight`) before it is recorded, then hands it to the queue.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,7 +15,6 @@ from web.services.collections import get_collection
 from web.services.errors import Invalid, NotFound, Unavailable
 from web.services.exports import export_params
 from web.validation import parse_int
-from worker.jobs.importing import remove_staging
 from worker.preflight import JobRefused, check_job
 from worker.queue.submit import JobQueueError, request_cancel, submit
 from worker.store.models import Job, JobKind
@@ -60,16 +58,10 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def cancel_job(session: Session, data_dir: Path, job_id: int) -> Job:
-    """Ask job ``job_id`` to stop (commits). An import cancelled while queued has its staging
-    folder under ``data_dir`` removed here: no handler will run to do it."""
-    job = get_job(session, job_id)
-    request_cancel(session, job_id)
-    session.commit()
-    session.refresh(job)
-    if job.kind == JobKind.import_ and job.status.finished and (job.params or {}).get("staging"):
-        remove_staging(data_dir, job.params["staging"])
-    return job
+def cancel_job(session: Session, job_id: int) -> Job:
+    """Ask job ``job_id`` to stop (:func:`worker.queue.submit.request_cancel`; commits)."""
+    get_job(session, job_id)
+    return request_cancel(session, job_id)
 
 
 def job_params_from(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:

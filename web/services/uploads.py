@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 import unicodedata
-import uuid
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from web.services.collections import get_collection
 from web.services.errors import Invalid, Unavailable
 from web.services.jobs import submit_job
 from worker.import_sources import ImportSourceError, UploadedFile, check_zip_limits, safe_relative, write_upload_index
-from worker.jobs.importing import remove_staging, staging_root, sweep_staging
+from worker.staging import new_staging_folder, remove_staging, sweep_staging
 from worker.store.models import Job
 
 _TAG_RE = re.compile(r"^[\w][\w .\-]{0,99}$")
@@ -60,8 +59,7 @@ def stage_upload(data_dir: Path, files: Iterable[UploadedFileLike], *, tag: str 
         tag = tag.strip()
         if not _TAG_RE.match(tag):
             raise Invalid("bad_tag", "a tag has 1 to 100 letters, digits, spaces, '.', '_' or '-'")
-    staging = staging_root(data_dir) / uuid.uuid4().hex
-    staging.mkdir(parents=True)
+    staging = new_staging_folder(data_dir)
     try:
         return _save_upload(staging, uploads, tag=tag, manifest=manifest)
     except BaseException:
