@@ -66,6 +66,10 @@ def test_import_train_infer_export_through_cpu_and_gpu_workers(cli: Cli, workers
     boxes = _per_image(db_sessions, Box, version_id)
     # every image is tagged with one of the model's classes: one map each, and the boxes that map gives
     assert maps == Counter({i: 1 for i in image_ids})
+    with db_sessions() as session:
+        stored = session.execute(select(ConceptMap.raw_key, ConceptMap.overlay_key).where(ConceptMap.model_version_id == version_id)).all()
+    assert all(raw.startswith("maps/") and overlay is None for raw, overlay in stored)  # one float16 map blob each, no PNG
+    assert not (Path(cli.env["CAMLABEL_DATA_DIR"]) / "blobs" / "overlays").exists()
     infer = next(j for j in jobs if j["kind"] == "infer")
     with db_sessions() as session:
         box_params = session.get(Job, infer["id"]).result["box_params"]

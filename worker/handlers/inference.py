@@ -9,13 +9,15 @@ fields; default: the model version's ``calibration`` (a ``BoxParams`` dict, as
 Images are visited in id order, ``ctx.chunk_size`` at a time. An image's tags are mapped by
 category *name* onto the model's classes; an image with no matching tag gets its top-k
 predicted classes, and categories are created for class names the collection lacks. Per
-chunk: maps are stored as blobs first (content-addressed, so a re-run writes the same keys),
-then one transaction replaces the chunk's concept-map rows and CAM proposals of this model
+chunk: maps are stored as blobs first, one float16 ``.npy`` per map (content-addressed, so a
+re-run writes the same keys; the review pages paint heatmaps from them), then one transaction
+replaces the chunk's concept-map rows and CAM proposals of this model
 version and advances the cursor. A chunk that was interrupted is simply redone.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -121,41 +123,66 @@ def _compute_chunk(ctx: JobContext, localizer: Any, class_index: dict[str, int],
     return _Computed(ids=ids, results=results, failed=failed)
 
 
-def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk: _Computed, done: int, cursor: int) -> int:
+def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk: _Computed, done: int, cursor: int,
+                 timings: dict[str, float] | None = None) -> int:
     """Store a chunk's maps as blobs, then replace its rows and advance the cursor in one transaction.
 
+    Each map is stored once, as its raw float16 ``.npy`` (the browser paints the heatmap from it).
     Returns the number of boxes written (proposals duplicating a reviewed box are not, see
-    :func:`worker.store.bulk.replace_boxes`).
+    :func:`worker.store.bulk.replace_boxes`). ``timings``, when given, gets the seconds spent per
+    stage added to it: ``encode`` (maps to bytes), ``blob_puts``, ``categories`` (plus failed
+    images), ``map_rows``, ``box_rows``, ``commit`` (progress and commit).
     """
-    from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
+    from camcore.concept_maps import encode_map
 
-    blobs = ctx.runtime.blobs
+    clock = _StageClock(timings)
     map_rows: list[dict[str, Any]] = []
+    payloads: list[bytes] = []
     box_rows: list[dict[str, Any]] = []
     for image_id, result in chunk.results.items():
-        width, height = result.image_size
         for cls, cam in result.maps.items():
-            map_rows.append({"image_id": image_id, "class": class_names[cls],
-                             "raw_key": blobs.put_bytes(encode_map(cam), kind="maps", suffix=".npy"),
-                             "overlay_key": blobs.put_bytes(render_heatmap_png(cam, overlay_size((width, height)), opacity=1.0),
-                                                            kind="overlays", suffix=".png")})
+            map_rows.append({"image_id": image_id, "class": class_names[cls]})
+            payloads.append(encode_map(cam))
         for box, score, label in zip(result.boxes.tolist(), result.scores.tolist(), result.labels.tolist()):
             box_rows.append({"image_id": image_id, "class": class_names[label], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
                              "score": score})
+    clock.lap("encode")
+    for row, key in zip(map_rows, ctx.runtime.blobs.put_many(payloads, kind="maps", suffix=".npy")):
+        row["raw_key"] = key
+    clock.lap("blob_puts")
     state = {"cursor": cursor, "images_failed": int(ctx.state.get("images_failed", 0)) + len(chunk.failed),
              "boxes": int(ctx.state.get("boxes", 0)) + len(box_rows)}
     with ctx.chunk(done=done, state=state) as session:
         category = ensure_categories(session, ctx.collection_id, {r["class"] for r in map_rows} | {r["class"] for r in box_rows})
         for image_id, reason in chunk.failed:
             session.execute(update(Image).where(Image.id == image_id).values(status=ImageStatus.failed, failure_reason=reason))
+        clock.lap("categories")
         session.execute(delete(ConceptMap).where(ConceptMap.image_id.in_(chunk.ids), ConceptMap.model_version_id == version_id))
         upsert_concept_maps(session, [{"image_id": r["image_id"], "category_id": category[r["class"]], "model_version_id": version_id,
-                                       "raw_key": r["raw_key"], "overlay_key": r["overlay_key"]} for r in map_rows])
+                                       "raw_key": r["raw_key"]} for r in map_rows])
+        clock.lap("map_rows")
         written = replace_boxes(session, chunk.ids, version_id, [{"image_id": r["image_id"], "category_id": category[r["class"]],
                                                                   "x1": r["x1"], "y1": r["y1"], "x2": r["x2"], "y2": r["y2"],
                                                                   "score": r["score"]} for r in box_rows])
         state["boxes"] -= len(box_rows) - written  # proposals a reviewed box already covers are not written
+        clock.lap("box_rows")
+    clock.lap("commit")
     return written
+
+
+class _StageClock:
+    """Adds the seconds since the previous lap to ``timings[stage]`` (does nothing without ``timings``)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
 
 
 def run_infer_job(ctx: JobContext) -> dict[str, Any]:
