@@ -19,7 +19,7 @@ import pytest
 from flask import Flask
 
 from web_helpers import Browser, Factory, login, wait_job
-from worker.jobs.importing import staging_root
+from worker.staging import staging_root
 
 HUGE = 10**30
 

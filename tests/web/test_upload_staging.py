@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from web_helpers import Factory, wait_job
 
-from worker.jobs.importing import staging_root
+from worker.staging import staging_root
 
 
 def _staged(app: Flask) -> list[Path]:

@@ -15,8 +15,9 @@ from sqlalchemy.exc import OperationalError
 
 from tests.worker.helpers import detached_job, new_collection
 from worker.jobs import importing
+from worker.staging import STAGING_MIN_AGE_S
 from worker.queue.execution import execute
-from worker.jobs.importing import remove_staging, staging_root, sweep_staging
+from worker.staging import remove_staging, staging_root, sweep_staging
 from worker.queue.submit import request_cancel, submit
 from worker.store.models import Image, ImageStatus, JobStatus
 
@@ -108,7 +109,8 @@ def test_staging_folder_stays_while_the_job_can_resume(sqlite_runtime, shared_da
     assert not folder.exists()
 
 
-def test_cancelled_while_queued_job_is_swept_and_hand_given_paths_stay(sqlite_runtime, shared_dataset: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_while_queued_deletes_the_upload_the_sweep_takes_orphans_and_hand_given_paths_stay(sqlite_runtime, shared_dataset: Path,  # type: ignore[no-untyped-def]
+                                                                                                   tmp_path: Path) -> None:
     runtime = sqlite_runtime
     data_dir = runtime.settings.data_dir
     collection_id = new_collection(runtime)
@@ -120,13 +122,14 @@ def test_cancelled_while_queued_job_is_swept_and_hand_given_paths_stay(sqlite_ru
     cancelled_id = _submit(runtime, collection_id, cancelled)
     with runtime.sessions() as session:
         request_cancel(session, cancelled_id)
-    hour_ago = time.time() - 2 * importing.STAGING_MIN_AGE_S
-    for folder in (queued, cancelled, orphan):
+    assert not cancelled.exists()  # no handler will run for it: the cancel deletes the upload
+    hour_ago = time.time() - 2 * STAGING_MIN_AGE_S
+    for folder in (queued, orphan):
         os.utime(folder, (hour_ago, hour_ago))
     with runtime.sessions() as session:
         removed = sweep_staging(session, data_dir)
-    assert sorted(p.name for p in removed) == ["cancelled", "orphan"]
-    assert queued.is_dir() and young.is_dir() and not cancelled.exists() and not orphan.exists()
+    assert [p.name for p in removed] == ["orphan"]
+    assert queued.is_dir() and young.is_dir() and not orphan.exists()
 
     own = tmp_path / "my-photos"
     (own / "raccoon").mkdir(parents=True)

@@ -9,9 +9,10 @@ from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
 from tests.worker.helpers import detached_job
-from worker import handlers
+from worker.jobs import registry
 from worker.queue import lease, watchdog
-from worker.queue.execution import JobContext, execute
+from worker.queue.context import JobContext
+from worker.queue.execution import execute
 from worker.queue.submit import request_cancel, submit
 from worker.store.models import Collection, Job, JobStatus
 from worker.store.models.base import utcnow
@@ -103,7 +104,7 @@ def test_transient_errors_release_the_job_for_a_retry(runtime, monkeypatch: pyte
     def flaky(ctx: JobContext) -> None:
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(handlers, "handler_for", lambda kind: flaky)
+    monkeypatch.setattr(registry, "handler_for", lambda kind: flaky)
     with pytest.raises(OperationalError):
         execute(job_id)
     row = detached_job(runtime, job_id)
@@ -112,7 +113,7 @@ def test_transient_errors_release_the_job_for_a_retry(runtime, monkeypatch: pyte
     def broken(ctx: JobContext) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(handlers, "handler_for", lambda kind: broken)
+    monkeypatch.setattr(registry, "handler_for", lambda kind: broken)
     assert execute(job_id) == "failed"
     row = detached_job(runtime, job_id)
     assert row.status is JobStatus.failed and row.error == "RuntimeError: boom" and row.finished_at is not None

@@ -82,8 +82,10 @@ def test_import_train_infer_export_through_cpu_and_gpu_workers(cli: Cli, workers
     assert len(coco.getImgIds()) == 8
     assert len(coco.getAnnIds()) == sum(boxes.values())
     cpu_log, gpu_log = (workers.logs / "worker-0.log").read_text(), (workers.logs / "worker-1.log").read_text()
-    assert "camlabel.import[" in cpu_log and "camlabel.export[" in cpu_log and "camlabel.train[" not in cpu_log and "camlabel.infer[" not in cpu_log
-    assert "camlabel.train[" in gpu_log and "camlabel.infer[" in gpu_log and "camlabel.import[" not in gpu_log
+    with db_sessions() as session:
+        task_ids = {job.kind.value: job.celery_task_id for job in session.scalars(select(Job))}
+    ran = {kind: [f"camlabel.run_job[{task_id}]" in log for log in (cpu_log, gpu_log)] for kind, task_id in task_ids.items()}
+    assert ran == {"import": [True, False], "train": [False, True], "infer": [False, True], "export": [True, False]}
     assert cpu_worker.poll() is None and gpu_worker.poll() is None
 
 
@@ -120,7 +122,8 @@ def test_cancel_a_queued_and_a_running_job(cli: Cli, workers: Workers, db_sessio
     maps = _per_image(db_sessions, ConceptMap, version_id)
     assert set(maps) == set(ids[: job.done]) and set(maps.values()) == {1}
     # the worker then receives the cancelled job's message and leaves it alone
-    wait_for(lambda: "camlabel.infer[" in workers.log_text() and workers.log_text().count("received") >= 3, 60, "the second message")
+    queued_task = f"camlabel.run_job[{_job(db_sessions, queued_id).celery_task_id}]"
+    wait_for(lambda: queued_task in workers.log_text() and workers.log_text().count("received") >= 3, 60, "the second message")
     wait_for(lambda: "already cancelled" in workers.log_text(), 60, "the cancelled job's message to be dropped")
     final = _job(db_sessions, queued_id)
     assert final.status is JobStatus.cancelled and final.done == 0 and final.started_at is None

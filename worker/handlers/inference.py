@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from worker.categories import ensure_categories
-from worker.queue.execution import JobContext, JobFailed
+from worker.queue.context import JobContext, JobFailed
 from worker.models_cache import builtin_imagenet_version, load_model
 from worker.store.bulk import replace_boxes, upsert_concept_maps
 from worker.store.models import Category, ConceptMap, Image, ImageStatus, ImageTag, ModelVersion

@@ -1,7 +1,7 @@
 """The calibrate job: per-class box parameters from a few reviewed boxes, no model pass.
 
-Params: ``model_version_id`` (default: the newest model version with concept maps in this
-collection). Reviewed boxes are the collection's accepted or edited boxes and human boxes
+Params: :class:`worker.jobs.params.CalibrateParams` (``model_version_id``, default: the newest
+model version with concept maps in this collection; ``preview``). Reviewed boxes are the collection's accepted or edited boxes and human boxes
 that are not rejected, in images that have that model version's maps; their categories are
 matched to the model's classes by name. :func:`camcore.calibration.calibrate` picks per-class
 threshold rules and box corrections (``extra["box_correction"]``) from the stored maps of those
@@ -19,16 +19,17 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from worker.queue.execution import JobContext, JobFailed
+from worker.jobs.params import CalibrateParams
+from worker.queue.context import JobContext, JobFailed
 from worker.store.bulk import replace_boxes
 from worker.store.models import Box, BoxSource, Category, ConceptMap, Image, ImageStatus, ModelVersion, ReviewStatus
 
 REVIEWED = (ReviewStatus.accepted, ReviewStatus.edited)
 
 
-def _version(session: Any, collection_id: int, requested: Any) -> ModelVersion:
-    if requested not in (None, ""):
-        found = session.get(ModelVersion, int(requested))
+def _version(session: Any, collection_id: int, requested: int | None) -> ModelVersion:
+    if requested is not None:
+        found = session.get(ModelVersion, requested)
         if found is None:
             raise JobFailed(f"model version {requested} does not exist")
         return found
@@ -58,8 +59,9 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
 
     if ctx.collection_id is None:
         raise JobFailed("a calibrate job needs a collection")
+    job_params = ctx.read_params(CalibrateParams)
     with ctx.session() as session:
-        version = _version(session, ctx.collection_id, ctx.params.get("model_version_id"))
+        version = _version(session, ctx.collection_id, job_params.model_version_id)
         class_index = {name: i for i, name in enumerate(version.class_names)}
         category_class = {
             cat_id: class_index[name]
@@ -99,8 +101,8 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed("no reviewed boxes to learn from: accept or correct the boxes of a few images first (20 images in total is a good start)")
     reviewed_maps = _maps(ctx, [(i, c, k) for i, c, k, _s in map_rows if i in reviewed])
     params = calibrate(reviewed_maps, sizes, reviewed, base)
-    summary = learning_summary(params, len(reviewed), preview=bool(ctx.params.get("preview")))
-    if ctx.params.get("preview"):  # what applying would learn and its leave-one-out estimate; nothing written
+    summary = learning_summary(params, len(reviewed), preview=job_params.preview)
+    if job_params.preview:  # what applying would learn and its leave-one-out estimate; nothing written
         return {"model_version_id": version_id, "reviewed_images": len(reviewed), "preview": True, "summary": summary,
                 "calibration": params.get("extra", {}).get("calibration", {})}
     with ctx.session() as session:

@@ -1,6 +1,6 @@
 """The evaluate job: :func:`worker.evaluation.evaluate_collection` (CorLoc@0.5, MaxBoxAccV2, AP50, AP).
 
-Params: ``box_status`` (``all``|``accepted``|``reviewed``), optional ``model_version_id``. The metrics
+Params: :class:`worker.jobs.params.EvaluateParams`. The metrics
 (and the :class:`Evaluation` rows the evaluation adds) are committed with the job's progress.
 """
 
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.queue.execution import JobContext, JobFailed
+from worker.jobs.params import EvaluateParams
+from worker.queue.context import JobContext, JobFailed
 
 
 def run_evaluate_job(ctx: JobContext) -> dict[str, Any]:
@@ -18,9 +19,10 @@ def run_evaluate_job(ctx: JobContext) -> dict[str, Any]:
     if ctx.collection_id is None:
         raise JobFailed("an evaluate job needs a collection")
     ctx.set_progress(0, 1)
-    kwargs: dict[str, Any] = {"box_status": str(ctx.params.get("box_status") or "all")}
-    if ctx.params.get("model_version_id") is not None:
-        kwargs["model_version_id"] = int(ctx.params["model_version_id"])
+    params = ctx.read_params(EvaluateParams)
+    kwargs: dict[str, Any] = {"box_status": params.box_status}
+    if params.model_version_id is not None:
+        kwargs["model_version_id"] = params.model_version_id
     with ctx.chunk(done=1, state={}) as session:
         try:
             metrics = evaluate_collection(session, ctx.collection_id, blobs=ctx.runtime.blobs, job_id=ctx.job_id, **kwargs)

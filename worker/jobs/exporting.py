@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from worker.queue.execution import JobContext, JobFailed
+from worker.queue.context import JobContext, JobFailed
 from worker.formats import FormatError, export_file, export_format
 
 

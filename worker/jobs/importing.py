@@ -1,7 +1,7 @@
 """The import job: files from a folder, .zip or manifest into images, thumbnails and tags.
 
-Params: ``path`` (folder or .zip the worker can read), optional ``manifest`` (CSV path),
-``upload_index`` (a web upload's index of user file names, :mod:`worker.import_sources`).
+Params: :class:`worker.jobs.params.ImportParams` (``path``, a folder or .zip the worker can read,
+optional ``manifest`` and, for a web upload, ``staging`` and ``upload_index``).
 Files the source leaves out (symbolic links, hidden files, manifest rows naming no file) and
 non-image files (by extension) are *skipped*: the result lists each with its reason
 (``skipped``, first :data:`MAX_REPORTED`; ``skipped_count``) and ``summary`` says it in one line
@@ -19,12 +19,10 @@ For each image file, in the source's fixed order, in chunks of ``ctx.chunk_size`
 Each chunk's rows and the job's cursor are committed together, so a resumed import starts at
 the first unfinished chunk, and re-imports never duplicate (``(collection, sha256)`` is unique).
 
-Uploads from the web are staged under ``<data_dir>/staging/<uuid>/`` and their job has param
-``staging`` naming that folder. Once the job ends (succeeded, failed or cancelled) the folder
-is deleted: the images now live in the blob store. It stays while the job can still resume
-(lease lost to another worker, a transient error Celery retries, a worker shutting down).
-:func:`sweep_staging` removes folders left behind otherwise (a job cancelled after its worker
-died, an upload whose job was never recorded). A ``path`` given by hand is never deleted.
+A web upload's job has param ``staging`` naming its folder (:mod:`worker.staging`). Once the
+job ends (succeeded, failed or cancelled) the folder is deleted: the images now live in the blob
+store. It stays while the job can still resume (lease lost to another worker, a transient error
+Celery retries, a worker shutting down). A ``path`` given by hand is never deleted.
 """
 
 from __future__ import annotations
@@ -32,22 +30,22 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import shutil
-import time
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from PIL import Image as PILImage
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from worker.categories import ensure_categories
-from worker.queue.execution import JobContext, JobFailed, is_transient
 from worker.import_sources import Entry, ImportSourceError, Skipped, list_source
+from worker.jobs.params import ImportParams
+from worker.queue.context import JobContext, JobFailed
 from worker.queue.lease import LeaseLost
+from worker.queue.transient import is_transient
+from worker.staging import remove_staging
 from worker.store.bulk import insert_image_tags, insert_images_detailed
-from worker.store.models import Image, Job, JobKind, JobStatus
+from worker.store.models import Image
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +53,6 @@ THUMB_SIZE = 256
 COUNTERS = ("imported", "duplicates", "failed", "skipped_non_image")
 MAX_REPORTED = 50
 NON_IMAGE_REASON = "not an image file (by its extension)"
-STAGING_DIR = "staging"
-#: :func:`sweep_staging` leaves younger folders alone: their upload may still be on its way to a job.
-STAGING_MIN_AGE_S = 3600.0
 
 
 def make_thumbnail(image: PILImage.Image, size: int = THUMB_SIZE) -> bytes:
@@ -98,45 +93,6 @@ def _decode_and_store(entry: Entry, data: bytes, row: dict[str, Any], blobs: Any
             "thumb_key": blobs.put_bytes(make_thumbnail(image), kind="thumbs", suffix=".jpg")}
 
 
-def staging_root(data_dir: Path | str) -> Path:
-    """``<data_dir>/staging``: where the web stages uploads, one folder per upload."""
-    return Path(data_dir) / STAGING_DIR
-
-
-def remove_staging(data_dir: Path | str, folder: Path | str) -> bool:
-    """Delete one upload's staging folder; True if it was there.
-
-    Only a direct child of :func:`staging_root` is ever deleted: anything else (a job whose
-    params name another path) is logged and left alone."""
-    root = staging_root(data_dir).resolve()
-    path = Path(folder).resolve()
-    if path.parent != root:
-        log.warning("not removing %s: not a staging folder under %s", path, root)
-        return False
-    existed = path.exists()
-    shutil.rmtree(path, ignore_errors=True)
-    return existed
-
-
-def sweep_staging(session: Session, data_dir: Path | str, *, min_age_s: float = STAGING_MIN_AGE_S) -> list[Path]:
-    """Remove staging folders older than ``min_age_s`` seconds that no queued or running import
-    job reads (left by a job cancelled after its worker died, or an upload whose job was never
-    recorded); returns the folders removed."""
-    root = staging_root(data_dir)
-    if not root.is_dir():
-        return []
-    now = time.time()
-    old = [p for p in root.iterdir() if p.is_dir() and now - p.stat().st_mtime > min_age_s]
-    if not old:
-        return []
-    params = session.scalars(select(Job.params).where(Job.kind == JobKind.import_, Job.status.in_((JobStatus.queued, JobStatus.running))))
-    in_use = {Path(p["staging"]).resolve() for p in params if p and p.get("staging")}
-    removed = [p for p in old if p.resolve() not in in_use and remove_staging(data_dir, p)]
-    for path in removed:
-        log.info("removed abandoned staging folder %s", path)
-    return removed
-
-
 def _job_ends_after(exc: BaseException) -> bool:
     """Whether :func:`worker.queue.execution.execute` records the job as finished after ``exc``: not
     when the lease was lost (another worker goes on), for a transient error (Celery retries) or
@@ -148,7 +104,7 @@ def run_import_job(ctx: JobContext) -> dict[str, Any]:
     """Handler of ``import`` jobs (see the module docstring); deletes a staged upload once the job ends."""
     staging = ctx.params.get("staging")
     try:
-        result = _import(ctx)
+        result = _import(ctx, ctx.read_params(ImportParams))
     except BaseException as exc:
         if staging and _job_ends_after(exc):
             remove_staging(ctx.runtime.settings.data_dir, staging)
@@ -172,12 +128,11 @@ def _summary(total: int, state: dict[str, int], skipped: list[Skipped]) -> str:
     return ", ".join(parts)
 
 
-def _import(ctx: JobContext) -> dict[str, Any]:
-    path = ctx.params.get("path")
-    if not path or ctx.collection_id is None:
-        raise JobFailed("an import job needs a collection and a 'path'")
+def _import(ctx: JobContext, params: ImportParams) -> dict[str, Any]:
+    if ctx.collection_id is None:
+        raise JobFailed("an import job needs a collection")
     try:
-        listing = list_source(path, ctx.params.get("manifest"), upload_index=ctx.params.get("upload_index"))
+        listing = list_source(params.path, params.manifest, upload_index=params.upload_index)
     except ImportSourceError as exc:
         raise JobFailed(str(exc)) from exc
     entries = [entry for entry in listing.entries if entry.is_image]

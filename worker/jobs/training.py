@@ -1,7 +1,6 @@
 """The train job: a GAP classifier head on the collection's image-level tags -> a model version.
 
-Params: ``arch`` (camcore architecture, default ``efficientnet_lite0``), ``mode``
-(``linear``|``finetune``), ``epochs``, ``seed``, ``input_size``, ``name``. Classes are the
+Params: :class:`worker.jobs.params.TrainParams`. Classes are the
 collection's categories that tag at least one usable image, in category-id order. Progress is
 camcore's own ``(done, total)``; a cancel is honoured at the next progress tick. Training is
 one unit of work: the checkpoint blob and the :class:`ModelVersion` row are written in one
@@ -17,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from worker.queue.execution import JobContext, JobFailed
+from worker.jobs.params import TrainParams
+from worker.queue.context import JobContext, JobFailed
 from worker.store.models import Category, Image, ImageStatus, ImageTag, ModelVersion
 
 PROGRESS_EVERY_S = 1.0
@@ -32,10 +32,8 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed("a train job needs a collection")
     if ctx.state.get("model_version_id"):
         return {"model_version_id": ctx.state["model_version_id"]}
-    arch = str(ctx.params.get("arch") or "efficientnet_lite0")
-    mode = str(ctx.params.get("mode") or "linear")
-    if mode not in ("linear", "finetune"):
-        raise JobFailed(f"mode must be 'linear' or 'finetune', got {mode!r}")
+    params = ctx.read_params(TrainParams)
+    arch = params.arch
     with ctx.session() as session:
         rows = session.execute(
             select(Image.id, Image.storage_key, Category.id, Category.name)
@@ -58,8 +56,8 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     ctx.set_progress(0, len(image_ids))  # a total from the start; camcore's phases report their own as they run
     blobs = ctx.runtime.blobs
     spec_kwargs: dict[str, Any] = {"arch": arch, "class_names": class_names}
-    if ctx.params.get("input_size"):
-        spec_kwargs["input_size"] = int(ctx.params["input_size"])
+    if params.input_size:
+        spec_kwargs["input_size"] = params.input_size
     try:
         spec = ModelSpec(**spec_kwargs)
     except (TypeError, ValueError) as exc:
@@ -73,12 +71,11 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
             ctx.set_progress(done, total)
             ctx.check()
 
-    weights = ctx.params.get("weights", None if arch == "tiny_cnn" else "imagenet")
     try:
         trained = train_head(
-            spec, [blobs.local_path(keys[i]) for i in image_ids], [targets[i] for i in image_ids], mode=mode,
-            seed=int(ctx.params.get("seed", 0)), device=ctx.device, epochs=ctx.params.get("epochs"), progress=progress,
-            weights=weights, cache_dir=ctx.runtime.settings.data_dir / "cache" / "features",
+            spec, [blobs.local_path(keys[i]) for i in image_ids], [targets[i] for i in image_ids], mode=params.mode,
+            seed=params.seed, device=ctx.device, epochs=params.epochs, progress=progress,
+            weights=params.pretrained, cache_dir=ctx.runtime.settings.data_dir / "cache" / "features",
         )
     except ValueError as exc:
         raise JobFailed(f"training failed: {exc}") from exc
@@ -91,7 +88,7 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     buffer = io.BytesIO()
     save_checkpoint(trained.model, trained.spec, buffer)
     checkpoint_key = blobs.put_bytes(buffer.getvalue(), kind="checkpoints", suffix=".pt")
-    name = str(ctx.params.get("name") or f"{arch}-{mode}-job{ctx.job_id}")
+    name = params.name or f"{arch}-{params.mode}-job{ctx.job_id}"
     with ctx.chunk(done=ctx.done, state={}) as session:
         version = ModelVersion(collection_id=ctx.collection_id, name=name, arch=arch, spec=trained.spec.to_dict(),
                                class_names=list(trained.spec.class_names), checkpoint_key=checkpoint_key,

@@ -3,13 +3,16 @@
 ``REDIS_URL`` set: Redis is broker and result backend. Unset (embedded mode): Celery's
 memory transport, consumed by an in-process worker thread (:mod:`worker.queue.embedded`).
 
-Queues: ``gpu`` (train, infer) and ``cpu`` (import, export, evaluate, calibrate); any kind
-can be rerouted with ``CAMLABEL_QUEUE_<KIND>=<queue>`` (e.g. ``CAMLABEL_QUEUE_INFER=cpu``).
-Job state lives in the ``jobs`` table, not in the result backend; tasks take job ids.
+One task runs every job (:data:`RUN_JOB`, :mod:`worker.queue.task`); the queue is chosen when
+the message is sent, from the job's kind: ``gpu`` (train, infer) and ``cpu`` (import, export,
+evaluate, calibrate); any kind can be rerouted with ``CAMLABEL_QUEUE_<KIND>=<queue>`` (e.g.
+``CAMLABEL_QUEUE_INFER=cpu``). The job row keeps its queue, so a re-send goes to the same one.
+Job state lives in the ``jobs`` table, not in the result backend; the task takes a job id.
 Long tasks: ``acks_late`` with ``worker_prefetch_multiplier=1``; a job whose worker died is
 resumed by the lease watchdog (:mod:`worker.queue.watchdog`), started in every worker on
-``worker_ready``; Redis's ``visibility_timeout`` is only the late safety net and any
-redelivered duplicate is dropped by the atomic claim (:mod:`worker.queue.lease`).
+``worker_ready`` (:mod:`worker.queue.lifecycle`); Redis's ``visibility_timeout`` is only the
+late safety net and any redelivered duplicate is dropped by the atomic claim
+(:mod:`worker.queue.lease`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from celery import Celery, Task
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery import Celery
 from kombu import Queue
 from kombu import pools as kombu_pools
 
@@ -35,7 +37,8 @@ DEFAULT_QUEUES: dict[JobKind, str] = {
     JobKind.evaluate: "cpu",
     JobKind.calibrate: "cpu",
 }
-TASK_NAMES: dict[JobKind, str] = {kind: f"camlabel.{kind.value}" for kind in JobKind}
+#: The one task: ``run_job(job_id)``.
+RUN_JOB = "camlabel.run_job"
 #: Seconds Redis waits before redelivering an unacknowledged message (the lease is much shorter).
 VISIBILITY_TIMEOUT_S = 6 * 3600
 
@@ -46,13 +49,6 @@ def queue_for(kind: JobKind | str, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     override = env.get(f"CAMLABEL_QUEUE_{kind.value.upper()}")
     return override.strip() if override and override.strip() else DEFAULT_QUEUES[kind]
-
-
-def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str] | None:
-    for kind, task_name in TASK_NAMES.items():
-        if task_name == name:
-            return {"queue": queue_for(kind)}
-    return None
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -70,7 +66,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_queues": tuple(Queue(name) for name in queues),
         "task_default_queue": "cpu",
-        "task_routes": (_route,),
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -85,7 +80,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def build_celery(settings: Settings | None = None) -> Celery:
     """A new Celery app configured from ``settings`` (default: the environment)."""
-    app = Celery("camlabel", include=["worker.queue.task"])
+    app = Celery("camlabel", include=["worker.queue.task", "worker.queue.lifecycle"])
     app.conf.update(celery_config(settings or Settings.from_env()))
     return app
 
@@ -108,47 +103,3 @@ def configure_celery(settings: Settings) -> Celery:
         celery._pool = None
         celery.amqp._producer_pool = None  # as Celery's own after-fork reset does
     return celery
-
-
-class RuntimeTask(Task):
-    """Base of camlabel tasks: makes sure the runtime (database, blobs) is configured first."""
-
-    abstract = True
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from worker.runtime import get_runtime
-
-        get_runtime()
-        return super().__call__(*args, **kwargs)
-
-
-@worker_init.connect
-def _keep_freed_memory(**_: Any) -> None:
-    """Before the pool starts: keep freed tensor memory for reuse (see :mod:`camcore.allocator`;
-    forked pool children inherit the setting)."""
-    from camcore.allocator import keep_freed_memory
-
-    keep_freed_memory()
-
-
-@worker_process_init.connect
-def _reset_after_fork(**_: Any) -> None:
-    """A forked pool child must not share the parent's database connections."""
-    from worker import runtime
-
-    if runtime._runtime is not None:
-        runtime._runtime.engine.dispose(close=False)
-
-
-@worker_ready.connect
-def _start_watchdog(sender: Any = None, **_: Any) -> None:
-    from worker.queue.watchdog import start_watchdog
-
-    start_watchdog()
-
-
-@worker_shutdown.connect
-def _stop_watchdog(**_: Any) -> None:
-    from worker.queue.watchdog import stop_watchdog
-
-    stop_watchdog()

@@ -13,7 +13,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from celery.worker import WorkController, state
+
+from camcore.allocator import keep_freed_memory
 from worker.queue.app import configure_celery
+from worker.queue.execution import execute
+from worker.queue.watchdog import start_watchdog, stop_watchdog
 from worker.runtime import get_runtime
 
 _lock = threading.Lock()
@@ -29,18 +34,12 @@ def ensure_worker(timeout_s: float = 30.0) -> Any:
         raise RuntimeError("the embedded worker is only for embedded mode (REDIS_URL unset)")
     with _lock:
         if _thread is not None and _thread.is_alive():
-            from worker.queue.watchdog import start_watchdog
-
             start_watchdog()  # (a no-op unless the runtime changed since)
             return _worker
-        from camcore.allocator import keep_freed_memory
-
         keep_freed_memory()  # before the worker thread's first allocation puts it on its own arena
         app = configure_celery(runtime.settings)
         app.loader.import_default_modules()
         ready = threading.Event()
-
-        from celery.worker import WorkController
 
         class _EmbeddedWorkController(WorkController):
             def on_consumer_ready(self, consumer: Any) -> None:
@@ -56,16 +55,12 @@ def ensure_worker(timeout_s: float = 30.0) -> Any:
         if not ready.wait(timeout_s):
             raise RuntimeError("the embedded worker did not start")
         _worker, _thread = worker, thread
-        from worker.queue.watchdog import start_watchdog
-
         start_watchdog()
         return worker
 
 
 def run_inline(job_id: int) -> str:
     """Run a job in the calling thread (the CLI's embedded mode)."""
-    from worker.queue.execution import execute
-
     return execute(job_id)
 
 
@@ -77,12 +72,8 @@ def stop_worker(timeout_s: float = 15.0) -> None:
         _worker = _thread = None
     if worker is None or thread is None:
         return
-    from worker.queue.watchdog import stop_watchdog
-
     stop_watchdog()
     worker.stop(in_sighandler=False)
     thread.join(timeout_s)
-    from celery.worker import state
-
     state.should_stop = None
     state.should_terminate = None

@@ -143,20 +143,6 @@ def requeue_queued_seconds() -> float:
     return value
 
 
-def stale_queued_jobs(session: Session, age_s: float) -> list[tuple[int, str]]:
-    """``(job id, kind value)`` of jobs queued longer than ``age_s`` and not re-sent since.
-
-    For queued jobs ``heartbeat_at`` records the last re-send (a message lost with a Redis
-    restart, or a crash between commit and enqueue, would otherwise strand the job).
-    """
-    cutoff = utcnow() - timedelta(seconds=age_s)
-    rows = session.execute(
-        select(Job.id, Job.kind).where(Job.status == JobStatus.queued, Job.created_at < cutoff,
-                                       or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
-    ).all()
-    return [(job_id, kind.value) for job_id, kind in rows]
-
-
 DEFAULT_QUEUED_GRACE_S = 30.0
 
 

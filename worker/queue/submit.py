@@ -14,15 +14,19 @@ the broker does not hold), and a worker running it clears the note.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from worker.queue.app import TASK_NAMES, configure_celery, queue_for
-from worker.runtime import Runtime, get_runtime
+from worker.jobs.params import parse_params
+from worker.queue.app import configure_celery, queue_for
+from worker.queue.embedded import ensure_worker
+from worker.queue.send import send
+from worker.runtime import get_runtime
+from worker.staging import remove_staging
 from worker.store.models import Collection, Job, JobKind, JobStatus
 from worker.store.models.base import utcnow
 
@@ -34,39 +38,13 @@ class JobQueueError(RuntimeError):
     it when the broker is reachable again."""
 
 
-#: Task ids this process sent in embedded mode (the memory broker lives and dies with it).
-_sent_here: set[str] = set()
-_sent_lock = threading.Lock()
-
-
-def sent_in_this_process(task_id: str) -> bool:
-    """Whether this process sent ``task_id`` (embedded mode: its message can only be here)."""
-    with _sent_lock:
-        return task_id in _sent_here
-
-
-def send(kind: JobKind | str, job_id: int, queue: str, task_id: str, *, start_worker: bool = True, runtime: Runtime | None = None) -> None:
-    """Send one job's task message (no error handling; see :func:`enqueue`). In embedded mode the
-    in-process worker is started first unless ``start_worker`` is False (the watchdog, which
-    runs beside it). ``runtime``: whose broker (default: the current runtime)."""
-    runtime = runtime or get_runtime()
-    app = configure_celery(runtime.settings)
-    if runtime.settings.embedded:
-        if start_worker:
-            from worker.queue.embedded import ensure_worker
-
-            ensure_worker()
-        with _sent_lock:
-            _sent_here.add(task_id)
-    app.send_task(TASK_NAMES[JobKind(kind)], args=[job_id], queue=queue, task_id=task_id)
-
-
-def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, params: dict[str, Any] | None,
+def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, params: Mapping[str, Any] | None,
            user_id: int | None = None, inline: bool = False) -> Job:
     """Create a queued job, commit, then enqueue it (unless ``inline``: the caller runs it).
 
-    Raises ``ValueError`` for an unknown kind or collection or bad parameters
-    (:func:`check_params`), :class:`JobQueueError` when the broker refuses the message.
+    ``params`` are checked by the kind's parameter class (:func:`worker.jobs.params.parse_params`)
+    and stored as its ``to_dict()``. Raises ``ValueError`` for an unknown kind or collection or
+    bad parameters (naming the field), :class:`JobQueueError` when the broker refuses the message.
     """
     try:
         kind = JobKind(kind)
@@ -74,32 +52,26 @@ def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, 
         raise ValueError(f"unknown job kind {kind!r}; expected one of {[k.value for k in JobKind]}") from exc
     if collection_id is not None and session.get(Collection, collection_id) is None:
         raise ValueError(f"collection {collection_id} does not exist")
-    check_params(kind, params or {})
-    job = Job(kind=kind, collection_id=collection_id, params=dict(params or {}), queue=queue_for(kind), status=JobStatus.queued,
+    checked = parse_params(kind, params or {})
+    job = Job(kind=kind, collection_id=collection_id, params=checked.to_dict(), queue=queue_for(kind), status=JobStatus.queued,
               done=0, attempts=0, cancel_requested=False, created_by_id=user_id, celery_task_id=str(uuid.uuid4()))
     session.add(job)
     session.commit()
     if not inline:
-        enqueue(job.id, kind, job.queue, job.celery_task_id)
+        enqueue(job.id, job.queue, job.celery_task_id)
     return job
 
 
-def check_params(kind: JobKind, params: dict[str, Any]) -> None:
-    """Refuse (``ValueError``) parameters a job could only fail on or never finish with: a train
-    job's ``mode`` and ``epochs`` (bounded per mode, :data:`camcore.limits.MAX_EPOCHS`)."""
-    from camcore.limits import check_epochs
-
-    if kind is JobKind.train:
-        check_epochs(str(params.get("mode") or "linear"), params.get("epochs"))
-
-
-def enqueue(job_id: int, kind: JobKind | str, queue: str, task_id: str) -> None:
-    """Send the task message for a job row that is already committed.
+def enqueue(job_id: int, queue: str, task_id: str) -> None:
+    """Send the task message for a job row that is already committed (in embedded mode the
+    in-process worker is started first).
 
     A broker failure leaves the job queued with a note in ``error`` and raises
     :class:`JobQueueError` (the watchdog sends the message later)."""
     try:
-        send(kind, job_id, queue, task_id)
+        if get_runtime().settings.embedded:
+            ensure_worker()
+        send(job_id, queue, task_id)
     except Exception as exc:  # noqa: BLE001 - any broker failure: note it on the job, tell the caller
         note = f"not sent to the job queue yet (it is unreachable: {exc}); it is sent automatically when the queue is back"
         try:
@@ -113,7 +85,8 @@ def enqueue(job_id: int, kind: JobKind | str, queue: str, task_id: str) -> None:
 
 
 def request_cancel(session: Session, job_id: int) -> Job:
-    """Cancel a job: a queued one is revoked and marked cancelled at once; a running one gets
+    """Cancel a job: a queued one is revoked and marked cancelled at once (a queued import's
+    staged upload is deleted: no handler will run to do it); a running one gets
     ``cancel_requested`` and stops at its next chunk, keeping what it finished. Finished jobs
     are returned unchanged. ``LookupError`` when the job does not exist.
     """
@@ -135,6 +108,9 @@ def request_cancel(session: Session, job_id: int) -> Job:
     session.refresh(job)
     if revoked and job.celery_task_id:
         _revoke(job.celery_task_id)
+    staging = (job.params or {}).get("staging")
+    if revoked and job.kind is JobKind.import_ and staging:
+        remove_staging(get_runtime().settings.data_dir, staging)
     return job
 
 

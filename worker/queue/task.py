@@ -1,64 +1,40 @@
-"""Celery tasks: one per job kind, each takes a job id and runs :func:`worker.queue.execution.execute`.
+"""The one Celery task: ``run_job(job_id)`` runs :func:`worker.queue.execution.execute`.
 
-A missing job row means nothing to do. Lost database/broker connections are retried with
-exponential backoff (``autoretry_for``); the job's claim is released before each retry.
+Every job kind goes through it; the queue was chosen when the message was sent
+(:func:`worker.queue.send.send`). A missing job row means nothing to do. Lost database/broker
+connections are retried with exponential backoff (``autoretry_for``); the job's claim is
+released before each retry.
+
+Messages of the per-kind task names of earlier releases (``camlabel.import``, ``camlabel.train``
+...) are not handled: a worker rejects them as unregistered, the broker drops them, and the
+watchdog sends the still-queued job again as ``run_job`` (it re-sends queued jobs whose message
+the broker does not hold).
 """
 
 from __future__ import annotations
 
-from celery import shared_task
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import OperationalError
+from typing import Any
 
-from worker.queue.app import TASK_NAMES, RuntimeTask
-from worker.store.models import JobKind
+from celery import Task, shared_task
 
-TRANSIENT = (OperationalError, RedisConnectionError, RedisTimeoutError, KombuOperationalError)
-_RETRY = {
-    "base": RuntimeTask,
-    "autoretry_for": TRANSIENT,
-    "retry_backoff": 2,
-    "retry_backoff_max": 120,
-    "retry_jitter": True,
-    "max_retries": 8,
-    "acks_late": True,
-    "ignore_result": True,
-}
+from worker.queue.app import RUN_JOB
+from worker.queue.execution import execute
+from worker.queue.transient import TRANSIENT_ERRORS
+from worker.runtime import get_runtime
 
 
-def _run(job_id: int) -> str:
-    from worker.queue.execution import execute
+class RuntimeTask(Task):  # type: ignore[misc]
+    """Base of camlabel tasks: makes sure the runtime (database, blobs) is configured first."""
 
+    abstract = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        get_runtime()
+        return super().__call__(*args, **kwargs)
+
+
+@shared_task(name=RUN_JOB, base=RuntimeTask, autoretry_for=TRANSIENT_ERRORS, retry_backoff=2, retry_backoff_max=120,
+             retry_jitter=True, max_retries=8, acks_late=True, ignore_result=True)
+def run_job(job_id: int) -> str:
+    """Run job ``job_id`` (any kind); returns what happened, as :func:`execute` says."""
     return execute(int(job_id))
-
-
-@shared_task(name=TASK_NAMES[JobKind.import_], **_RETRY)
-def import_job(job_id: int) -> str:
-    return _run(job_id)
-
-
-@shared_task(name=TASK_NAMES[JobKind.train], **_RETRY)
-def train_job(job_id: int) -> str:
-    return _run(job_id)
-
-
-@shared_task(name=TASK_NAMES[JobKind.infer], **_RETRY)
-def infer_job(job_id: int) -> str:
-    return _run(job_id)
-
-
-@shared_task(name=TASK_NAMES[JobKind.export], **_RETRY)
-def export_job(job_id: int) -> str:
-    return _run(job_id)
-
-
-@shared_task(name=TASK_NAMES[JobKind.evaluate], **_RETRY)
-def evaluate_job(job_id: int) -> str:
-    return _run(job_id)
-
-
-@shared_task(name=TASK_NAMES[JobKind.calibrate], **_RETRY)
-def calibrate_job(job_id: int) -> str:
-    return _run(job_id)

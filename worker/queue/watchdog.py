@@ -22,10 +22,16 @@ import logging
 import threading
 import uuid
 from datetime import timedelta
-from worker.queue import lease
+
+import redis
+
+from worker import runtime as runtime_module
 from worker.config import Settings
+from worker.queue import lease
+from worker.queue.app import celery_config, queue_for
+from worker.queue.send import send, sent_in_this_process
 from worker.runtime import Runtime, get_runtime
-from worker.store.models import Job, JobKind
+from worker.store.models import Job
 from worker.store.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -38,12 +44,6 @@ _stop = threading.Event()
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITIES = (0, 3, 6, 9)
 _UNACKED = "unacked"
-
-
-def _send(runtime: Runtime, kind: str, job_id: int, queue: str | None, task_id: str) -> None:
-    from worker.queue.submit import send
-
-    send(JobKind(kind), job_id, queue or "cpu", task_id, start_worker=False, runtime=runtime)
 
 
 def _message_task_id(raw: bytes, *, unacked: bool) -> str | None:
@@ -60,10 +60,6 @@ def broker_task_ids(settings: Settings) -> set[str] | None:
     broker is not Redis. Raises when Redis is unreachable."""
     if settings.embedded or not str(settings.redis_url or "").startswith(("redis://", "rediss://", "unix://")):
         return None
-    import redis
-
-    from worker.queue.app import celery_config
-
     queues = [q.name for q in celery_config(settings)["task_queues"]]
     client = redis.Redis.from_url(str(settings.redis_url), socket_timeout=10, socket_connect_timeout=5)
     try:
@@ -94,15 +90,13 @@ def _requeue_expired(runtime: Runtime, lease_s: float) -> list[int]:
             session.commit()
         if not won:
             continue
-        _send(runtime, kind, job_id, queue, task_id)
+        send(job_id, queue or queue_for(kind), task_id, runtime=runtime)
         log.warning("watchdog: job %s lost its worker; re-enqueued on %s", job_id, queue)
         requeued.append(job_id)
     return requeued
 
 
 def _resend_lost(runtime: Runtime) -> list[int]:
-    from worker.queue.submit import sent_in_this_process
-
     settings = runtime.settings
     grace_s = lease.queued_grace_seconds()
     with runtime.sessions() as session:
@@ -128,7 +122,7 @@ def _resend_lost(runtime: Runtime) -> list[int]:
             queue = session.get(Job, job_id).queue if won else None  # type: ignore[union-attr]
             session.commit()
         if won:
-            _send(runtime, kind, job_id, queue, new_id)
+            send(job_id, queue or queue_for(kind), new_id, runtime=runtime)
             log.warning("watchdog: queued job %s had no message in the broker; sent it again", job_id)
             resent.append(job_id)
     return resent
@@ -146,8 +140,6 @@ def _loop(interval_s: float, runtime: Runtime) -> None:
     """Sweep every ``interval_s`` seconds while ``runtime`` is the process's runtime (a process
     that configures another one, as tests do, ends this watchdog: it never acts on another
     database)."""
-    from worker import runtime as runtime_module
-
     while True:
         if runtime_module._runtime is not runtime:
             log.info("watchdog: the runtime changed; stopping")
