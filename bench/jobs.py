@@ -2,10 +2,10 @@
 
 End to end = an ``infer`` job submitted through the queue to a real ``camlabel worker`` process
 (Redis + PostgreSQL when reachable, else the embedded worker on SQLite), which reads the images
-from blob storage, runs the model, writes maps (float16 + heatmap PNG), boxes and progress per
+from blob storage, runs the model, writes maps (float16 ``.npy``), boxes and progress per
 chunk; timed from ``submit`` until the job row says ``succeeded``. Pipeline alone = the same
 model (``camcore.pipeline.Localizer``: parallel decoding, forward + CAM, boxes, the float16 map
-and overlay PNG of each map) over the same image files, in this process. The worker is warmed
+bytes of each map) over the same image files, in this process. The worker is warmed
 first (one small job) so both sides have the model loaded.
 
     .venv/bin/python bench/jobs.py [--images 96] [--model imagenet] [--chunk 64]
@@ -162,8 +162,8 @@ def main() -> None:
         assert warmed.status is JobStatus.succeeded, warmed.error
 
         # camcore pipeline alone, same model and images: decode (parallel, reduced-scale JPEG
-        # decoding as the job does), forward + CAM, boxes, and the float16 map + overlay PNG the job stores
-        from camcore.concept_maps import encode_map, overlay_size, render_heatmap_png
+        # decoding as the job does), forward + CAM, boxes, and the float16 map bytes the job stores
+        from camcore.concept_maps import encode_map
         from camcore.pipeline import BoxParams, Localizer
         from worker.models_cache import load_model
         from worker.store.models import ModelVersion
@@ -181,7 +181,6 @@ def main() -> None:
                 for r in localizer.localize(images, None, top_k=1):  # type: ignore[arg-type]
                     for m in r.maps.values():
                         encode_map(m)
-                        render_heatmap_png(m, overlay_size(r.image_size), opacity=1.0)
             return time.perf_counter() - start, time.process_time() - cpu
 
         def job_end_to_end() -> tuple[float, float]:
