@@ -4,8 +4,8 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-21 05:50:13.699798
 
-The whole schema of issue 4 (models in worker/store/models). Later areas add revisions
-0002_worker, 0003_web, 0004_formats, 0005_quality on top.
+The schema as first released (models in worker/store/models); later revisions, one per schema
+change, build on it.
 """
 
 from __future__ import annotations

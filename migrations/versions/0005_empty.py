@@ -1,13 +1,13 @@
-"""Schema changes owned by the quality area (empty until that area needs one).
+"""An empty revision: no schema change.
+
+Databases created by earlier releases record it in their revision chain, so it stays (Alembic
+must find every revision a database names); each schema change gets a revision file of its own.
 
 Revision ID: 0005
 Revises: 0004
 """
 
 from __future__ import annotations
-
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
 
 revision: str = "0005"
 down_revision: str | None = "0004"
