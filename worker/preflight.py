@@ -5,12 +5,14 @@ at once (HTTP 400 in the web app) instead of starting and failing inside the wor
 (a ``ValueError`` naming the field at fault, when one is) for:
 
 - train: an unknown architecture (the choices are ``camcore.models.ARCHITECTURES``), a
-  collection with no usable image, or no image with a tag (``epochs`` bounds are
-  ``camcore.limits``', checked by ``worker.queue.submit.submit``);
+  collection with no usable image, or no image with a tag;
 - infer: a collection with no usable image, a model version that does not exist, or no model
   trained on the collection when none is named;
-- evaluate: a collection without ground truth, an unknown ``box_status``;
+- evaluate: a collection without ground truth;
 - calibrate: a model version that does not exist.
+
+``params`` are a job's checked parameters (:mod:`worker.jobs.params` checks their shapes, types
+and ranges first).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
+from worker.jobs.params import TrainParams
 from worker.store.models import Box, BoxSource, Image, ImageStatus, ImageTag, JobKind, ModelVersion
 
-DEFAULT_ARCH = "efficientnet_lite0"
-EVALUATE_BOX_STATUSES = ("all", "accepted", "reviewed")
+#: The architecture a train job uses when none is named.
+DEFAULT_ARCH = TrainParams.arch
 
 
 class JobRefused(ValueError):
@@ -83,9 +86,6 @@ def check_job(session: Session, *, kind: JobKind | str, collection_id: int, para
             raise JobRefused("the collection has no images to run the model on; upload some first")
         _check_model(session, collection_id, params, required=True)
     elif kind == JobKind.evaluate:
-        status = params.get("box_status") or "all"
-        if status not in EVALUATE_BOX_STATUSES:
-            raise JobRefused(f"box_status must be one of {list(EVALUATE_BOX_STATUSES)}, not {str(status)[:40]!r}", "box_status")
         has_gt = session.scalar(select(exists().where(Box.image_id == Image.id, Image.collection_id == collection_id,
                                                       Box.source == BoxSource.ground_truth)))
         if not has_gt:

@@ -24,7 +24,7 @@ def test_clear_errors_with_exit_1(run, tmp_path: Path) -> None:  # type: ignore[
     assert "neither a folder nor a .zip" in run("import", "c", str(tmp_path / "file.txt"), code=1).output
     assert "job 999 does not exist" in run("jobs", "cancel", "999", code=1).output
     assert "REDIS_URL is not set" in run("worker", code=1).output
-    assert "--model must be" in run("infer", "c", "--model", "resnet!", code=1).output
+    assert "model_version_id must be" in run("infer", "c", "--model", "resnet!", code=1).output
 
 
 def test_import_train_infer_export_in_process(run, photos: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -49,7 +49,7 @@ def test_import_train_infer_export_in_process(run, photos: Path, tmp_path: Path)
     run("export", "rk", "--format", "yolo", "--status", "all", "--include-unreviewed", "--val-fraction", "0.25", "--seed", "1", "-o", str(yolo))
     assert (yolo / "data.yaml").is_file() and len(list((yolo / "labels").rglob("*.txt"))) == 8
     assert len(list((yolo / "labels" / "val").glob("*.txt"))) == 2
-    assert "is for yolo and voc" in run("export", "rk", "--format", "coco", "--val-fraction", "0.5", "-o", str(out), code=2).output
+    assert "is for yolo and voc" in run("export", "rk", "--format", "coco", "--val-fraction", "0.5", "-o", str(out), code=1).output
 
     jobs = json.loads(run("jobs", "rk", "--json").output)
     assert [j["kind"] for j in jobs] == ["import", "train", "infer", "export", "export", "export"]

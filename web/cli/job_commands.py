@@ -15,6 +15,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from sqlalchemy import select
 from web.cli.failures import reported
 from web.services.collections import collection_by_name, create_collection, image_counts
 from web.services.errors import NotFound
-from web.services.jobs import TRAIN_MODES, model_ref, submit_job
-from worker.formats import BOX_STATUSES, EXPORT_FORMATS, SPLIT_FORMATS, save_export
+from web.services.jobs import submit_job
+from worker.formats import BOX_STATUSES, EXPORT_FORMATS, save_export
+from worker.jobs.params import EVALUATE_BOX_STATUSES, TRAIN_MODES
 
 POLL_S = 0.5
 #: Backoff between reads of a job while the database is unreachable: first and longest wait, seconds.
@@ -47,8 +49,9 @@ def _collection_id(session: Any, name: str) -> int:
         raise click.ClickException(f"no collection named {name!r}; create it with: camlabel collections create {name!r}") from None
 
 
-def _submit(kind: str, name: str, params: dict[str, Any]) -> tuple[int, bool]:
-    """Create the job through the same service as the web (``web.services.jobs.submit_job``),
+def _submit(kind: str, name: str, params: Mapping[str, Any]) -> tuple[int, bool]:
+    """Create the job through the same service as the web (``web.services.jobs.submit_job``: the
+    same parameter checks and error text; a ``None`` option is the parameter's default),
     without its preflight: a job that cannot run is recorded and fails with its reason, as
     scripts reading ``camlabel jobs`` expect. Returns ``(job id, inline)`` (inline: embedded
     mode, run it here)."""
@@ -249,12 +252,7 @@ def import_command(name: str, path: Path, manifest: Path | None, wait: bool) -> 
 @click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
 def train_command(name: str, arch: str, mode: str, epochs: int | None, input_size: int | None, wait: bool) -> None:
     """Train a GAP classifier on collection NAME's tags (a new model version)."""
-    params: dict[str, Any] = {"arch": arch, "mode": mode}
-    if epochs is not None:
-        params["epochs"] = epochs
-    if input_size is not None:
-        params["input_size"] = input_size
-    job_id, inline = _submit("train", name, params)
+    job_id, inline = _submit("train", name, {"arch": arch, "mode": mode, "epochs": epochs, "input_size": input_size})
     job = _run_and_wait(job_id, inline=inline, wait=wait)
     if job is not None:
         click.echo(f"model version {job.result['model_version_id']}")
@@ -267,15 +265,7 @@ def train_command(name: str, arch: str, mode: str, epochs: int | None, input_siz
 @click.option("--wait", is_flag=True, help="Wait with a progress bar; exit 1 if the job fails.")
 def infer_command(name: str, model: str | None, top_k: int, wait: bool) -> None:
     """Propose boxes and concept maps for every image of collection NAME."""
-    if top_k < 1:
-        raise click.ClickException("--top-k must be >= 1")
-    if model is not None and not model.isdigit() and not model.lower().startswith("imagenet"):
-        raise click.ClickException(f"--model must be a model version id or 'imagenet', got {model!r}")
-    params: dict[str, Any] = {"top_k": top_k}
-    if model is not None:
-        with reported():
-            params["model_version_id"] = model_ref(model)
-    job_id, inline = _submit("infer", name, params)
+    job_id, inline = _submit("infer", name, {"top_k": top_k, "model_version_id": model})
     job = _run_and_wait(job_id, inline=inline, wait=wait)
     if job is not None:
         r = job.result or {}
@@ -296,8 +286,6 @@ def infer_command(name: str, model: str | None, top_k: int, wait: bool) -> None:
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="Seed of the train/val draw.")
 def export_command(name: str, fmt: str, status: str, output: Path, include_unreviewed: bool, val_fraction: float, seed: int) -> None:
     """Export collection NAME's boxes as COCO, COCO results, YOLO or Pascal VOC."""
-    if val_fraction and fmt not in SPLIT_FORMATS:
-        raise click.BadParameter("a train/val split is for yolo and voc exports", param_hint="--val-fraction")
     params: dict[str, Any] = {"format": fmt, "status": status, "include_unreviewed": include_unreviewed}
     if val_fraction:
         params.update(val_fraction=val_fraction, seed=seed)
@@ -311,16 +299,13 @@ def export_command(name: str, fmt: str, status: str, output: Path, include_unrev
 
 @click.command("evaluate")
 @click.argument("name")
-@click.option("--status", "box_status", type=click.Choice(["all", "accepted", "reviewed"]), default="all", show_default=True,
+@click.option("--status", "box_status", type=click.Choice(EVALUATE_BOX_STATUSES), default="all", show_default=True,
               help="all proposals, accepted boxes, or reviewed (accepted boxes on the reviewed images only).")
 @click.option("--model", "model_version_id", type=int, default=None, help="Only this model version's boxes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(name: str, box_status: str, model_version_id: int | None, as_json: bool) -> None:
     """Score collection NAME's boxes against its ground truth (CorLoc@0.5, MaxBoxAccV2, AP50, AP)."""
-    params: dict[str, Any] = {"box_status": box_status}
-    if model_version_id is not None:
-        params["model_version_id"] = model_version_id
-    job_id, inline = _submit("evaluate", name, params)
+    job_id, inline = _submit("evaluate", name, {"box_status": box_status, "model_version_id": model_version_id})
     job = _run_and_wait(job_id, inline=inline, wait=True, quiet=True)
     metrics = job.result["metrics"]
     if as_json:
@@ -404,10 +389,7 @@ def calibrate_command(name: str, model_version_id: int | None, wait: bool, previ
     """Learn from NAME's accepted/corrected boxes (20 reviewed images in total is a good start): the
     collection's threshold rule, per-class rules and box corrections, the box scores; then recompute
     the proposals of unreviewed images from the stored maps (no model pass)."""
-    params: dict[str, Any] = {} if model_version_id is None else {"model_version_id": model_version_id}
-    if preview:
-        params["preview"] = True
-    job_id, inline = _submit("calibrate", name, params)
+    job_id, inline = _submit("calibrate", name, {"model_version_id": model_version_id, "preview": preview})
     job = _run_and_wait(job_id, inline=inline, wait=wait or preview)
     if job is not None:
         r = job.result or {}

@@ -13,30 +13,29 @@ from sqlalchemy.orm import Session
 
 from web.services.collections import get_collection
 from web.services.errors import Invalid, NotFound, Unavailable
-from web.services.exports import export_params
-from web.validation import parse_int
+from worker.jobs.params import ParamError, parse_params
 from worker.preflight import JobRefused, check_job
 from worker.queue.submit import JobQueueError, request_cancel, submit
 from worker.store.models import Job, JobKind
 
 JOB_KINDS_FROM_UI = ("train", "infer", "export", "evaluate", "calibrate")
-IMAGENET_ARCHS = ("efficientnet_lite0", "resnet18", "resnet50")  # the built-in ImageNet classifiers
-TRAIN_MODES = ("linear", "finetune")
 
 
-def submit_job(session: Session, *, kind: str, collection_id: int, params: dict[str, Any], user_id: int | None,
+def submit_job(session: Session, *, kind: str, collection_id: int, params: Mapping[str, Any], user_id: int | None,
                inline: bool = False, preflight: bool = True) -> Job:
     """Check, record and enqueue a job (``inline``: record it only, the caller runs it in-process).
 
-    ``Invalid`` for an unknown kind, a job that cannot run (``cannot_run``, with the ``field`` at
-    fault; checked only with ``preflight``: the CLI records such a job, which then fails with its
-    reason in the job list) or parameters the worker refuses; ``Unavailable`` when the broker
-    refused the message (the job stays queued and the watchdog sends it again)."""
+    ``Invalid`` for an unknown kind, a parameter the kind's parameter class refuses
+    (``bad_value``, :func:`job_params_from`), a job that cannot run (``cannot_run``, with the
+    ``field`` at fault; checked only with ``preflight``: the CLI records such a job, which then
+    fails with its reason in the job list); ``Unavailable`` when the broker refused the message
+    (the job stays queued and the watchdog sends it again)."""
     get_collection(session, collection_id)
     try:
         job_kind = JobKind(kind)
     except ValueError as exc:
         raise Invalid("bad_kind", f"job kind must be one of {[k.value for k in JobKind]}, not {kind!r}") from exc
+    params = job_params_from(job_kind, params)
     if preflight:
         try:
             check_job(session, kind=job_kind, collection_id=collection_id, params=params)
@@ -64,43 +63,11 @@ def cancel_job(session: Session, job_id: int) -> Job:
     return request_cancel(session, job_id)
 
 
-def job_params_from(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated parameters of a job started from a form or JSON body (``Invalid`` naming the field)."""
-    params: dict[str, Any] = {}
-    if kind == "train":
-        if data.get("arch"):
-            params["arch"] = str(data.get("arch"))
-        if data.get("mode"):
-            if data.get("mode") not in TRAIN_MODES:
-                raise Invalid("bad_mode", "mode must be linear or finetune")
-            params["mode"] = data.get("mode")
-        if data.get("epochs") not in (None, ""):
-            params["epochs"] = parse_int(data.get("epochs"), "epochs")
-    elif kind == "infer":
-        if data.get("model_version_id") not in (None, ""):
-            params["model_version_id"] = model_ref(data.get("model_version_id"))
-    elif kind == "export":
-        params.update(export_params(data))
-    elif kind == "evaluate":
-        params["box_status"] = data.get("box_status") or "all"
-    elif kind == "calibrate":
-        if data.get("model_version_id") not in (None, ""):
-            params["model_version_id"] = parse_int(data.get("model_version_id"), "model_version_id")
-        if data.get("preview") not in (None, "", False, "0", "false"):
-            if data.get("preview") not in (True, "1", "true", "on"):
-                raise Invalid("bad_field", "preview must be true or false", field="preview")
-            params["preview"] = True
-    return params
-
-
-def model_ref(value: Any) -> int | str:
-    """An infer job's model: a model version id, or ``imagenet`` / ``imagenet:<arch>`` (the API's
-    ``model_version_id`` and the CLI's ``--model``), lower-cased."""
-    if isinstance(value, str) and value.strip().lower().startswith("imagenet"):
-        ref = value.strip().lower()
-        arch = ref.split(":", 1)[1] if ":" in ref else IMAGENET_ARCHS[0]
-        if ref not in ("imagenet", f"imagenet:{arch}") or arch not in IMAGENET_ARCHS:
-            raise Invalid("bad_value", f"model_version_id: 'imagenet' or 'imagenet:<arch>' with arch one of {list(IMAGENET_ARCHS)}",
-                          field="model_version_id")
-        return ref
-    return parse_int(value, "model_version_id")
+def job_params_from(kind: JobKind | str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Job parameters from a form, query string or JSON body, checked by the kind's parameter
+    class (:mod:`worker.jobs.params`, which the worker reads them with): their stored form, or
+    ``Invalid`` naming the field."""
+    try:
+        return parse_params(kind, data).to_dict()
+    except ParamError as exc:
+        raise Invalid("bad_value", str(exc), field=exc.field) from exc

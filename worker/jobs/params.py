@@ -12,13 +12,12 @@ checked by :mod:`worker.preflight`; these classes check shapes, types and ranges
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self
 
 from camcore.limits import MAX_EPOCHS, check_epochs
-from worker.formats.export import EXPORT_FORMATS, SOURCES
+from worker.formats.export import EXPORT_FORMATS, SOURCES, SPLIT_FORMATS
 from worker.formats.selection import BOX_STATUSES as EXPORT_BOX_STATUSES
 from worker.store.models import JobKind
 
@@ -28,6 +27,8 @@ __all__ = [
 ]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Largest train/val draw seed of an export.
+MAX_SEED = 2**31 - 1
 #: Train modes: a linear probe on frozen features, or fine-tuning the whole network.
 TRAIN_MODES: tuple[str, ...] = tuple(MAX_EPOCHS)
 #: Which boxes an evaluate job scores: all proposals, accepted boxes, accepted boxes on reviewed images.
@@ -70,19 +71,19 @@ def _int(d: Mapping[str, Any], name: str, default: int | None = None, *, minimum
     return value
 
 
-def _float(d: Mapping[str, Any], name: str, default: float, *, minimum: float, maximum: float) -> float:
-    """``d[name]`` as a finite float in ``[minimum, maximum]`` (text allowed), or ``default`` when absent."""
+def _fraction(d: Mapping[str, Any], name: str) -> float | None:
+    """``d[name]`` as a finite float in ``[0, 1)`` (text allowed), or ``None`` when absent."""
     if _absent(d, name):
-        return default
+        return None
     raw = d[name]
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        raise ParamError(name, f"must be a number, not {_show(raw)}")
+        raise ParamError(name, f"must be a number in [0, 1), not {_show(raw)}")
     try:
         value = float(raw)
     except ValueError:
-        raise ParamError(name, f"must be a number, not {_show(raw)}") from None
-    if not math.isfinite(value) or not minimum <= value <= maximum:
-        raise ParamError(name, f"must be between {minimum} and {maximum}, not {_show(raw)}")
+        raise ParamError(name, f"must be a number in [0, 1), not {_show(raw)}") from None
+    if not 0 <= value < 1:
+        raise ParamError(name, f"must be in [0, 1), not {_show(raw)}")
     return value
 
 
@@ -93,7 +94,7 @@ def _bool(d: Mapping[str, Any], name: str) -> bool:
         return bool(raw)
     if isinstance(raw, str) and raw.strip().lower() in _TRUE + _FALSE:
         return raw.strip().lower() in _TRUE
-    raise ParamError(name, "must be true or false")
+    raise ParamError(name, f"must be true or false, not {_show(raw)}")
 
 
 def _str(d: Mapping[str, Any], name: str, default: str | None = None, *, choices: tuple[str, ...] | None = None) -> str | None:
@@ -216,7 +217,7 @@ class InferParams(JobParams):
 class ExportParams(JobParams):
     """``format`` (``worker.formats.export.EXPORT_FORMATS``), ``status`` (accepted boxes or all),
     ``source`` (predictions or ground truth), ``model_version_id``, ``include_unreviewed``, and for
-    split formats ``val_fraction`` (0..1) with its ``seed``."""
+    split formats (yolo, voc) ``val_fraction`` (``[0, 1)``) with its ``seed`` (``0..MAX_SEED``)."""
 
     kind: ClassVar[JobKind] = JobKind.export
     format: str = "coco"
@@ -229,11 +230,14 @@ class ExportParams(JobParams):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Self:
-        fraction = None if _absent(d, "val_fraction") else _float(d, "val_fraction", 0.0, minimum=0.0, maximum=1.0)
-        return cls(format=_str(d, "format", cls.format, choices=EXPORT_FORMATS) or cls.format,
-                   status=_str(d, "status", cls.status, choices=EXPORT_BOX_STATUSES) or cls.status,
+        fmt = _str(d, "format", cls.format, choices=EXPORT_FORMATS) or cls.format
+        fraction = _fraction(d, "val_fraction")
+        if fraction and fmt not in SPLIT_FORMATS:
+            raise ParamError("val_fraction", f"(a train/val split) is for {' and '.join(SPLIT_FORMATS)} exports, not {fmt}")
+        return cls(format=fmt, status=_str(d, "status", cls.status, choices=EXPORT_BOX_STATUSES) or cls.status,
                    source=_str(d, "source", choices=SOURCES), model_version_id=_int(d, "model_version_id", minimum=1),
-                   include_unreviewed=_bool(d, "include_unreviewed"), val_fraction=fraction, seed=_int(d, "seed"))
+                   include_unreviewed=_bool(d, "include_unreviewed"), val_fraction=fraction,
+                   seed=_int(d, "seed", minimum=0, maximum=MAX_SEED))
 
 
 @dataclass(frozen=True)
