@@ -295,9 +295,9 @@ def fit_objectness(
     Returns:
         :class:`ObjectnessStats`; store ``stats.to_dict()`` in ``spec.extra["objectness"]``.
     """
-    from camcore.images import ImageLoadError, load_images
     from camcore.inference import example_batch, prepare_for_inference
-    from camcore.pipeline import Normalizer, preprocess
+    from camcore.pipeline import Normalizer
+    from camcore.streaming import loader_kind, stream_batches
 
     if len(images) != len(tags):
         raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
@@ -306,14 +306,15 @@ def fit_objectness(
     # forward passes only: the BN-folded inference copy (the same function, faster)
     net, _report = prepare_for_inference(model.to(dev).eval(), normalize(example_batch(spec.input_size)))
     acc: DdtAccumulator | None = None
+    # the streaming loader of the infer path (camcore.streaming): loader processes decode ahead on CUDA
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcore-objectness") as pool:
-        for start in range(0, len(images), batch_size):
-            chunk = load_images(images[start : start + batch_size], min_size=spec.input_size, executor=pool)
-            bad = next((item for item in chunk if isinstance(item, ImageLoadError)), None)
-            if bad is not None:
-                raise bad
+        for batch in stream_batches(images, spec.input_size, batch_size, kind=loader_kind(dev), executor=pool,
+                                    pin_memory=dev.type == "cuda"):
+            if batch.failures:
+                raise batch.failures[0][1]
+            start = batch.start
             chunk_tags = [list(t) for t in tags[start : start + batch_size]]
-            x = normalize(preprocess(chunk, spec.input_size, executor=pool))  # type: ignore[arg-type]
+            x = normalize(batch.pixels)
             with capture_descriptors(net) as cap:
                 feats = net.features(x)
             desc = cap.get("features", feats)
