@@ -83,9 +83,9 @@
   thumbs.forEach(function (t, index) {
     const box = t.querySelector("input.pick");
     box.addEventListener("click", function (event) {
-      event.preventDefault();  // render() sets the box from the selection
+      // not cancelled: the browser keeps the state render() gives every box (a cancelled click
+      // would put this box back after the handler, out of step with the selection)
       toggleAt(index, event.shiftKey);
-      setTimeout(function () { box.checked = selected.has(Number(t.dataset.imageId)); });
     });
     t.querySelector("a.open").addEventListener("click", function (event) {
       if (!(event.shiftKey || event.ctrlKey || event.metaKey)) return;  // a plain click opens the image
