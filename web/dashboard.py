@@ -8,25 +8,27 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
-from web.auth import admin_required, authenticate, create_token, create_user, finish_session, set_password, start_session
+from web.auth import admin_required, authenticate, create_token, finish_session, start_session
 from web.db import blobs, db, runtime
 from web.job_text import job_count
 from web.limits import large_body
 from web.validation import parse_float, parse_int
 from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
 from web.throttle import client_address, login_throttle
-from web.services.collections import collection_overview, create_collection, delete_collection, get_collection, image_counts
-from web.services.errors import Invalid, ServiceError
+from web.services.accounts import add_user, all_users, change_password, revoke_token, tokens_of
+from web.services.collections import (
+    collection_overview, create_collection, delete_collection, get_collection, image_counts, newest_collections,
+)
+from web.services.errors import Forbidden, Invalid, ServiceError
 from web.services.ground_truth import import_ground_truth_upload, report_issues, report_summary
-from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, job_params_from, submit_job
+from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, submit_job
 from web.services.review import bulk_accept
 from web.services.uploads import import_upload
 from worker.formats import EXPORT_FORMATS
 from worker.preflight import DEFAULT_ARCH, architectures
 from worker.store.blobs import BlobKeyError
-from worker.store.models import ApiToken, Category, Collection, User
+from worker.store.models import Category
 
 bp = Blueprint("dashboard", __name__)
 LISTED_COLLECTIONS = 200
@@ -81,7 +83,7 @@ def logout() -> Response:
 @bp.get("/")
 def index() -> str:
     session = db()
-    collections = list(session.scalars(select(Collection).order_by(Collection.id.desc()).limit(LISTED_COLLECTIONS)))
+    collections = newest_collections(session, LISTED_COLLECTIONS)
     return render_template("index.html", collections=collections, counts=image_counts(session, [c.id for c in collections]))
 
 
@@ -126,7 +128,7 @@ def start_job_page(collection_id: int) -> Response:
     try:
         if kind not in JOB_KINDS_FROM_UI:
             raise Invalid("bad_kind", f"unknown job kind {kind!r}")
-        job = submit_job(db(), kind=kind, collection_id=collection_id, params=job_params_from(kind, request.form), user_id=current_user.id)
+        job = submit_job(db(), kind=kind, collection_id=collection_id, params=request.form, user_id=current_user.id)
     except ServiceError as exc:
         _flash_error(exc)
         return redirect(url_for("dashboard.collection", collection_id=collection_id))
@@ -194,8 +196,7 @@ def ground_truth_page(collection_id: int) -> Response:
 # -- accounts --------------------------------------------------------------------------------
 @bp.get("/account")
 def account() -> str:
-    tokens = list(db().scalars(select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id)))
-    return render_template("account.html", tokens=tokens, new_token=None)
+    return render_template("account.html", tokens=tokens_of(db(), current_user.id), new_token=None)
 
 
 @bp.post("/account/tokens")
@@ -203,39 +204,27 @@ def create_token_page() -> str:
     session = db()
     _row, secret = create_token(session, current_user.id, (request.form.get("name") or "")[:200] or None)
     session.commit()
-    tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.id)))
-    return render_template("account.html", tokens=tokens, new_token=secret)
+    return render_template("account.html", tokens=tokens_of(session, current_user.id), new_token=secret)
 
 
 @bp.post("/account/password")
 def change_password_page() -> Response:
     """Change your password; every session of the account ends, so log in again with the new one."""
-    session = db()
-    user = session.get(User, current_user.id)
-    if user is None or authenticate(session, user.email, request.form.get("current_password", "")) is None:
+    try:
+        change_password(db(), current_user.id, request.form.get("current_password", ""), request.form.get("new_password", ""))
+    except Forbidden:
         flash("The current password is wrong.", "error")
         return redirect(url_for("dashboard.account"))
-    try:
-        set_password(session, user, request.form.get("new_password", ""))
-    except ValueError as exc:
-        session.rollback()
-        flash(f"New password: {exc}.", "error")
+    except Invalid as exc:
+        flash(f"New password: {exc.reason}.", "error")
         return redirect(url_for("dashboard.account"))
-    session.commit()
     flash("Password changed; every session of this account was logged out. Log in with the new password.", "ok")
     return redirect(url_for("dashboard.login"))
 
 
 @bp.post("/account/tokens/<int:token_id>/revoke")
 def revoke_token_page(token_id: int) -> Response:
-    from datetime import datetime, timezone
-
-    session = db()
-    row = session.get(ApiToken, token_id)
-    if row is None or row.user_id != current_user.id:
-        abort(404)
-    row.revoked_at = datetime.now(timezone.utc)
-    session.commit()
+    revoke_token(db(), token_id, user_id=current_user.id)
     flash("Token revoked.", "ok")
     return redirect(url_for("dashboard.account"))
 
@@ -246,14 +235,12 @@ def users() -> Response | str:
     session = db()
     if request.method == "POST":
         try:
-            create_user(session, request.form.get("email", ""), request.form.get("password", ""), admin=request.form.get("admin") == "on")
-            session.commit()
+            add_user(session, request.form.get("email", ""), request.form.get("password", ""), admin=request.form.get("admin") == "on")
             flash("User created.", "ok")
-        except ValueError as exc:
-            session.rollback()
-            flash(str(exc), "error")
+        except Invalid as exc:
+            flash(exc.message, "error")
         return redirect(url_for("dashboard.users"))
-    return render_template("users.html", users=list(session.scalars(select(User).order_by(User.id))))
+    return render_template("users.html", users=all_users(session))
 
 
 # -- stored files --------------------------------------------------------------------------------

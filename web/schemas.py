@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from web.public import public_params, public_text
-from worker.store.models import Box, BoxSource, Collection, Evaluation, Image, Job, JobKind, ModelVersion, ReviewStatus
+from worker.store.models import ApiToken, Box, BoxSource, Collection, Evaluation, Image, Job, JobKind, ModelVersion, ReviewStatus, Role, User
 
 MAX_LISTED_CLASS_NAMES = 50
 
@@ -79,3 +79,14 @@ def model_version_json(version: ModelVersion) -> dict[str, Any]:
     return {"id": version.id, "name": version.name, "arch": version.arch, "collection_id": version.collection_id,
             "class_names": version.class_names[:MAX_LISTED_CLASS_NAMES], "n_classes": len(version.class_names),
             "metrics": version.metrics}
+
+
+def user_json(user: User) -> dict[str, Any]:
+    """``{"id", "email", "role", "active"}``."""
+    return {"id": user.id, "email": user.email, "role": Role(user.role).value, "active": user.active}
+
+
+def token_json(token: ApiToken) -> dict[str, Any]:
+    """An API token without its secret: ``{"id", "prefix", "name", "revoked", "created_at"}``."""
+    return {"id": token.id, "prefix": token.prefix, "name": token.name, "revoked": token.revoked_at is not None,
+            "created_at": iso(token.created_at)}

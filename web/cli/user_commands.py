@@ -6,7 +6,9 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from web.auth import create_token, create_user, set_password
+from web.auth import create_token, set_password
+from web.cli.failures import reported
+from web.services.accounts import add_user
 
 
 def _sessions():  # type: ignore[no-untyped-def]
@@ -25,14 +27,9 @@ def users() -> None:
 @with_appcontext
 def users_create(email: str, password: str, admin: bool) -> None:
     """Create an account EMAIL (role reviewer unless --admin)."""
-    from worker.store.db import session_scope
-
-    try:
-        with session_scope(_sessions()) as session:
-            user = create_user(session, email, password, admin=admin)
-            user_id, role = user.id, user.role
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _sessions()() as session, reported():
+        user = add_user(session, email, password, admin=admin)  # the same rules as the dashboard and the API
+        user_id, role = user.id, user.role
     click.echo(f"created user {user_id} {email.strip().lower()} ({getattr(role, 'value', role)})")
 
 

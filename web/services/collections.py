@@ -62,6 +62,11 @@ def delete_collection(session: Session, blobs: LocalBlobStore, collection_id: in
     session.commit()
 
 
+def newest_collections(session: Session, limit: int) -> list[Collection]:
+    """The ``limit`` newest collections, newest first."""
+    return list(session.scalars(select(Collection).order_by(Collection.id.desc()).limit(limit)))
+
+
 def image_counts(session: Session, collection_ids: list[int] | None = None) -> dict[int, int]:
     """``{collection id: number of images}`` for ``collection_ids`` (every collection when ``None``;
     collections without images are absent)."""

@@ -18,6 +18,14 @@ class ServiceError(Exception):
         self.message = message
         self.extra = extra
 
+    @property
+    def reason(self) -> str:
+        """``message`` without the ``<field>: `` it starts with when ``extra["field"]`` names one
+        (for a page or a command, where the field's name would only confuse)."""
+        field = self.extra.get("field")
+        prefix = f"{field}: " if isinstance(field, str) else ""
+        return self.message[len(prefix):] if prefix and self.message.startswith(prefix) else self.message
+
 
 class Invalid(ServiceError):
     """The input breaks a rule (a bad field, a job that cannot run, a box outside its image)."""
