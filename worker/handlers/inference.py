@@ -24,10 +24,10 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from worker.categories import ensure_categories
 from worker.queue.context import JobContext, JobFailed
 from worker.models_cache import builtin_imagenet_version, load_model
 from worker.store.bulk import replace_boxes, upsert_concept_maps
+from worker.store.collections_repo import get_or_create_categories
 from worker.store.models import Category, ConceptMap, Image, ImageStatus, ImageTag, ModelVersion
 
 def resolve_model_version(session: Any, collection_id: int, requested: Any) -> ModelVersion:
@@ -153,7 +153,7 @@ def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk
     state = {"cursor": cursor, "images_failed": int(ctx.state.get("images_failed", 0)) + len(chunk.failed),
              "boxes": int(ctx.state.get("boxes", 0)) + len(box_rows)}
     with ctx.chunk(done=done, state=state) as session:
-        category = ensure_categories(session, ctx.collection_id, {r["class"] for r in map_rows} | {r["class"] for r in box_rows})
+        category = get_or_create_categories(session, ctx.collection_id, sorted({r["class"] for r in map_rows} | {r["class"] for r in box_rows}))
         for image_id, reason in chunk.failed:
             session.execute(update(Image).where(Image.id == image_id).values(status=ImageStatus.failed, failure_reason=reason))
         clock.lap("categories")

@@ -37,7 +37,6 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from worker.categories import ensure_categories
 from worker.import_sources import Entry, ImportSourceError, Skipped, list_source
 from worker.jobs.params import ImportParams
 from worker.queue.context import JobContext, JobFailed
@@ -45,6 +44,7 @@ from worker.queue.lease import LeaseLost
 from worker.queue.transient import is_transient
 from worker.staging import remove_staging
 from worker.store.bulk import insert_image_tags, insert_images_detailed
+from worker.store.collections_repo import get_or_create_categories
 from worker.store.models import Image
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def _import(ctx: JobContext, params: ImportParams) -> dict[str, Any]:
         position += len(batch)
         with ctx.chunk(done=len(skipped) + position, state={}) as session:
             tag_names = {tag for entry, row in prepared if row["status"] == "ok" for tag in entry.tags}
-            category_ids = ensure_categories(session, collection_id, tag_names)
+            category_ids = get_or_create_categories(session, collection_id, sorted(tag_names))
             result = insert_images_detailed(session, [row for _entry, row in prepared])
             pairs = []
             for (entry, row), image_id, created in zip(prepared, result.ids, result.created):
