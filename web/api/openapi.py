@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from web.api import bp
+from worker.formats import BOX_STATUSES, EXPORT_FORMATS
 
 _ERR = {"$ref": "#/components/responses/Error"}
 _PAGE_PARAMS = [
@@ -45,9 +46,10 @@ ENDPOINTS: list[tuple[str, str, str, str, list[dict[str, Any]], Any, str]] = [
     ("get", "/collections/{collection_id}", "A collection with categories and image counts", "Collection", [], None, "200"),
     ("delete", "/collections/{collection_id}", "Delete a collection (admin)", None, [], None, "204"),
     ("post", "/collections/{collection_id}/uploads", "Upload images or a .zip (optional tag, CSV manifest) and start an import job", "Upload", [], "multipart", "202"),
-    ("get", "/collections/{collection_id}/export", "Download an export (format coco|coco-results|yolo|voc, status accepted|all)", "ExportFile",
-     [{"name": "format", "in": "query", "schema": {"type": "string", "default": "coco"}},
-      {"name": "status", "in": "query", "schema": {"type": "string", "default": "accepted"}},
+    ("get", "/collections/{collection_id}/export",
+     f"Download an export (format {'|'.join(EXPORT_FORMATS)}, status {'|'.join(BOX_STATUSES)})", "ExportFile",
+     [{"name": "format", "in": "query", "schema": {"type": "string", "enum": list(EXPORT_FORMATS), "default": "coco"}},
+      {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(BOX_STATUSES), "default": "accepted"}},
       {"name": "include_unreviewed", "in": "query", "schema": {"type": "boolean", "default": False},
        "description": "also images nobody reviewed (by default only reviewed images are exported)"},
       {"name": "val_fraction", "in": "query", "schema": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0},

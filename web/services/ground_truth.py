@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 from web.services.collections import get_collection
 from web.services.errors import Invalid
 from web.services.uploads import UploadedFileLike
-from worker.formats import IMPORT_FORMATS, FormatError, GtImportReport, import_ground_truth
+from worker.formats import IMPORT_FORMATS, IMPORT_SUFFIXES, FormatError, GtImportReport, import_ground_truth
 
-SUFFIXES = {"coco": (".json", ".zip"), "voc": (".zip", ".xml"), "yolo": (".zip",)}
 MAX_LISTED = 20
 
 
@@ -33,8 +32,8 @@ def import_ground_truth_upload(session: Session, data_dir: Path, collection_id: 
     if upload is None or not upload.filename:
         raise Invalid("no_file", "choose the ground-truth file to upload", field="file")
     suffix = Path(upload.filename).suffix.lower()
-    if suffix not in SUFFIXES[fmt]:
-        raise Invalid("bad_file", f"a {fmt} ground-truth upload is a {' or '.join(SUFFIXES[fmt])} file, not {suffix or 'a file without extension'!r}",
+    if suffix not in IMPORT_SUFFIXES[fmt]:
+        raise Invalid("bad_file", f"a {fmt} ground-truth upload is a {' or '.join(IMPORT_SUFFIXES[fmt])} file, not {suffix or 'a file without extension'!r}",
                       field="file")
     scratch = data_dir / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,9 @@ from worker.formats.readers import GtRecord, read_coco, read_voc, read_yolo, yol
 from worker.formats.selection import FormatError, load_collection
 from worker.store.models import Box, BoxSource, Category, ReviewStatus
 
-IMPORT_FORMATS = ("coco", "voc", "yolo")
+#: Ground-truth formats and the files an upload of each may be (a zip holds the format's folder layout).
+IMPORT_SUFFIXES: dict[str, tuple[str, ...]] = {"coco": (".json", ".zip"), "voc": (".zip", ".xml"), "yolo": (".zip",)}
+IMPORT_FORMATS = tuple(IMPORT_SUFFIXES)
 BATCH = 1000
 CLIP_NOTE_PX = 1.0
 
