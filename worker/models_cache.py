@@ -1,4 +1,5 @@
-"""Model versions as loaded models: the built-in ImageNet row on demand, and a small per-process cache."""
+"""Model versions: the one a job names (:func:`model_version_for`), the built-in ImageNet row on
+demand, and loaded models in a small per-process cache."""
 
 from __future__ import annotations
 
@@ -16,6 +17,39 @@ IMAGENET_PREFIX = "imagenet-"
 _CACHE_SIZE = 2
 _lock = threading.Lock()
 _cache: "OrderedDict[tuple[int, str], tuple[Any, Any]]" = OrderedDict()
+
+
+class ModelVersionMissing(LookupError):
+    """The model version a job names, or the newest trained on its collection, does not exist."""
+
+
+def is_builtin_ref(ref: object) -> bool:
+    """``ref`` names the built-in ImageNet classifier: ``imagenet`` or ``imagenet:<arch>``."""
+    return isinstance(ref, str) and ref.lower().startswith("imagenet")
+
+
+def model_version_for(session: Session, collection_id: int, ref: object) -> ModelVersion:
+    """The model version a job's ``model_version_id`` names: ``None`` (or ``""``) the newest
+    trained on the collection, ``imagenet`` / ``imagenet:<arch>`` the built-in classifier (its row
+    created on first use), else a model version id. :class:`ModelVersionMissing` when there is none."""
+    if ref in (None, ""):
+        found = session.scalars(select(ModelVersion).where(ModelVersion.collection_id == collection_id)
+                                .order_by(ModelVersion.id.desc())).first()
+        if found is None:
+            raise ModelVersionMissing("no model has been trained on this collection yet; train one first or choose a model "
+                                      "(e.g. the built-in 'imagenet' classifier)")
+        return found
+    if is_builtin_ref(ref):
+        text = str(ref)
+        return builtin_imagenet_version(session, arch=text.split(":", 1)[1]) if ":" in text else builtin_imagenet_version(session)
+    try:
+        version_id = int(ref)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ModelVersionMissing(f"model {ref!r} is neither a model version id nor 'imagenet'") from None
+    found_by_id = session.get(ModelVersion, version_id)
+    if found_by_id is None:
+        raise ModelVersionMissing(f"model version {version_id} does not exist")
+    return found_by_id
 
 
 def builtin_imagenet_version(session: Session, *, arch: str = "efficientnet_lite0") -> ModelVersion:

@@ -23,7 +23,8 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from worker.jobs.params import TrainParams
-from worker.store.models import Box, BoxSource, Image, ImageStatus, ImageTag, JobKind, ModelVersion
+from worker.models_cache import ModelVersionMissing, is_builtin_ref, model_version_for
+from worker.store.models import Box, BoxSource, Image, ImageStatus, ImageTag, JobKind
 
 #: The architecture a train job uses when none is named.
 DEFAULT_ARCH = TrainParams.arch
@@ -65,15 +66,12 @@ def _check_train(session: Session, collection_id: int, params: dict[str, Any]) -
 
 def _check_model(session: Session, collection_id: int, params: dict[str, Any], *, required: bool) -> None:
     ref = params.get("model_version_id")
-    if isinstance(ref, str) and ref.lower().startswith("imagenet"):
+    if is_builtin_ref(ref) or (ref in (None, "") and not required):  # the built-in row is the job's to create
         return
-    if ref in (None, ""):
-        if required and session.scalar(select(ModelVersion.id).where(ModelVersion.collection_id == collection_id).limit(1)) is None:
-            raise JobRefused("no model has been trained on this collection yet; train one first or choose a model "
-                             "(e.g. the built-in 'imagenet' classifier)", "model_version_id")
-        return
-    if session.get(ModelVersion, int(ref)) is None:
-        raise JobRefused(f"model version {ref} does not exist", "model_version_id")
+    try:
+        model_version_for(session, collection_id, ref)
+    except ModelVersionMissing as exc:
+        raise JobRefused(str(exc), "model_version_id") from exc
 
 
 def check_job(session: Session, *, kind: JobKind | str, collection_id: int, params: dict[str, Any]) -> None:

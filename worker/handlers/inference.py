@@ -24,32 +24,11 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from worker.models_cache import ModelVersionMissing, load_model, model_version_for
 from worker.queue.context import JobContext, JobFailed
-from worker.models_cache import builtin_imagenet_version, load_model
 from worker.store.bulk import replace_boxes, upsert_concept_maps
 from worker.store.collections_repo import get_or_create_categories
 from worker.store.models import Category, ConceptMap, Image, ImageStatus, ImageTag, ModelVersion
-
-def resolve_model_version(session: Any, collection_id: int, requested: Any) -> ModelVersion:
-    """The model version an infer job uses (see the module docstring); ``JobFailed`` if none."""
-    if requested in (None, ""):
-        found = session.scalars(select(ModelVersion).where(ModelVersion.collection_id == collection_id)
-                                .order_by(ModelVersion.id.desc())).first()
-        if found is None:
-            raise JobFailed("no model has been trained on this collection; train one first or choose a model "
-                            "(e.g. the built-in 'imagenet' classifier)")
-        return found
-    if isinstance(requested, str) and requested.lower().startswith("imagenet"):
-        arch = requested.split(":", 1)[1] if ":" in requested else "efficientnet_lite0"
-        return builtin_imagenet_version(session, arch=arch)
-    try:
-        version_id = int(requested)
-    except (TypeError, ValueError) as exc:
-        raise JobFailed(f"model {requested!r} is neither a model version id nor 'imagenet'") from exc
-    found = session.get(ModelVersion, version_id)
-    if found is None:
-        raise JobFailed(f"model version {version_id} does not exist")
-    return found
 
 
 def _box_params(ctx: JobContext, version: ModelVersion) -> Any:
@@ -200,7 +179,10 @@ def run_infer_job(ctx: JobContext) -> dict[str, Any]:
     if top_k < 1:
         raise JobFailed(f"top_k must be >= 1, got {top_k}")
     with ctx.session() as session:
-        version = resolve_model_version(session, collection_id, ctx.state.get("model_version_id", ctx.params.get("model_version_id")))
+        try:
+            version = model_version_for(session, collection_id, ctx.state.get("model_version_id", ctx.params.get("model_version_id")))
+        except ModelVersionMissing as exc:
+            raise JobFailed(str(exc)) from exc
         remaining = session.query(Image).filter(Image.collection_id == collection_id, Image.status == ImageStatus.ok,
                                                 Image.id > int(ctx.state.get("cursor", 0))).count()
         session.expunge(version)
