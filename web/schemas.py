@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from web.public import public_params, public_text
-from worker.store.models import ApiToken, Box, BoxSource, Collection, Evaluation, Image, Job, JobKind, ModelVersion, ReviewStatus, Role, User
+from worker.store.models import ApiToken, Box, BoxSource, Collection, ConceptMap, Evaluation, Image, Job, JobKind, ModelVersion, ReviewStatus, Role, User
 
 MAX_LISTED_CLASS_NAMES = 50
 
@@ -41,6 +41,13 @@ def image_json(image: Image) -> dict[str, Any]:
         "max_score": image.max_score, "url": f"/blobs/{image.storage_key}" if image.storage_key else None,
         "thumb_url": f"/blobs/{image.thumb_key or image.storage_key}" if (image.thumb_key or image.storage_key) else None,
     }
+
+
+def concept_map_json(cmap: ConceptMap) -> dict[str, Any]:
+    """A concept map row: ``map_url`` serves its values (``GET /api/v1/maps/<key>``); ``overlay_url``
+    a stored colour-mapped PNG where the row has one (``None`` otherwise: clients paint the values)."""
+    return {"id": cmap.id, "category_id": cmap.category_id, "model_version_id": cmap.model_version_id,
+            "map_url": f"/api/v1/maps/{cmap.raw_key}", "overlay_url": f"/blobs/{cmap.overlay_key}" if cmap.overlay_key else None}
 
 
 def job_json(job: Job, data_dir: Path) -> dict[str, Any]:
@@ -90,3 +97,8 @@ def token_json(token: ApiToken) -> dict[str, Any]:
     """An API token without its secret: ``{"id", "prefix", "name", "revoked", "created_at"}``."""
     return {"id": token.id, "prefix": token.prefix, "name": token.name, "revoked": token.revoked_at is not None,
             "created_at": iso(token.created_at)}
+
+
+def new_token_json(token: ApiToken, secret: str) -> dict[str, Any]:
+    """A token just created: ``{"id", "prefix", "name", "token"}``, the secret shown this once."""
+    return {"id": token.id, "prefix": token.prefix, "name": token.name, "token": secret}

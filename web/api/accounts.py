@@ -8,7 +8,7 @@ from sqlalchemy import select
 from web.api import bp, id_page, json_body
 from web.auth import admin_required, create_token
 from web.db import db
-from web.schemas import token_json, user_json
+from web.schemas import new_token_json, token_json, user_json
 from web.services import accounts as account_service
 from web.validation import json_bool, json_str
 from worker.store.models import ApiToken, User
@@ -41,7 +41,7 @@ def post_token() -> tuple[dict, int]:
     name = json_str(json_body(), "name", required=False, max_length=200)
     row, secret = create_token(session, current_user.id, name or None)
     session.commit()
-    return {"id": row.id, "prefix": row.prefix, "name": row.name, "token": secret}, 201
+    return new_token_json(row, secret), 201
 
 
 @bp.delete("/tokens/<int:token_id>")

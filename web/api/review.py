@@ -13,14 +13,14 @@ from web.api import bp, id_page, json_body, page_limit
 from web.db import blobs, db
 from web.errors import ApiError
 from web.queries import Cursor, QueryError, boxes_for_images, concept_maps_for_images, filter_from_args, list_boxes, list_images
-from web.schemas import box_json, image_json, model_version_json
+from web.schemas import box_json, concept_map_json, image_json, model_version_json
 from web.services.collections import get_collection
 from web.services import review as review_service
 from web.services.errors import Conflict
 from web.services.review import accept_seen_boxes, bulk_accept, create_box, delete_box, edit_box
 from web.validation import float_arg, int_arg, parse_int, require_int, require_number
 from worker.store.blobs import BlobKeyError, validate_key
-from worker.store.models import ConceptMap, ModelVersion
+from worker.store.models import ModelVersion
 
 
 def _query_error(exc: QueryError) -> ApiError:
@@ -51,13 +51,6 @@ def get_image(image_id: int) -> dict:
     maps = concept_maps_for_images(session, [image_id])[image_id]
     return dict(image_json(image), boxes=[box_json(b) for b in boxes],
                 concept_maps=[concept_map_json(m) for m in maps])
-
-
-def concept_map_json(cmap: ConceptMap) -> dict:
-    """A concept map row: ``map_url`` serves its values (:func:`get_map`); ``overlay_url`` a stored
-    colour-mapped PNG where the row has one (``None`` otherwise: clients paint the values)."""
-    return {"id": cmap.id, "category_id": cmap.category_id, "model_version_id": cmap.model_version_id,
-            "map_url": f"/api/v1/maps/{cmap.raw_key}", "overlay_url": f"/blobs/{cmap.overlay_key}" if cmap.overlay_key else None}
 
 
 @bp.get("/maps/<path:key>")
