@@ -16,7 +16,7 @@ What the product sees of a collection is a :class:`Collection`: image files and 
 else. Three small functions are the product path, the same camcore calls the jobs make (swap their
 internals when the jobs change):
 
-- :func:`train` -- the train job (``worker/handlers/training.py``): ``train_head`` (linear, frozen
+- :func:`train` -- the train job (``worker/jobs/training.py``): ``train_head`` (linear, frozen
   backbone) on the tagged images, then the objectness statistics it stores in ``spec.extra``;
 - :func:`infer` -- the infer job (``worker/handlers/inference.py``): a
   :class:`camcore.pipeline.Localizer` with the job's ``BoxParams`` localising each image for its

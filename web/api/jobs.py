@@ -13,7 +13,7 @@ from web.exports import job_download
 from web.schemas import job_json
 from web.services.collections import get_collection
 from web.services import jobs as job_service
-from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, job_params_from, submit_job
+from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, submit_job
 from worker.store.models import Job
 
 
@@ -37,7 +37,7 @@ def post_job(collection_id: int) -> tuple[dict, int]:
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise ApiError(400, "bad_params", "params must be an object")
-    job = submit_job(db(), kind=kind, collection_id=collection_id, params=job_params_from(kind, params), user_id=current_user.id)
+    job = submit_job(db(), kind=kind, collection_id=collection_id, params=params, user_id=current_user.id)
     return job_json(job, runtime().settings.data_dir), 202
 
 

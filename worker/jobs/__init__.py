@@ -1,1 +1,6 @@
-"""The jobs: one module per kind, each with its parameter class and its handler ``run(ctx) -> dict``."""
+"""The jobs: one module per kind with its handler ``run_<kind>_job(ctx) -> dict``, their parameter
+classes (:mod:`worker.jobs.params`) and the handler of each kind (:mod:`worker.jobs.registry`).
+
+Handlers import camcore (and so torch) inside the function: the web app reaches the registry
+through job submission and starts without torch.
+"""
