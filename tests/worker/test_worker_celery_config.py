@@ -29,6 +29,15 @@ def test_routing_defaults_and_env_override() -> None:
     assert queue_for("infer", {"CAMLABEL_QUEUE_INFER": "big-gpu"}) == "big-gpu"
 
 
+def test_one_task_runs_every_job_kind() -> None:
+    """The worker knows one camlabel task; the queue is chosen per message, so no router is configured."""
+    import worker.queue.task  # noqa: F401 - registers the task, as the worker's include does
+    from worker.queue.app import RUN_JOB, celery
+
+    assert {name for name in celery.tasks if name.startswith("camlabel.")} == {RUN_JOB}
+    assert not celery.conf.task_routes
+
+
 def test_device_selection() -> None:
     import torch
 
