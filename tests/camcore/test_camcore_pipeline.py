@@ -31,8 +31,9 @@ def test_batching_and_image_sizes(trained_shapes, device) -> None:  # type: igno
     ts = trained_shapes
     images = [ts.test_images[0].resize((128, 64)), ts.test_images[1], ts.test_images[2].resize((50, 90))]
     tags = [[0], [], [2, 1]]
-    one_batch = Localizer(ts.model, ts.spec, device=device, batch_size=8).localize(images, tags)
-    by_one = Localizer(ts.model, ts.spec, device=device, batch_size=1).localize(images, tags)
+    # probe=False: these batch sizes as given, float32 (on CUDA a probe would pick its own)
+    one_batch = Localizer(ts.model, ts.spec, device=device, batch_size=8, probe=False).localize(images, tags)
+    by_one = Localizer(ts.model, ts.spec, device=device, batch_size=1, probe=False).localize(images, tags)
     assert [r.image_size for r in one_batch] == [(128, 64), (64, 64), (50, 90)]
     assert one_batch[1].boxes.shape == (0, 4) and one_batch[1].maps == {}
     assert set(one_batch[2].maps) == {1, 2}

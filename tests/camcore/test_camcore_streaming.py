@@ -174,3 +174,32 @@ def test_forward_probe_keeps_the_function_and_is_cached_per_process(trained_shap
     for ra, rb in zip(a, b):
         assert torch.allclose(ra.class_scores, rb.class_scores, atol=1e-4)
         assert torch.allclose(ra.boxes, rb.boxes, atol=1.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_photos
+def test_streaming_on_cuda_matches_float32_on_real_photos(photo_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The probed variant (bf16/fp16 autocast, larger batches), loader processes and box processes
+    localise the dev photos as the float32 network does, within autocast's tolerance."""
+    model, spec = photo_model
+    sources = _photos(12) + _awkward_files(tmp_path)
+    exact = Localizer(model, spec, device="cuda", probe=False, box_workers=0, loader="threads")
+    fast = Localizer(model, spec, device="cuda")
+    try:
+        assert fast.loader == "processes" and fast.boxes.processes >= 1
+        assert fast.variant.autocast_dtype in (torch.bfloat16, torch.float16, None)
+        a = list(exact.localize_files(sources))
+        b = list(fast.localize_files(sources))
+    finally:
+        fast.close()
+    assert [p for p, _ in a] == [p for p, _ in b] == list(range(len(sources)))
+    agree = 0
+    for (_, ra), (_, rb) in zip(a, b):
+        assert type(ra) is type(rb)
+        if isinstance(ra, ImageResult) and isinstance(rb, ImageResult):
+            assert ra.image_size == rb.image_size
+            assert torch.allclose(ra.class_scores, rb.class_scores, atol=0.05)
+            if torch.equal(ra.labels, rb.labels) and len(ra.boxes) == len(rb.boxes):
+                agree += int(torch.allclose(ra.boxes, rb.boxes, atol=0.05 * max(ra.image_size)))
+    assert agree >= 0.8 * sum(isinstance(r, ImageResult) for _, r in a)
