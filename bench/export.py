@@ -55,23 +55,27 @@ def build(database_url: str, name: str, n_images: int, boxes_per_image: int, see
     engine = make_engine(database_url)
     with engine.begin() as connection:
         collection_id = connection.execute(insert(Collection).values(name=name).returning(Collection.id)).scalar_one()
-        category_ids = [connection.execute(insert(Category).values(collection_id=collection_id, name=n).returning(Category.id)).scalar_one() for n in ("raccoon", "kangaroo", "koala")]
-        first_image = None
+        category_ids = [
+            connection.execute(insert(Category).values(collection_id=collection_id, name=n).returning(Category.id)).scalar_one()
+            for n in ("raccoon", "kangaroo", "koala")
+        ]
         for start in range(0, n_images, CHUNK):
             rows = [
-                {"collection_id": collection_id, "sha256": f"{collection_id:08x}{i:056x}", "rel_path": f"{('raccoon', 'kangaroo', 'koala')[i % 3]}/images/img-{i:06d}.jpg",
+                {"collection_id": collection_id, "sha256": f"{collection_id:08x}{i:056x}",
+                 "rel_path": f"{('raccoon', 'kangaroo', 'koala')[i % 3]}/images/img-{i:06d}.jpg",
                  "width": 640 if i % 4 else 480, "height": 480 if i % 4 else 640, "status": ImageStatus.ok, "n_boxes": boxes_per_image}
                 for i in range(start, min(n_images, start + CHUNK))
             ]
             connection.execute(insert(Image), rows)
-        first_image = connection.execute(text("SELECT min(id) FROM images WHERE collection_id = :c"), {"c": collection_id}).scalar_one()
+        first_image: int = connection.execute(text("SELECT min(id) FROM images WHERE collection_id = :c"), {"c": collection_id}).scalar_one()
         box_rows = []
         for i in range(n_images):
             w, h = (640, 480) if i % 4 else (480, 640)
             for _ in range(boxes_per_image):
                 x1, y1 = rng.uniform(0, w * 0.6), rng.uniform(0, h * 0.6)
-                box_rows.append({"image_id": first_image + i, "category_id": category_ids[i % 3], "x1": x1, "y1": y1, "x2": x1 + rng.uniform(10, w * 0.4),
-                                 "y2": y1 + rng.uniform(10, h * 0.4), "score": rng.random(), "source": BoxSource.cam, "status": ReviewStatus.accepted, "version": 1})
+                box_rows.append({"image_id": first_image + i, "category_id": category_ids[i % 3],
+                                 "x1": x1, "y1": y1, "x2": x1 + rng.uniform(10, w * 0.4), "y2": y1 + rng.uniform(10, h * 0.4),
+                                 "score": rng.random(), "source": BoxSource.cam, "status": ReviewStatus.accepted, "version": 1})
             if len(box_rows) >= CHUNK:
                 connection.execute(insert(Box), box_rows)
                 box_rows.clear()
@@ -116,7 +120,8 @@ def child(database_url: str, collection_id: int, fmt: str, out: str, mode: str) 
 
 def run_child(database_url: str, collection_id: int, fmt: str, tmp: Path, mode: str = "time") -> dict:
     out = tmp / f"export-{uuid.uuid4().hex[:6]}{'.json' if fmt.startswith('coco') else ''}"
-    proc = subprocess.run([sys.executable, __file__, "--child", database_url, str(collection_id), fmt, str(out), mode], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, __file__, "--child", database_url, str(collection_id), fmt, str(out), mode],
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"export child failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -132,7 +137,8 @@ def main() -> None:
     args = parser.parse_args()
     small = max(1, args.images // 10)
     formats = [f for f in args.formats.split(",") if f]
-    print(f"export bench: {args.images} images / {args.images * args.boxes_per_image} boxes, beside {small} / {small * args.boxes_per_image}; python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+    print(f"export bench: {args.images} images / {args.images * args.boxes_per_image} boxes, "
+          f"beside {small} / {small * args.boxes_per_image}; python {sys.version.split()[0]}, {os.cpu_count()} cpus")
     with tempfile.TemporaryDirectory(prefix="camlabel-export-bench-") as tmp_name:
         tmp = Path(tmp_name)
         for db in args.databases.split(","):

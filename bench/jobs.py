@@ -17,6 +17,7 @@ may be shared, by CPU seconds (worker process vs this process).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -27,7 +28,10 @@ import time
 import uuid
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from camcore.allocator import keep_freed_memory
+from worker.store.models import Job
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "datasets" / "raccoon-kangaroo"
@@ -47,7 +51,7 @@ def _copy_images(dest: Path, n: int) -> list[Path]:
     photos = [p for p in photos if p.name != "00090.jpg"]
     # alternate classes so any n is balanced
     half = len(photos) // 2
-    mixed = [p for pair in zip(photos[:half], photos[half:]) for p in pair][:n]
+    mixed = [p for pair in zip(photos[:half], photos[half:], strict=False) for p in pair][:n]
     out = []
     for photo in mixed:
         target = dest / photo.parent.parent.name / "images" / photo.name
@@ -63,13 +67,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait(sessions, job_id: int, timeout: float = 3600) -> object:  # type: ignore[no-untyped-def]
-    from worker.store.models import Job
-
+def _wait(sessions: sessionmaker[Session], job_id: int, timeout: float = 3600) -> Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sessions() as session:
             job = session.get(Job, job_id)
+            assert job is not None, f"job {job_id} vanished"
             if job.status.finished:
                 return job
         time.sleep(0.05)
@@ -141,9 +144,9 @@ def main() -> None:
                 job = submit(session, kind="train", collection_id=ids[0], params={"arch": "tiny_cnn", "input_size": 224, "epochs": 30}, inline=True)
             assert execute(job.id) == "succeeded"
             with runtime.sessions() as session:
-                from worker.store.models import Job
-
-                model = session.get(Job, job.id).result["model_version_id"]
+                trained = session.get(Job, job.id)
+                assert trained is not None and trained.result is not None
+                model = trained.result["model_version_id"]
         with runtime.sessions() as session:
             keys = [runtime.blobs.local_path(k) for k in session.query(Image.storage_key).filter(
                 Image.collection_id == ids[0], Image.status == ImageStatus.ok).order_by(Image.id).all() for k in k]
@@ -168,8 +171,10 @@ def main() -> None:
         from worker.models_cache import load_model
         from worker.store.models import ModelVersion
 
+        assert warmed.result is not None
         with runtime.sessions() as session:
             version = session.get(ModelVersion, int(warmed.result["model_version_id"]))
+            assert version is not None
             session.expunge(version)
         net, spec = load_model(version, runtime.blobs, "cpu")
         localizer = Localizer(net, spec, device="cpu", params=BoxParams())
@@ -212,10 +217,8 @@ def main() -> None:
             worker_proc.wait(timeout=30)
         from worker.runtime import get_runtime
 
-        try:
+        with contextlib.suppress(Exception):
             get_runtime().dispose()
-        except Exception:  # noqa: BLE001
-            pass
         if admin is not None and db_name:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))

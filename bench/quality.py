@@ -208,7 +208,7 @@ class GroundTruth:
     class_names: tuple[str, ...]
 
     def pairs(self) -> list[tuple[Tensor, Tensor]]:
-        return list(zip(self.boxes, self.labels))
+        return list(zip(self.boxes, self.labels, strict=True))
 
 
 def parse_voc(path: Path) -> tuple[list[list[float]], list[str], tuple[int, int]]:
@@ -278,7 +278,7 @@ def load_ground_truth(collection: Collection, image_sizes: Sequence[tuple[int, i
         names.extend(sorted({n for n in found if n not in names}))
     index = {n: i for i, n in enumerate(names)}
     boxes_out, labels_out = [], []
-    for (boxes, found, wh), size in zip(raw, image_sizes):
+    for (boxes, found, wh), size in zip(raw, image_sizes, strict=True):
         boxes_out.append(_scaled(boxes, wh, size))
         labels_out.append(torch.tensor([index[n] for n in found], dtype=torch.long))
     return GroundTruth(boxes_out, labels_out, tuple(names))
@@ -344,19 +344,19 @@ def infer(model: GapClassifier, spec: ModelSpec, paths: Sequence[Path], tags: Se
         for start in range(0, len(paths), LOAD_CHUNK):
             idx = list(range(start, min(start + LOAD_CHUNK, len(paths))))
             loaded = localizer.load_images([str(paths[i]) for i in idx])
-            ok = [(i, im) for i, im in zip(idx, loaded) if not isinstance(im, ImageLoadError)]
-            for i, im in zip(idx, loaded):
+            ok = [(i, im) for i, im in zip(idx, loaded, strict=True) if not isinstance(im, ImageLoadError)]
+            for i, im in zip(idx, loaded, strict=True):
                 if isinstance(im, ImageLoadError):
                     print(f"unreadable {paths[i]}: {im} (scored as a miss)", file=sys.stderr)
             tagged = [(i, im) for i, im in ok if tags[i]]
             untagged = [(i, im) for i, im in ok if not tags[i]]
             if tagged:
                 res = localizer.localize([im for _, im in tagged], [sorted(set(tags[i])) for i, _ in tagged])
-                for (i, _), r in zip(tagged, res):
+                for (i, _), r in zip(tagged, res, strict=True):
                     out[i] = r
             if untagged:
                 res = localizer.localize([im for _, im in untagged], None, top_k=1)
-                for (i, _), r in zip(untagged, res):
+                for (i, _), r in zip(untagged, res, strict=True):
                     out[i] = r
     finally:
         localizer.close()
@@ -539,7 +539,7 @@ def _mba_table(results: Sequence[ImageResult | None], gt: GroundTruth, cache_ste
     from camcore.metrics import box_acc_table
 
     pair_maps, pair_gt, pair_sizes, pair_class = [], [], [], []
-    for r, (gb, gl) in zip(results, gt.pairs()):
+    for r, (gb, gl) in zip(results, gt.pairs(), strict=True):
         for c in sorted(set(gl.tolist())):
             m = None if r is None else r.maps.get(c)
             pair_maps.append(torch.zeros(2, 2) if m is None else m)  # no map: scored as a miss
@@ -613,7 +613,7 @@ def score(results: Sequence[ImageResult | None], gt: GroundTruth, num_classes: i
 def centred_boxes(results: Sequence[ImageResult | None], tags: Sequence[Sequence[int]], fraction: float) -> list[Predictions]:
     """Per image one centred box covering ``fraction`` of each side, for each of its tags."""
     out = []
-    for r, t in zip(results, tags):
+    for r, t in zip(results, tags, strict=True):
         if r is None or not t:
             out.append(_empty())
             continue
@@ -660,7 +660,7 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
     for seed in seeds:
         drawn = sorted(random.Random(seed).sample(readable, n))
         reviewed: Reviewed = {  # the reviewer's boxes: ground truth of the drawn images, of the model's classes
-            i: [(int(lab), [float(v) for v in box]) for box, lab in zip(gt.boxes[i].tolist(), gt.labels[i].tolist()) if lab < num_classes]
+            i: [(int(lab), [float(v) for v in box]) for box, lab in zip(gt.boxes[i].tolist(), gt.labels[i].tolist(), strict=True) if lab < num_classes]
             for i in drawn
         }
         after = learn(stored, reviewed, params)

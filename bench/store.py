@@ -27,10 +27,9 @@ from pathlib import Path
 from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.orm import Session
 
-from worker.store.db import temporary_postgres_database
 from worker.store.bulk import insert_boxes, insert_images, replace_boxes
 from worker.store.collections_repo import get_or_create_categories
-from worker.store.db import make_engine, make_session_factory
+from worker.store.db import make_engine, make_session_factory, temporary_postgres_database
 from worker.store.migrate import upgrade
 from worker.store.models import Box, BoxSource, Collection, Image, ModelVersion, ReviewStatus
 
@@ -63,7 +62,11 @@ def report(results: dict[str, tuple[int, float]], backend: str, label: str, rows
 
 def run_backend(backend: str, url: str, n_images: int, boxes_per_image: int, page_size: int, orm_sample: int) -> dict[str, tuple[int, float]]:
     results: dict[str, tuple[int, float]] = {}
-    _, seconds = timed(lambda: (upgrade(url), 0)[1])
+    def migrate() -> int:
+        upgrade(url)
+        return 0
+
+    _, seconds = timed(migrate)
     print(f"  {backend:<10} {'migrate to head':<44} {seconds:8.2f} s", flush=True)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
@@ -121,7 +124,8 @@ def run_backend(backend: str, url: str, n_images: int, boxes_per_image: int, pag
             total = 0
             with sessions() as session:
                 for start in range(0, n_images, BOX_IMAGE_BATCH):
-                    rows = [{**row, "source": BoxSource.ground_truth, "status": ReviewStatus.accepted} for row in box_rows(image_ids[start : start + BOX_IMAGE_BATCH])]
+                    rows = [{**row, "source": BoxSource.ground_truth, "status": ReviewStatus.accepted}
+                            for row in box_rows(image_ids[start : start + BOX_IMAGE_BATCH])]
                     total += insert_boxes(session, rows, refresh_stats=False)
                     session.commit()
             return total

@@ -69,18 +69,20 @@ def load(url: str, data_dir: Path, n_images: int, boxes_per_image: int, seed: in
     engine = create_engine(url)
     n_categories = 10
     with engine.begin() as conn:
-        cid = conn.execute(text("INSERT INTO collections (name, created_at) VALUES ('bench', now()) RETURNING id")).scalar_one()
-        cats = [conn.execute(text("INSERT INTO categories (collection_id, name, created_at) VALUES (:c, :n, now()) RETURNING id"),
+        cid: int = conn.execute(text("INSERT INTO collections (name, created_at) VALUES ('bench', now()) RETURNING id")).scalar_one()
+        cats: list[int] = [conn.execute(text("INSERT INTO categories (collection_id, name, created_at) VALUES (:c, :n, now()) RETURNING id"),
                              {"c": cid, "n": f"class{k}"}).scalar_one() for k in range(n_categories)]
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        first_image = None
         with cur.copy("COPY images (collection_id, sha256, rel_path, storage_key, thumb_key, width, height, status, n_boxes, created_at) FROM STDIN") as copy:
             for i in range(n_images):
-                copy.write_row((cid, uuid.UUID(int=rng.getrandbits(128)).hex * 2, f"class{i % n_categories}/img{i:06d}.jpg", key, key, 640, 480, "ok", 0, "2026-01-01T00:00:00Z"))
+                copy.write_row((cid, uuid.UUID(int=rng.getrandbits(128)).hex * 2, f"class{i % n_categories}/img{i:06d}.jpg",
+                                key, key, 640, 480, "ok", 0, "2026-01-01T00:00:00Z"))
         cur.execute("SELECT min(id), max(id) FROM images WHERE collection_id = %s", (cid,))
-        first_image, last_image = cur.fetchone()
+        bounds = cur.fetchone()
+        assert bounds is not None  # min/max always return one row
+        first_image, last_image = bounds
         statuses = ["proposed"] * 7 + ["accepted", "rejected", "edited"]
         n_boxes = 0
         with cur.copy("COPY boxes (image_id, category_id, x1, y1, x2, y2, score, source, status, version, created_at, updated_at) FROM STDIN") as copy:
@@ -96,6 +98,7 @@ def load(url: str, data_dir: Path, n_images: int, boxes_per_image: int, seed: in
                   WHERE source <> 'ground_truth' AND status <> 'rejected' GROUP BY image_id) AS s
             WHERE images.id = s.image_id""")
         raw.commit()
+        assert raw.driver_connection is not None  # open until raw.close()
         raw.driver_connection.autocommit = True
         cur.execute("VACUUM ANALYZE images")
         cur.execute("VACUUM ANALYZE boxes")
@@ -105,10 +108,18 @@ def load(url: str, data_dir: Path, n_images: int, boxes_per_image: int, seed: in
     return {"collection_id": cid, "categories": cats, "first_image": first_image, "last_image": last_image, "n_boxes": n_boxes}
 
 
+def _csrf_token(page: str) -> str:
+    """The CSRF token a page carries in its ``csrf-token`` meta tag."""
+    found = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    if found is None:
+        raise RuntimeError("the page has no csrf-token meta tag")
+    return found.group(1)
+
+
 def _login(base: str, email: str, password: str) -> requests.Session:
     session = requests.Session()
     page = session.get(base + "/login")
-    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+    token = _csrf_token(page.text)
     response = session.post(base + "/login", data={"email": email, "password": password, "csrf_token": token}, allow_redirects=False)
     assert response.status_code == 302, response.text[:300]
     return session
@@ -154,7 +165,7 @@ def measure_in_process(url: str, data_dir: Path, info: dict[str, Any], n_request
         session.commit()
         session.close()
     pages = app.test_client()
-    csrf = re.search(r'name="csrf-token" content="([^"]+)"', pages.get("/login").get_data(as_text=True)).group(1)
+    csrf = _csrf_token(pages.get("/login").get_data(as_text=True))
     assert pages.post("/login", data={"email": "bench@example.com", "password": "bench password", "csrf_token": csrf}).status_code == 302
     api = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
@@ -182,7 +193,7 @@ def measure_in_process(url: str, data_dir: Path, info: dict[str, Any], n_request
     app.extensions["camlabel"].dispose()
 
 
-def measure(name: str, make_url, sessions: list[requests.Session], concurrency: int, n_requests: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def measure(name: str, make_url: UrlMaker, sessions: list[requests.Session], concurrency: int, n_requests: int) -> dict[str, float]:
     """``n_requests`` GETs spread over ``concurrency`` threads; latency in ms."""
     latencies: list[float] = []
     lock = threading.Lock()

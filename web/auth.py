@@ -16,7 +16,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -154,9 +154,9 @@ def user_for_token(session: Session, secret: str) -> User | None:
     user = session.get(User, row.user_id)
     if user is None or not user.active:
         return None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     last = row.last_used_at
-    if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=timezone.utc))).total_seconds() > 60:
+    if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=UTC))).total_seconds() > 60:
         session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
         session.commit()
     return user

@@ -8,23 +8,29 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
+from werkzeug.wrappers import Response as BaseResponse
 
 from web.auth import admin_required, authenticate, create_token, finish_session, start_session
 from web.db import blobs, db, runtime
 from web.job_text import job_count
 from web.limits import large_body
-from web.validation import parse_float, parse_int
 from web.security import CONTENT_TYPES, DOWNLOAD_TYPES
-from web.throttle import client_address, login_throttle
 from web.services.accounts import add_user, all_users, change_password, revoke_token, tokens_of
 from web.services.collections import (
-    collection_overview, create_collection, delete_collection, get_collection, image_counts, newest_collections,
+    collection_overview,
+    create_collection,
+    delete_collection,
+    get_collection,
+    image_counts,
+    newest_collections,
 )
 from web.services.errors import Forbidden, Invalid, ServiceError
 from web.services.ground_truth import import_ground_truth_upload, report_issues, report_summary
 from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, submit_job
 from web.services.review import bulk_accept
 from web.services.uploads import import_upload
+from web.throttle import client_address, login_throttle
+from web.validation import parse_float, parse_int
 from worker.formats import EXPORT_FORMATS
 from worker.preflight import DEFAULT_ARCH, architectures
 from worker.store.blobs import BlobKeyError
@@ -36,7 +42,7 @@ _PUBLIC = {"dashboard.login"}
 
 
 @bp.before_request
-def _require_login() -> Response | None:
+def _require_login() -> BaseResponse | None:
     if request.endpoint in _PUBLIC or current_user.is_authenticated:
         return None
     return redirect(url_for("dashboard.login", next=request.full_path if request.query_string else request.path))
@@ -54,7 +60,7 @@ def _flash_error(exc: ServiceError) -> None:
 
 # -- login ------------------------------------------------------------------------------------
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str:
+def login() -> BaseResponse | str:
     if request.method == "POST":
         email, address = request.form.get("email", "")[:320], client_address()
         throttle = login_throttle()
@@ -74,7 +80,7 @@ def login() -> Response | str:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> BaseResponse:
     finish_session(db())  # every cookie of this account issued so far stops working
     return redirect(url_for("dashboard.login"))
 
@@ -88,7 +94,7 @@ def index() -> str:
 
 
 @bp.post("/collections")
-def create_collection_page() -> Response:
+def create_collection_page() -> BaseResponse:
     try:
         collection = create_collection(db(), request.form.get("name", ""))
     except ServiceError as exc:
@@ -111,7 +117,7 @@ def collection(collection_id: int) -> str:
 
 @bp.post("/collections/<int:collection_id>/upload")
 @large_body
-def upload_page(collection_id: int) -> Response:
+def upload_page(collection_id: int) -> BaseResponse:
     try:
         job, n_files = import_upload(db(), Path(runtime().settings.data_dir), collection_id, request.files.getlist("files"),
                                      tag=request.form.get("tag"), manifest=request.files.get("manifest"), user_id=current_user.id)
@@ -123,7 +129,7 @@ def upload_page(collection_id: int) -> Response:
 
 
 @bp.post("/collections/<int:collection_id>/jobs")
-def start_job_page(collection_id: int) -> Response:
+def start_job_page(collection_id: int) -> BaseResponse:
     kind = request.form.get("kind", "")
     try:
         if kind not in JOB_KINDS_FROM_UI:
@@ -137,14 +143,14 @@ def start_job_page(collection_id: int) -> Response:
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
-def cancel_job_page(job_id: int) -> Response:
+def cancel_job_page(job_id: int) -> BaseResponse:
     job = cancel_job(db(), job_id)
     flash(f"Cancel requested for job {job.id}.", "ok")
     return redirect(url_for("dashboard.collection", collection_id=job.collection_id) if job.collection_id else url_for("dashboard.index"))
 
 
 @bp.post("/collections/<int:collection_id>/bulk-accept")
-def bulk_accept_page(collection_id: int) -> Response:
+def bulk_accept_page(collection_id: int) -> BaseResponse:
     try:
         category_id = parse_int(request.form.get("category_id", ""), "category_id")
         min_score = parse_float(request.form.get("min_score", ""), "min_score")
@@ -162,7 +168,7 @@ def bulk_accept_page(collection_id: int) -> Response:
 
 @bp.post("/collections/<int:collection_id>/delete")
 @admin_required
-def delete_collection_page(collection_id: int) -> Response:
+def delete_collection_page(collection_id: int) -> BaseResponse:
     """Delete a collection once its name was typed into ``confirm_name`` (anything else changes nothing)."""
     session = db()
     coll = get_collection(session, collection_id)
@@ -177,7 +183,7 @@ def delete_collection_page(collection_id: int) -> Response:
 
 @bp.post("/collections/<int:collection_id>/ground-truth")
 @large_body
-def ground_truth_page(collection_id: int) -> Response:
+def ground_truth_page(collection_id: int) -> BaseResponse:
     """Import a ground-truth file (``web.services.ground_truth``); the outcome and every skipped file are flashed."""
     session = db()
     get_collection(session, collection_id)
@@ -208,7 +214,7 @@ def create_token_page() -> str:
 
 
 @bp.post("/account/password")
-def change_password_page() -> Response:
+def change_password_page() -> BaseResponse:
     """Change your password; every session of the account ends, so log in again with the new one."""
     try:
         change_password(db(), current_user.id, request.form.get("current_password", ""), request.form.get("new_password", ""))
@@ -223,7 +229,7 @@ def change_password_page() -> Response:
 
 
 @bp.post("/account/tokens/<int:token_id>/revoke")
-def revoke_token_page(token_id: int) -> Response:
+def revoke_token_page(token_id: int) -> BaseResponse:
     revoke_token(db(), token_id, user_id=current_user.id)
     flash("Token revoked.", "ok")
     return redirect(url_for("dashboard.account"))
@@ -231,7 +237,7 @@ def revoke_token_page(token_id: int) -> Response:
 
 @bp.route("/users", methods=["GET", "POST"])
 @admin_required
-def users() -> Response | str:
+def users() -> BaseResponse | str:
     session = db()
     if request.method == "POST":
         try:
@@ -245,7 +251,7 @@ def users() -> Response | str:
 
 # -- stored files --------------------------------------------------------------------------------
 @bp.get("/blobs/<path:key>")
-def blob(key: str) -> Response:
+def blob(key: str) -> BaseResponse:
     """A stored file. Images get their image type; known downloads are attachments; anything else
     is ``application/octet-stream`` as an attachment. Never HTML, never script."""
     try:

@@ -13,11 +13,12 @@ import errno
 import logging
 import re
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Response as BaseResponse
 
 from web.services.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unavailable
 
@@ -108,10 +109,8 @@ def init_app(app: Flask) -> None:
         return response
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
+    def _http_error(exc: HTTPException) -> BaseResponse:
         if exc.code == 401 and not wants_json():
-            from flask import redirect, url_for
-
             return redirect(url_for("dashboard.login", next=request.full_path if request.query_string else request.path))
         response = error_response(exc.code or 500, _code_for(exc), exc.description or exc.name)
         if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]

@@ -15,19 +15,30 @@ import base64
 import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, String, cast, exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from worker.store.models import (
-    Box, BoxSource, Category, Collection, ConceptMap, Image, ImageReviewState, ImageStatus, ImageTag, ReviewStatus,
+    Box,
+    BoxSource,
+    Category,
+    Collection,
+    ConceptMap,
+    Image,
+    ImageReviewState,
+    ImageStatus,
+    ImageTag,
+    ReviewStatus,
 )
 
 SORTS = ("score", "-score", "id")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # bigint: larger ids match no row (and the driver refuses them)
+
+_Number = TypeVar("_Number", int, float)
 #: Totals above this are shown as "at least": counting every match of a filter on a box
 #: subquery would scan the whole collection.
 COUNT_CAP = 10_000
@@ -102,7 +113,7 @@ class Cursor:
         return base64.urlsafe_b64encode(json.dumps([self.score, self.id]).encode()).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, text: str) -> "Cursor":
+    def decode(cls, text: str) -> Cursor:
         try:
             score, ident = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
             cursor = cls(None if score is None else float(score), int(ident))
@@ -113,7 +124,7 @@ class Cursor:
         return cursor
 
     @classmethod
-    def of(cls, image: Image) -> "Cursor":
+    def of(cls, image: Image) -> Cursor:
         return cls(image.min_score, image.id)
 
 
@@ -126,14 +137,14 @@ class Page:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def filter_from_args(collection_id: int, args: dict[str, str] | object) -> ImageFilter:
+def filter_from_args(collection_id: int, args: Mapping[str, str]) -> ImageFilter:
     """Build an :class:`ImageFilter` from request args (``category_id``, ``status``, ``min_score``,
     ``max_score``, ``no_box``, ``review``, ``disagree``, ``sort``); raises :class:`QueryError` naming the bad argument."""
-    get = args.get  # type: ignore[attr-defined]
+    get = args.get
 
-    def _num(name: str, kind: type) -> object:
+    def _num(name: str, kind: type[_Number]) -> _Number | None:
         value = get(name)
-        if value in (None, ""):
+        if not value:
             return None
         try:
             number = kind(value)
@@ -147,10 +158,10 @@ def filter_from_args(collection_id: int, args: dict[str, str] | object) -> Image
 
     return ImageFilter(
         collection_id=collection_id,
-        category_id=_num("category_id", int),  # type: ignore[arg-type]
+        category_id=_num("category_id", int),
         status=get("status") or None,
-        min_score=_num("min_score", float),  # type: ignore[arg-type]
-        max_score=_num("max_score", float),  # type: ignore[arg-type]
+        min_score=_num("min_score", float),
+        max_score=_num("max_score", float),
         no_box=_flag(get("no_box")),
         review=get("review") or None,
         disagree=_flag(get("disagree")),
@@ -172,7 +183,7 @@ def _disagrees_with_tags() -> Any:
     return exists().where(ImageTag.image_id == Image.id).correlate(Image) & (untagged_box | tag_without_box)
 
 
-def _base(f: ImageFilter, *columns: Any) -> Select[Any]:
+def _base(f: ImageFilter, *columns: Any) -> Select[*tuple[Any, ...]]:
     """``SELECT columns FROM images`` restricted to the filter (no order, no limit)."""
     stmt = select(*columns).select_from(Image).where(Image.collection_id == f.collection_id, Image.status == ImageStatus.ok)
     box_conditions = []
@@ -215,7 +226,7 @@ class _Part:
 
     ``keys``: ``images`` column names in scan order, descending when ``ascending`` is false."""
 
-    stmt: Select[Any]
+    stmt: Select[*tuple[Any, ...]]
     keys: tuple[str, ...]
     ascending: bool
 
@@ -246,7 +257,7 @@ def _parts(f: ImageFilter, columns: Sequence[Any], *, cursor: Cursor | None, for
         return key > tuple_(c.score, c.id) if scored_ascending else key < tuple_(c.score, c.id)
 
     # (is_unscored, statement) in scan order. Forward: scored images, then unscored ones.
-    parts: list[tuple[bool, Select[Any]]]
+    parts: list[tuple[bool, Select[*tuple[Any, ...]]]]
     if forward:
         if cursor is None:
             parts = [(False, scored), (True, unscored)]
@@ -353,9 +364,14 @@ def _grid_scan(session: Session, f: ImageFilter, *, limit: int, cursor: Cursor |
         if len(found) >= limit:
             break
         rows = session.execute(part.stmt.order_by(*part.ordered()).limit(limit - len(found)))
-        found.extend(GridImage(image_id, rel_path, thumb_key, storage_key, width, height, min_score, map_key, _parse_boxes(boxes))
-                     for image_id, rel_path, thumb_key, storage_key, width, height, min_score, map_key, boxes in rows)
+        found.extend(_grid_image(row) for row in rows)
     return found
+
+
+def _grid_image(row: Sequence[Any]) -> GridImage:
+    """A grid row (the columns of :func:`_grid_columns`) as a :class:`GridImage`."""
+    image_id, rel_path, thumb_key, storage_key, width, height, min_score, map_key, boxes = row
+    return GridImage(image_id, rel_path, thumb_key, storage_key, width, height, min_score, map_key, _parse_boxes(boxes))
 
 
 def grid_page(session: Session, f: ImageFilter, *, limit: int, after: Cursor | None = None, before: Cursor | None = None) -> GridPage:

@@ -5,19 +5,31 @@ the single-image editor (Annotorious; edits go to the JSON API with the row vers
 from __future__ import annotations
 
 import math
+from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as BaseResponse
 
 from web.db import db
 from web.errors import ApiError
 from web.queries import (
-    Cursor, GridImage, ImageFilter, QueryError, boxes_for_images, collection_head, count_images, cursor_at, filter_from_args, grid_page,
-    neighbour, concept_maps_for_images,
+    Cursor,
+    GridImage,
+    ImageFilter,
+    QueryError,
+    boxes_for_images,
+    collection_head,
+    concept_maps_for_images,
+    count_images,
+    cursor_at,
+    filter_from_args,
+    grid_page,
+    neighbour,
 )
 from web.schemas import box_json
 from web.services.collections import get_collection
@@ -27,7 +39,7 @@ bp = Blueprint("review", __name__, url_prefix="/review")
 
 
 @bp.before_request
-def _require_login() -> Response | None:
+def _require_login() -> BaseResponse | None:
     if current_user.is_authenticated:
         return None
     return redirect(url_for("dashboard.login", next=request.full_path if request.query_string else request.path))
@@ -39,7 +51,7 @@ _MAX_PAGE = 2**31 // 1000  # pages of PAGE_SIZE rows: the row offset stays far i
 def _page_number(name: str) -> int | None:
     """A positive page number from the query string (``None`` when absent); 400 naming ``name`` otherwise."""
     raw = request.args.get(name)
-    if raw in (None, ""):
+    if not raw:
         return None
     try:
         value = int(raw)
@@ -138,7 +150,7 @@ def image_view(image_id: int) -> str:
         f = filter_from_args(image.collection_id, request.args)
     except QueryError as exc:
         raise ApiError(400, "bad_query", str(exc)) from exc
-    args = f.query_args()
+    args: dict[str, Any] = f.query_args()  # url_for's keyword values
     nxt = neighbour(session, f, image, forward=True)
     prev = neighbour(session, f, image, forward=False)
     boxes = boxes_for_images(session, [image_id])[image_id]

@@ -11,7 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from web.public import public_params, public_text
-from worker.store.models import ApiToken, Box, BoxSource, Collection, ConceptMap, Evaluation, Image, Job, JobKind, ModelVersion, ReviewStatus, Role, User
+from worker.store.models import (
+    ApiToken,
+    Box,
+    BoxSource,
+    Collection,
+    ConceptMap,
+    Evaluation,
+    Image,
+    Job,
+    JobKind,
+    ModelVersion,
+    ReviewStatus,
+    Role,
+    User,
+)
 
 MAX_LISTED_CLASS_NAMES = 50
 

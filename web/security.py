@@ -31,7 +31,7 @@ DOWNLOAD_TYPES: dict[str, str] = {".json": "application/json", ".zip": "applicat
 class HttpsAwareSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, with the ``Secure`` flag on every HTTPS response."""
 
-    def get_cookie_secure(self, app: Flask) -> bool:  # type: ignore[override]
+    def get_cookie_secure(self, app: Flask) -> bool:
         return bool(super().get_cookie_secure(app)) or request.is_secure
 
 

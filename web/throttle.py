@@ -89,6 +89,8 @@ def login_throttle() -> LoginThrottle:
 def init_app(app: Flask, redis_url: str | None) -> None:
     """Attach the throttle: Redis storage for ``redis_url``, else this process's memory."""
     storage = storage_from_string(redis_url or "memory://")
+    if not isinstance(storage, Storage):  # an async+ scheme: the throttle calls the storage synchronously
+        raise ValueError(f"login throttle needs a synchronous storage, not {redis_url!r}")
     app.extensions[_EXTENSION] = LoginThrottle(
         storage=storage,
         per_account=int(app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]),

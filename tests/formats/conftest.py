@@ -70,11 +70,13 @@ class Factory:
             session.commit()
         return built
 
-    def boxes(self, built: Built, boxes: list[tuple[str, str, tuple[float, float, float, float], float | None, BoxSource, ReviewStatus]], *, model_version_id: int | None = None) -> list[int]:
+    def boxes(self, built: Built, boxes: list[tuple[str, str, tuple[float, float, float, float], float | None, BoxSource, ReviewStatus]],
+              *, model_version_id: int | None = None) -> list[int]:
         """Add boxes ``(rel_path, category name, xyxy, score, source, status)``; returns their ids."""
         with self.runtime.sessions() as session:
             rows = [
-                Box(image_id=built.image_ids[rel], category_id=built.category_ids[cat], x1=b[0], y1=b[1], x2=b[2], y2=b[3], score=score, source=source, status=status, model_version_id=model_version_id)
+                Box(image_id=built.image_ids[rel], category_id=built.category_ids[cat], x1=b[0], y1=b[1], x2=b[2], y2=b[3],
+                    score=score, source=source, status=status, model_version_id=model_version_id)
                 for rel, cat, b, score, source, status in boxes
             ]
             session.add_all(rows)

@@ -132,7 +132,8 @@ def test_accepted_only_and_per_model_version(runtime, factory: Factory, evalset:
 def test_max_box_acc_v2_from_stored_concept_maps(runtime, evalset: tuple[Built, int]) -> None:
     built, mv = evalset
     # a 10x10 map per (image, ground-truth class) that is hot exactly over one ground-truth box
-    pairs = {("i/1.jpg", "cat"): (0, 0, 50, 50), ("i/2.jpg", "cat"): (10, 10, 40, 40), ("i/2.jpg", "dog"): (50, 50, 90, 90), ("i/3.jpg", "dog"): (40, 40, 70, 70)}
+    pairs = {("i/1.jpg", "cat"): (0, 0, 50, 50), ("i/2.jpg", "cat"): (10, 10, 40, 40),
+             ("i/2.jpg", "dog"): (50, 50, 90, 90), ("i/3.jpg", "dog"): (40, 40, 70, 70)}
     sizes = dict((rel, (w, h)) for rel, w, h in IMAGES)
     maps, gts, image_sizes = [], [], []
     with runtime.sessions() as session:
@@ -178,6 +179,5 @@ def test_reviewed_boxes_are_scored_on_the_reviewed_images_only(runtime, evalset:
 def test_reviewed_without_reviewed_ground_truth_images_is_a_clear_error(runtime, factory: Factory) -> None:
     built = factory.collection("unreviewed-gt", ["cat"], [("a.jpg", 40, 40)])
     factory.boxes(built, [("a.jpg", "cat", (1, 1, 20, 20), 1.0, GT, ReviewStatus.accepted)])
-    with runtime.sessions() as session:
-        with pytest.raises(FormatError, match="no reviewed image has ground-truth boxes"):
-            evaluate_collection(session, built.collection_id, box_status="reviewed")
+    with runtime.sessions() as session, pytest.raises(FormatError, match="no reviewed image has ground-truth boxes"):
+        evaluate_collection(session, built.collection_id, box_status="reviewed")

@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 IMAGES = [("set/images/a.jpg", 100, 80), ("set/images/b.jpg", 60, 60), ("other/b.jpg", 60, 60), ("set/images/c.jpg", 50, 40)]
 
 
-def voc(filename: str, boxes: list[tuple[str, float, float, float, float]], *, width: int = 100, height: int = 80, path: str | None = None, folder: str = "images") -> str:
+def voc(filename: str, boxes: list[tuple[str, float, float, float, float]], *, width: int = 100, height: int = 80,
+        path: str | None = None, folder: str = "images") -> str:
     objects = "".join(
         f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>" for n, a, b, c, d in boxes
     )
     path_el = f"<path>{path}</path>" if path else ""
-    return f"<annotation><folder>{folder}</folder><filename>{filename}</filename>{path_el}<size><width>{width}</width><height>{height}</height><depth>3</depth></size>{objects}</annotation>"
+    size = f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+    return f"<annotation><folder>{folder}</folder><filename>{filename}</filename>{path_el}{size}{objects}</annotation>"
 
 
 def gt_boxes(runtime, built: Built) -> dict[str, list[tuple[str, float, float, float, float]]]:  # type: ignore[no-untyped-def]
@@ -61,7 +63,8 @@ def test_voc_folder_import_matches_reports_and_clips(runtime, factory: Factory, 
     # no such image anywhere
     (ann / "missing.xml").write_text(voc("missing.jpg", [("thing", 1, 1, 5, 5)]))
     # box wholly outside the image and a degenerate one: both rejected, the good box kept
-    (tmp_path / "gt" / "set" / "annotations" / "b.xml").write_text(voc("b.jpg", [("thing", 70, 70, 90, 90), ("thing", 10, 10, 10, 30), ("thing", 1, 2, 30, 40)], width=60, height=60))
+    (tmp_path / "gt" / "set" / "annotations" / "b.xml").write_text(
+        voc("b.jpg", [("thing", 70, 70, 90, 90), ("thing", 10, 10, 10, 30), ("thing", 1, 2, 30, 40)], width=60, height=60))
     (ann / "broken.xml").write_text("<annotation><filename>a.jpg</annot")
     report = run_import(runtime, built, tmp_path / "gt", "voc")
 

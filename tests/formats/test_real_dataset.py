@@ -118,7 +118,8 @@ def test_centre_box_baseline_on_the_real_photos(sqlite_runtime, photo_rows: list
         gts.setdefault(image_id, []).append((coords, category_id))
     preds = {b["image_id"]: b for b in centre}
     order = sorted(gts)
-    p = [(torch.tensor([[preds[i]["x1"], preds[i]["y1"], preds[i]["x2"], preds[i]["y2"]]]), torch.tensor([0.5]), torch.tensor([preds[i]["category_id"]])) for i in order]
+    p = [(torch.tensor([[preds[i]["x1"], preds[i]["y1"], preds[i]["x2"], preds[i]["y2"]]]), torch.tensor([0.5]),
+          torch.tensor([preds[i]["category_id"]])) for i in order]
     g = [(torch.tensor([c for c, _ in gts[i]]), torch.tensor([k for _, k in gts[i]])) for i in order]
     assert result["corloc"] == pytest.approx(camcore_metrics.corloc(p, g), abs=1e-6)
     assert 0 < result["ap50"] < 1

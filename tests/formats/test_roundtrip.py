@@ -62,7 +62,11 @@ def test_coco_export_imported_as_ground_truth_then_evaluated_gives_ap_1(runtime,
     names = {c["id"]: c["name"] for c in exported["categories"]}
     files = {img["id"]: img["file_name"] for img in exported["images"]}
     rng = random.Random(1)
-    factory.boxes(fresh, [(files[a["image_id"]], names[a["category_id"]], (a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]), rng.random(), BoxSource.cam, ReviewStatus.proposed) for a in exported["annotations"]])
+    factory.boxes(fresh, [
+        (files[a["image_id"]], names[a["category_id"]], (a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]),
+         rng.random(), BoxSource.cam, ReviewStatus.proposed)
+        for a in exported["annotations"]
+    ])
 
     report = _import(runtime, fresh, out, "coco")
     assert report.errors == [] and report.images_matched == 4 and report.boxes_imported == 4  # the reviewed images
@@ -100,7 +104,7 @@ def test_yolo_and_voc_round_trips_keep_boxes_within_a_pixel(runtime, factory: Fa
         names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     if fmt == "yolo":
         assert {"data.yaml", "images/cats__images__c1.jpg", "labels/cats__images__c1.txt", "labels/dogs__images__empty.txt"} <= names
-        data = yaml.safe_load((zipfile.ZipFile(out).read("data.yaml") if suffix else (out / "data.yaml").read_bytes()))
+        data = yaml.safe_load(zipfile.ZipFile(out).read("data.yaml") if suffix else (out / "data.yaml").read_bytes())
         assert data["names"] == {0: "cat", 1: "dog"}
     else:
         assert {"Annotations/cats__images__c1.xml", "JPEGImages/cats__images__c1.jpg", "Annotations/dogs__images__empty.xml"} <= names
@@ -114,9 +118,9 @@ def test_yolo_and_voc_round_trips_keep_boxes_within_a_pixel(runtime, factory: Fa
     assert set(got) == set(want)
     for rel, boxes in want.items():
         assert len(got[rel]) == len(boxes)
-        for (gn, *gc), (wn, *wc) in zip(sorted(got[rel]), boxes):
+        for (gn, *gc), (wn, *wc) in zip(sorted(got[rel]), boxes, strict=True):
             assert gn == wn
-            assert max(abs(g - w) for g, w in zip(gc, wc)) <= 1.0
+            assert max(abs(g - w) for g, w in zip(gc, wc, strict=True)) <= 1.0
 
 
 def test_yolo_export_images_are_the_stored_files(runtime, scene: Built, tmp_path: Path) -> None:
@@ -131,5 +135,6 @@ def test_yolo_export_images_are_the_stored_files(runtime, scene: Built, tmp_path
     assert len(lines) == 2  # accepted + proposed under status=all
     cls, cx, cy, w, h = lines[0].split()
     # c1 is 64x48, box [4, 5, 40, 30]
-    assert cls == "0" and float(cx) == pytest.approx(22 / 64, abs=1e-5) and float(w) == pytest.approx(36 / 64, abs=1e-5) and float(h) == pytest.approx(25 / 48, abs=1e-5)
+    assert cls == "0" and float(cx) == pytest.approx(22 / 64, abs=1e-5)
+    assert float(w) == pytest.approx(36 / 64, abs=1e-5) and float(h) == pytest.approx(25 / 48, abs=1e-5)
     assert (out / "labels" / "dogs__images__empty.txt").read_text() == ""

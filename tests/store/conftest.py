@@ -45,7 +45,8 @@ def make_images(session: Session) -> Callable[..., list[int]]:
     """``make_images(collection_id, n, prefix)`` -> ids of ``n`` committed images."""
 
     def make(collection_id: int, n: int, prefix: str = "img", **extra: Any) -> list[int]:
-        rows = [{"collection_id": collection_id, "sha256": sha(f"{prefix}-{i}"), "rel_path": f"{prefix}/{i}.jpg", "width": 640, "height": 480, **extra} for i in range(n)]
+        rows = [{"collection_id": collection_id, "sha256": sha(f"{prefix}-{i}"), "rel_path": f"{prefix}/{i}.jpg", "width": 640, "height": 480, **extra}
+                for i in range(n)]
         ids = insert_images(session, rows)
         session.commit()
         return ids

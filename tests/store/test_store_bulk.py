@@ -83,7 +83,8 @@ def test_insert_images_refuses_bad_rows_and_writes_nothing(session: Session, mak
 
 def test_failed_image_keeps_its_reason(session: Session, make_collection) -> None:  # type: ignore[no-untyped-def]
     coll, _ = make_collection("a")
-    (image_id,) = insert_images(session, [{"collection_id": coll, "sha256": sha("bad"), "rel_path": "bad.jpg", "status": "failed", "failure_reason": "truncated JPEG"}])
+    (image_id,) = insert_images(
+        session, [{"collection_id": coll, "sha256": sha("bad"), "rel_path": "bad.jpg", "status": "failed", "failure_reason": "truncated JPEG"}])
     session.commit()
     image = session.get(Image, image_id)
     assert image is not None and image.status.value == "failed" and image.failure_reason == "truncated JPEG"

@@ -116,7 +116,8 @@ def test_reference_check_scans_and_probes_alike(runtime, session: Session, make_
     session.add(Job(collection_id=coll, kind="export", params={}, result={"files": [{"key": export_key}]}))
     session.commit()
     stray = runtime.blobs.put_bytes(b"nobody uses me", kind="maps", suffix=".npy")
-    used = {ckpt, export_key} | {k for row in session.execute(select(Image.storage_key, Image.thumb_key, ConceptMap.raw_key, ConceptMap.overlay_key).join(ConceptMap, ConceptMap.image_id == Image.id)) for k in row}
+    keys = select(Image.storage_key, Image.thumb_key, ConceptMap.raw_key, ConceptMap.overlay_key).join(ConceptMap, ConceptMap.image_id == Image.id)
+    used = {ckpt, export_key} | {k for row in session.execute(keys) for k in row}
     assert len(used) == 10
 
     probed = blob_refs.referenced_keys(session, used | {stray})

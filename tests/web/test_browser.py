@@ -456,6 +456,6 @@ def test_end_to_end_upload_train_infer_review_export(server: Server, page: Any, 
         (c["rel_path"], [round(drawn[0].x1), round(drawn[0].y1), round(drawn[0].x2 - drawn[0].x1), round(drawn[0].y2 - drawn[0].y1)]),
     ])
     assert [g[0] for g in got] == [e[0] for e in expected]
-    for (_, gb), (_, eb) in zip(got, expected):
-        assert all(abs(x - y) <= 1 for x, y in zip(gb, eb)), (got, expected)
+    for (_, gb), (_, eb) in zip(got, expected, strict=True):
+        assert all(abs(x - y) <= 1 for x, y in zip(gb, eb, strict=True)), (got, expected)
     assert moved.x1 != target["x1"]

@@ -7,7 +7,7 @@ boxes with per-class rows, typed-name collection delete, and the confirm before 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def test_no_objects_key_then_the_default_export_holds_only_reviewed_images(page:
     page.goto(f"{server.url}/collections/{cid}")
     with page.expect_download() as info:
         page.click("#download-export")
-    today = datetime.now(timezone.utc).strftime("%Y%m%d")
+    today = datetime.now(UTC).strftime("%Y%m%d")
     assert info.value.suggested_filename == f"negatives-coco-{today}.json"
     coco = json.loads(Path(info.value.path()).read_text())
     assert [img["file_name"] for img in coco["images"]] == [f"kangaroo/{kangaroo.name}"] and coco["annotations"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 import pytest
 from flask import Flask
@@ -60,8 +61,8 @@ def grid(db_app: Flask, db_factory: Factory):  # type: ignore[no-untyped-def]
 def _expected(ids: list[int], scores: list[float | None], sort: str) -> list[int]:
     if sort == "id":
         return sorted(ids)
-    scored = sorted(((s, i) for i, s in zip(ids, scores) if s is not None), reverse=sort == "-score")
-    return [i for _s, i in scored] + sorted(i for i, s in zip(ids, scores) if s is None)
+    scored = sorted(((s, i) for i, s in zip(ids, scores, strict=True) if s is not None), reverse=sort == "-score")
+    return [i for _s, i in scored] + sorted(i for i, s in zip(ids, scores, strict=True) if s is None)
 
 
 @pytest.mark.parametrize("sort", ["score", "-score", "id"])
@@ -83,7 +84,7 @@ def test_next_then_previous_walks_back_through_the_same_pages(grid, sort: str) -
     assert [page.ids for page in reversed(backward)] == [page.ids for page in forward]
     assert backward[-1].first is None and backward[-1].next is not None
 
-    for page, after in zip(forward, forward[1:]):  # next then previous, and previous then next
+    for page, after in pairwise(forward):  # next then previous, and previous then next
         assert after.prev is not None
         again = _view(browser, after.prev)
         assert again.ids == page.ids
@@ -93,7 +94,7 @@ def test_next_then_previous_walks_back_through_the_same_pages(grid, sort: str) -
 def test_previous_pages_keep_the_filter(grid) -> None:  # type: ignore[no-untyped-def]
     browser, cid, cats, ids = grid
     query = f"category_id={cats['kangaroo']}&status=proposed&sort=score"
-    kangaroo = [i for n, (i, s) in enumerate(zip(ids, SCORES)) if s is not None and n % 2 == 0]
+    kangaroo = [i for n, (i, s) in enumerate(zip(ids, SCORES, strict=True)) if s is not None and n % 2 == 0]
     expected = [i for i in _expected(ids, SCORES, "score") if i in kangaroo]  # by the image's lowest score
     first = _view(browser, f"/review/collections/{cid}?{query}")
     assert first.ids == expected[:PAGE_SIZE] and first.next is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Flask
 from web_helpers import Factory, wait_job
@@ -61,7 +61,7 @@ def test_export_download_accepted_by_default_all_with_scores(app: Flask, factory
     factory.box(image_id, cats["raccoon"], score=0.9, status="accepted", xyxy=(1, 2, 11, 22))
     factory.box(image_id, cats["raccoon"], score=0.4, status="proposed", xyxy=(5, 5, 25, 25))
     factory.box(image_id, cats["kangaroo"], score=0.3, status="rejected", xyxy=(3, 3, 9, 9))
-    today = datetime.now(timezone.utc).strftime("%Y%m%d")
+    today = datetime.now(UTC).strftime("%Y%m%d")
     with reviewer.client.get(f"/api/v1/collections/{cid}/export") as response:
         assert response.status_code == 200 and response.mimetype == "application/json"
         assert response.headers["Content-Disposition"] == f"attachment; filename=animals-coco-{today}.json"

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from openapi_schema_validator import OAS30Validator
-
 from web_helpers import Factory, login, wait_job
 
 

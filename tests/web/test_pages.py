@@ -8,7 +8,6 @@ import re
 from flask import Flask
 from web_helpers import Factory
 
-
 EVIL = '<script>alert("x")</script>.png'
 
 

@@ -43,7 +43,7 @@ def test_images_sorted_lowest_score_first_with_keyset_pages(setup) -> None:  # t
         ids.append(image_id)
     items = _all_pages(browser, f"/api/v1/collections/{cid}/images?limit=3")
     got = [(i["min_score"], i["id"]) for i in items]
-    expected = sorted([(s, i) for s, i in zip(scores, ids) if s is not None]) + [(None, i) for s, i in zip(scores, ids) if s is None]
+    expected = sorted([(s, i) for s, i in zip(scores, ids, strict=True) if s is not None]) + [(None, i) for s, i in zip(scores, ids, strict=True) if s is None]
     assert got == expected
     assert all(len(i["boxes"]) == (2 if i["min_score"] is not None else 0) for i in items)
     by_id = _all_pages(browser, f"/api/v1/collections/{cid}/images?limit=5&sort=id")

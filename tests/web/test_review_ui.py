@@ -15,7 +15,19 @@ from typing import Any
 
 import pytest
 from test_browser import (  # noqa: F401 - fixtures used by name
-    ARTIFACTS, EMAIL, PASSWORD, ROOT, Server, _box_center, _drag, _sessions, _wait_saved, browser, page, server, shot,
+    ARTIFACTS,
+    EMAIL,
+    PASSWORD,
+    ROOT,
+    Server,
+    _box_center,
+    _drag,
+    _sessions,
+    _wait_saved,
+    browser,
+    page,
+    server,
+    shot,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -128,7 +140,7 @@ def _thumb_ids(page: Any) -> list[int]:
 def test_grid_triage_selection_bulk_accept_with_preview_and_undo(server: Server, page: Any, shared_dataset: Path) -> None:
     scores = [0.95, 0.92, 0.7, 0.5, 0.3, 0.1]
     specs = [{"photo": p, "tag": "raccoon", "boxes": [(f"r{n}", "raccoon", (20, 20, 200, 200), s)]}
-             for n, (p, s) in enumerate(zip(_photos(shared_dataset, "raccoon", 6), scores))]
+             for n, (p, s) in enumerate(zip(_photos(shared_dataset, "raccoon", 6), scores, strict=True))]
     kangaroos = _photos(shared_dataset, "kangaroo", 2)
     specs.append({"photo": kangaroos[0], "tag": "kangaroo", "boxes": [("wrong", "raccoon", (10, 10, 120, 120), 0.8)]})
     specs.append({"photo": kangaroos[1], "tag": "kangaroo", "boxes": []})

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-
 from web_helpers import PASSWORD, Factory, csrf_from, login
 
 

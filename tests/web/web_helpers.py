@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import io
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +142,7 @@ def login(client: FlaskClient, email: str, password: str = PASSWORD) -> Browser:
     return Browser(client=client, csrf=csrf_from(home.get_data(as_text=True)))
 
 
-def wait_job(browser: "Browser", job_id: int, timeout_s: float = 120) -> dict:
+def wait_job(browser: Browser, job_id: int, timeout_s: float = 120) -> dict:
     """Poll ``/api/v1/jobs/<id>`` until the job has finished; its JSON."""
     deadline = time.monotonic() + timeout_s
     job: dict = {}

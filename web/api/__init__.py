@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
 from flask_login import current_user
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from web.errors import ApiError
 from web.validation import int_arg

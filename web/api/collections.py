@@ -84,7 +84,8 @@ def post_ground_truth(collection_id: int) -> dict:
 def evaluations(collection_id: int) -> dict:
     session = db()
     get_collection(session, collection_id)
-    rows, next_cursor = id_page(session, select(Evaluation).where(Evaluation.collection_id == collection_id), Evaluation.id, newest_first=True, default_limit=20)
+    rows, next_cursor = id_page(session, select(Evaluation).where(Evaluation.collection_id == collection_id), Evaluation.id,
+                                newest_first=True, default_limit=20)
     return {
         "items": [evaluation_json(e) for e in rows],
         "next_cursor": next_cursor,

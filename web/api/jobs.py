@@ -11,8 +11,8 @@ from web.db import blobs, db, runtime
 from web.errors import ApiError
 from web.exports import job_download
 from web.schemas import job_json
-from web.services.collections import get_collection
 from web.services import jobs as job_service
+from web.services.collections import get_collection
 from web.services.jobs import JOB_KINDS_FROM_UI, cancel_job, submit_job
 from worker.store.models import Job
 

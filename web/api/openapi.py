@@ -40,12 +40,13 @@ _BOX_EDIT = _obj(version={"type": "integer"}, status={"type": "string"}, categor
 _BOX_EDIT["required"] = ["version"]
 
 # (method, path, summary, schema of the success response, extra parameters, request body schema or "multipart", success status)
-ENDPOINTS: list[tuple[str, str, str, str, list[dict[str, Any]], Any, str]] = [
+ENDPOINTS: list[tuple[str, str, str, str | None, list[dict[str, Any]], Any, str]] = [
     ("get", "/collections", "List collections", "CollectionPage", _PAGE_PARAMS, None, "200"),
     ("post", "/collections", "Create a collection", "Collection", [], _obj(name={"type": "string"}), "201"),
     ("get", "/collections/{collection_id}", "A collection with categories and image counts", "Collection", [], None, "200"),
     ("delete", "/collections/{collection_id}", "Delete a collection (admin)", None, [], None, "204"),
-    ("post", "/collections/{collection_id}/uploads", "Upload images or a .zip (optional tag, CSV manifest) and start an import job", "Upload", [], "multipart", "202"),
+    ("post", "/collections/{collection_id}/uploads", "Upload images or a .zip (optional tag, CSV manifest) and start an import job",
+     "Upload", [], "multipart", "202"),
     ("get", "/collections/{collection_id}/export",
      f"Download an export (format {'|'.join(EXPORT_FORMATS)}, status {'|'.join(BOX_STATUSES)})", "ExportFile",
      [{"name": "format", "in": "query", "schema": {"type": "string", "enum": list(EXPORT_FORMATS), "default": "coco"}},

@@ -12,10 +12,18 @@ from sqlalchemy import select
 from web.api import bp, id_page, json_body, page_limit
 from web.db import blobs, db
 from web.errors import ApiError
-from web.queries import Cursor, QueryError, boxes_for_images, concept_maps_for_images, filter_from_args, list_boxes, list_images
+from web.queries import (
+    Cursor,
+    QueryError,
+    boxes_for_images,
+    concept_maps_for_images,
+    filter_from_args,
+    list_boxes,
+    list_images,
+)
 from web.schemas import box_json, concept_map_json, image_json, model_version_json
-from web.services.collections import get_collection
 from web.services import review as review_service
+from web.services.collections import get_collection
 from web.services.errors import Conflict
 from web.services.review import accept_seen_boxes, bulk_accept, create_box, delete_box, edit_box
 from web.validation import float_arg, int_arg, parse_int, require_int, require_number

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import click
+from flask import Flask
 from flask.cli import FlaskGroup
 
+from web import create_app
 
-def _create_app():  # type: ignore[no-untyped-def]
-    from web import create_app
 
+def _create_app() -> Flask:
     return create_app()
 
 

@@ -28,6 +28,7 @@ from web.services.errors import NotFound
 from web.services.jobs import submit_job
 from worker.formats import BOX_STATUSES, EXPORT_FORMATS, save_export
 from worker.jobs.params import EVALUATE_BOX_STATUSES, TRAIN_MODES
+from worker.runtime import Runtime, get_runtime
 
 POLL_S = 0.5
 #: Backoff between reads of a job while the database is unreachable: first and longest wait, seconds.
@@ -36,9 +37,7 @@ RETRY_MAX_S = 5.0
 DEFAULT_WAIT_DB_RETRY_S = 300.0
 
 
-def _runtime():  # type: ignore[no-untyped-def]
-    from worker.runtime import get_runtime
-
+def _runtime() -> Runtime:
     return get_runtime()
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from sqlalchemy.orm import Session, sessionmaker
 
 from web.auth import create_token, set_password
 from web.cli.failures import reported
 from web.services.accounts import add_user
 
 
-def _sessions():  # type: ignore[no-untyped-def]
+def _sessions() -> sessionmaker[Session]:
     return current_app.extensions["camlabel"].sessions
 
 

@@ -3,7 +3,7 @@ password and token rules themselves are :mod:`web.auth`'s, shared with the CLI).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,7 +24,7 @@ def revoke_token(session: Session, token_id: int, *, user_id: int, any_user: boo
     row = session.get(ApiToken, token_id)
     if row is None or (row.user_id != user_id and not any_user):
         raise NotFound("not_found", f"no token {token_id}")
-    row.revoked_at = datetime.now(timezone.utc)
+    row.revoked_at = datetime.now(UTC)
     session.commit()
 
 

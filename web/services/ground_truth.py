@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+
 from sqlalchemy.orm import Session
 
 from web.services.collections import get_collection

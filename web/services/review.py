@@ -19,7 +19,14 @@ from web.schemas import box_json
 from web.services.collections import get_collection
 from web.services.errors import Conflict, Forbidden, Invalid, NotFound
 from web.validation import parse_int, require_int, require_number
-from worker.store.bulk import BoxNotFoundError, StaleEditError, WrongCategoryError, check_category, refresh_image_box_stats, update_box
+from worker.store.bulk import (
+    BoxNotFoundError,
+    StaleEditError,
+    WrongCategoryError,
+    check_category,
+    refresh_image_box_stats,
+    update_box,
+)
 from worker.store.models import Box, BoxSource, Image, ReviewOperation, ReviewStatus
 from worker.store.review_ops import OperationError
 from worker.store.review_ops import bulk_accept as accept_by_score
