@@ -26,10 +26,10 @@ def test_weak_or_placeholder_secret_key_refuses_to_start(make_app: Callable[...,
         make_app(sqlite_url, SECRET_KEY=None)
 
 
-def test_forged_admin_cookie_signed_with_the_old_compose_default_is_refused(make_app: Callable[..., Flask], sqlite_url: str,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """The old compose default let anyone sign ``{"_user_id": "1"}``; now no app runs with it, and a
-    generated key (the dev path) does not accept such a cookie either."""
+def test_forged_admin_cookie_signed_with_a_placeholder_key_is_refused(make_app: Callable[..., Flask], sqlite_url: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A placeholder key such as ``change-me`` lets anyone sign ``{"_user_id": "1"}``: no app runs
+    with it, and a generated key (the dev path) does not accept such a cookie either."""
     from flask.sessions import SecureCookieSessionInterface
 
     from web.secret import WeakSecretError
@@ -206,7 +206,8 @@ def test_login_throttle_is_shared_by_processes_through_redis(make_app: Callable[
 
 
 def test_failed_login_costs_the_same_for_unknown_and_known_emails(app: Flask, factory: Factory) -> None:
-    """86 ms vs 4.5 ms told which emails exist; both now do one password-hash check."""
+    """A login that skipped the password hash for an unknown email would tell which emails exist
+    by its time: both paths do one password-hash check."""
     from web.auth import authenticate
 
     factory.user("known@example.com")

@@ -1,4 +1,5 @@
-"""The ``camlabel`` command: a Flask CLI group. Each area adds its commands in its own module."""
+"""The ``camlabel`` command: a Flask CLI group; each command group lives in its own
+``web/cli/*_commands.py`` module, which lists them in ``COMMANDS``."""
 
 from __future__ import annotations
 
