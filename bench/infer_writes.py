@@ -1,6 +1,6 @@
 """Where the infer job's storage writes spend their time, per image and per stage.
 
-Runs the infer job's chunk writer (``worker.handlers.inference._write_chunk``: maps to float16
+Runs the infer job's chunk writer (``worker.jobs.inferring._write_chunk``: maps to float16
 bytes, blob puts, categories, concept-map rows, box rows, progress + commit) on synthetic model
 results of the product's shape (one 14x14 map per image, as EfficientNet-Lite0 at 448 px gives
 with ``top_k=1``; ``--boxes`` boxes per image) against PostgreSQL when reachable (a fresh
@@ -85,7 +85,7 @@ def main() -> None:
 
         from camcore.concept_maps import overlay_size, render_heatmap_png
         from worker.config import Settings
-        from worker.handlers.inference import _Computed, _write_chunk
+        from worker.jobs.inferring import _Computed, _write_chunk
         from worker.queue.context import JobContext
         from worker.runtime import configure
         from worker.store.bulk import insert_images

@@ -18,7 +18,7 @@ internals when the jobs change):
 
 - :func:`train` -- the train job (``worker/jobs/training.py``): ``train_head`` (linear, frozen
   backbone) on the tagged images, then the objectness statistics it stores in ``spec.extra``;
-- :func:`infer` -- the infer job (``worker/handlers/inference.py``): a
+- :func:`infer` -- the infer job (``worker/jobs/inferring.py``): a
   :class:`camcore.pipeline.Localizer` with the job's ``BoxParams`` localising each image for its
   tags (an untagged image: its top predicted class);
 - :func:`learn_from_review` -- the calibrate job (``worker/jobs/calibrating.py``):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from worker.handlers.inference import run_infer_job
 from worker.jobs.calibrating import run_calibrate_job
 from worker.jobs.evaluating import run_evaluate_job
 from worker.jobs.exporting import run_export_job
 from worker.jobs.importing import run_import_job
+from worker.jobs.inferring import run_infer_job
 from worker.jobs.training import run_train_job
 from worker.queue.context import Handler
 from worker.store.models import JobKind

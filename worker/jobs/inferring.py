@@ -1,10 +1,10 @@
 """The infer job: concept maps and proposed boxes for every image of a collection.
 
-Params: ``model_version_id`` (an id, ``"imagenet"`` for the built-in ImageNet-1k classifier,
-or absent for the newest model trained on this collection), ``top_k`` (classes per image when
-it has no tag the model knows; default 1), optional ``box_params`` (camcore ``BoxParams``
-fields; default: the model version's ``calibration`` (a ``BoxParams`` dict, as
-``camcore.calibration`` makes it), else camcore's defaults).
+Params: :class:`worker.jobs.params.InferParams`: ``model_version_id`` (an id, ``"imagenet"`` for
+the built-in ImageNet-1k classifier, or absent for the newest model trained on this collection),
+``top_k`` (classes per image when it has no tag the model knows), ``box_params`` (camcore
+``BoxParams`` fields; absent: the model version's ``calibration`` (a ``BoxParams`` dict, as
+``camcore.calibration`` makes it), else camcore's defaults), ``batch_size``.
 
 Images are visited in id order, ``ctx.chunk_size`` at a time. An image's tags are mapped by
 category *name* onto the model's classes; an image with no matching tag gets its top-k
@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from worker.jobs.params import InferParams
 from worker.models_cache import ModelVersionMissing, load_model, model_version_for
 from worker.queue.context import JobContext, JobFailed
 from worker.store.bulk import replace_boxes, upsert_concept_maps
@@ -31,10 +32,10 @@ from worker.store.collections_repo import get_or_create_categories
 from worker.store.models import Category, ConceptMap, Image, ImageStatus, ImageTag, ModelVersion
 
 
-def _box_params(ctx: JobContext, version: ModelVersion) -> Any:
+def _box_params(chosen: dict[str, Any] | None, version: ModelVersion) -> Any:
+    """camcore ``BoxParams`` from ``chosen`` fields, else from the model version's calibration."""
     from camcore.pipeline import BoxParams
 
-    chosen = ctx.params.get("box_params")
     if chosen is None and isinstance(version.calibration, dict) and version.calibration:
         # camcore.calibration stores BoxParams.to_dict() itself; a wrapped {"box_params": ...} works too
         calibration = version.calibration
@@ -175,18 +176,17 @@ def run_infer_job(ctx: JobContext) -> dict[str, Any]:
     if ctx.collection_id is None:
         raise JobFailed("an infer job needs a collection")
     collection_id = ctx.collection_id
-    top_k = int(ctx.params.get("top_k", 1))
-    if top_k < 1:
-        raise JobFailed(f"top_k must be >= 1, got {top_k}")
+    infer = ctx.read_params(InferParams)
+    top_k = infer.top_k
     with ctx.session() as session:
         try:
-            version = model_version_for(session, collection_id, ctx.state.get("model_version_id", ctx.params.get("model_version_id")))
+            version = model_version_for(session, collection_id, ctx.state.get("model_version_id", infer.model_version_id))
         except ModelVersionMissing as exc:
             raise JobFailed(str(exc)) from exc
         remaining = session.query(Image).filter(Image.collection_id == collection_id, Image.status == ImageStatus.ok,
                                                 Image.id > int(ctx.state.get("cursor", 0))).count()
         session.expunge(version)
-    params = _box_params(ctx, version)
+    params = _box_params(infer.box_params, version)
     if "model_version_id" not in ctx.state:
         with ctx.chunk(done=0, state={"model_version_id": version.id, "cursor": 0, "images_failed": 0, "boxes": 0,
                                       "box_params": params.to_dict()}):
@@ -197,7 +197,7 @@ def run_infer_job(ctx: JobContext) -> dict[str, Any]:
         model, spec = load_model(version, ctx.runtime.blobs, ctx.device)
     except Exception as exc:  # noqa: BLE001 - unreadable checkpoint / weights: a clear job failure
         raise JobFailed(f"could not load model version {version.id}: {exc}") from exc
-    localizer = Localizer(model, spec, device=ctx.device, params=params, batch_size=int(ctx.params.get("batch_size", 16)))
+    localizer = Localizer(model, spec, device=ctx.device, params=params, batch_size=infer.batch_size)
     class_index = {name: i for i, name in enumerate(spec.class_names)}
     cursor = int(ctx.state.get("cursor", 0))
     done = ctx.done

@@ -1,1 +1,0 @@
-"""The infer job (:mod:`worker.handlers.inference`); the other jobs live in :mod:`worker.jobs`."""
