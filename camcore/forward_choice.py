@@ -123,17 +123,24 @@ def probe_forward(
         x_cpu = torch.randn((variant.batch_size, 3, input_size, input_size), generator=gen).clamp_(-2.5, 2.5)
         x = x_cpu.to(device).contiguous(memory_format=variant.memory_format)
         net = networks(variant)
-        if variant.batch_size not in reference:
-            reference[variant.batch_size] = net(x).float()  # float32 logits: the yardstick
-        with _autocast(device, variant.autocast_dtype):
-            for _ in range(warmup):
-                logits = net(x)
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(rounds):
-                logits = net(x)
-            _sync(device)
-            seconds = time.perf_counter() - start
+        try:
+            if variant.batch_size not in reference:
+                reference[variant.batch_size] = net(x).float()  # float32 logits: the yardstick
+            with _autocast(device, variant.autocast_dtype):
+                for _ in range(warmup):
+                    logits = net(x)
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(rounds):
+                    logits = net(x)
+                _sync(device)
+                seconds = time.perf_counter() - start
+        except torch.OutOfMemoryError:  # a batch this device cannot hold: never chosen
+            del x
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            out.append(ProbeTiming(variant, 0.0, float("inf")))
+            continue
         ref = reference[variant.batch_size]
         diff = float((logits.float() - ref).abs().div(1 + ref.abs()).max())
         out.append(ProbeTiming(variant, variant.batch_size * rounds / max(seconds, 1e-9), diff if diff == diff else float("inf")))
