@@ -5,6 +5,10 @@ Preprocessing resizes every image to ``spec.input_size x spec.input_size`` (bili
 batch on the CPU, then moves it to the device where it is normalised. One forward pass gives the
 logits and the maps (:func:`camcore.cam.forward_with_cams`); boxes are extracted per map at a
 working resolution (:mod:`camcore.boxes`) and scaled to the original image's pixels.
+:meth:`Localizer.localize_files` streams files through these stages with every stage overlapped
+on a GPU worker (:mod:`camcore.streaming` decodes ahead in worker processes,
+:mod:`camcore.box_workers` computes boxes beside the next forward pass, and
+:mod:`camcore.forward_choice` picks the fastest forward variant by a measured probe).
 
 Extension points (used to plug in better defaults without changing signatures):
 
