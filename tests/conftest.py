@@ -1,38 +1,22 @@
-"""Shared fixtures: real databases (SQLite file, PostgreSQL on 127.0.0.1:5432), migrated runtimes.
+"""Shared fixtures: real databases (SQLite file, PostgreSQL on 127.0.0.1:5432), migrated runtimes,
+the real-photo dev dataset.
 
-With ``CI=true`` a missing PostgreSQL or Redis server fails the test instead of skipping it.
+A missing PostgreSQL or Redis server or dev dataset skips the test; with ``CI=true`` it fails it
+instead (:mod:`tests.prerequisites`).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import dev_dataset, require_service
+
 PG_ADMIN_URL = os.environ.get("CAMLABEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("CAMLABEL_TEST_REDIS", "redis://127.0.0.1:6379")
-SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo"
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip when a service is missing on a developer machine; fail under CI."""
-    if _reachable(host, port):
-        return
-    message = f"{name} is not reachable on {host}:{port}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + " (CI=true: tests that need it must not be skipped)")
-    pytest.skip(message)
 
 
 @pytest.fixture
@@ -89,7 +73,6 @@ def sqlite_runtime(sqlite_url: str, tmp_path: Path):  # type: ignore[no-untyped-
 
 @pytest.fixture(scope="session")
 def shared_dataset() -> Path:
-    """The real-photo dev collection beside the checkout (``../shared/datasets/raccoon-kangaroo``)."""
-    if not SHARED_DATASET.is_dir():
-        pytest.fail(f"shared dataset missing at {SHARED_DATASET}")
-    return SHARED_DATASET
+    """The real-photo dev collection (``raccoon/`` and ``kangaroo/`` folders of ``images/`` and VOC
+    ``annotations/``): ``../shared/datasets/raccoon-kangaroo`` beside the checkout."""
+    return dev_dataset("raccoon-kangaroo")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from camcore_synth import SHAPES, make_dataset
+from tests.camcore.synth import SHAPES, make_dataset
 
 DEVICES = [
     "cpu",

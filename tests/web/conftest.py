@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from web_helpers import Browser, Factory, login
+from tests.web.helpers import Browser, Factory, login
 
 TEST_SECRET_KEY = "test-only-3b9f1c0d7e2a4f6b8c5d9e1a0f3b7c2d"  # strong enough for the key check, never deployed
 

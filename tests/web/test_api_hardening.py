@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from web_helpers import Browser, Factory, login, wait_job
+from tests.web.helpers import Browser, Factory, login, wait_job
 
 from worker.staging import staging_root
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Flask
-from web_helpers import PASSWORD, Factory, csrf_from, login
+from tests.web.helpers import PASSWORD, Factory, csrf_from, login
 
 
 def test_healthz_needs_no_login(app: Flask) -> None:

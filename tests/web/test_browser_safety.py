@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_browser import Server, _sessions, browser, page, server  # noqa: F401 - fixtures used by name
-from test_review_ui import _collection, _photos, docs_shot
+from tests.web.test_browser import Server, _sessions, browser, page, server  # noqa: F401 - fixtures used by name
+from tests.web.test_review_ui import _collection, _photos, docs_shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import io
 import json
 
 from flask import Flask
-from web_helpers import Factory
+from tests.web.helpers import Factory
 
 from worker.store.models import Box, BoxSource, Collection, Job, JobKind, JobStatus
 

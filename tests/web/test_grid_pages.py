@@ -9,7 +9,7 @@ from itertools import pairwise
 
 import pytest
 from flask import Flask
-from web_helpers import Browser, Factory, login
+from tests.web.helpers import Browser, Factory, login
 
 PAGE_SIZE = 3
 #: Scores of the test images (``None``: no box); ties and unscored images cross page boundaries.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 from sqlalchemy import func, select
-from web_helpers import Factory
+from tests.web.helpers import Factory
 
 from worker.store.models import ImageTag, Job
 

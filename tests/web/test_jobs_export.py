@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 
 from flask import Flask
-from web_helpers import Factory, wait_job
+from tests.web.helpers import Factory, wait_job
 
 from worker.store.models import Job, JobKind, JobStatus
 

@@ -7,7 +7,7 @@ import json
 
 from click.testing import CliRunner
 from flask import Flask
-from web_helpers import Factory
+from tests.web.helpers import Factory
 
 from worker.store.models import Box, Image
 

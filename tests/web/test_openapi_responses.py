@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from openapi_schema_validator import OAS30Validator
-from web_helpers import Factory, login, wait_job
+from tests.web.helpers import Factory, login, wait_job
 
 
 def _validator(doc: dict[str, Any], schema: dict[str, Any]) -> OAS30Validator:

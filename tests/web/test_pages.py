@@ -6,7 +6,7 @@ import json
 import re
 
 from flask import Flask
-from web_helpers import Factory
+from tests.web.helpers import Factory
 
 EVIL = '<script>alert("x")</script>.png'
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_browser import (  # noqa: F401 - fixtures used by name
+from tests.web.test_browser import (  # noqa: F401 - fixtures used by name
     ARTIFACTS,
     EMAIL,
     PASSWORD,

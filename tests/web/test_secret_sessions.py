@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from web_helpers import PASSWORD, Factory, csrf_from, login
+from tests.web.helpers import PASSWORD, Factory, csrf_from, login
 
 
 # -- signing key ----------------------------------------------------------------------------------

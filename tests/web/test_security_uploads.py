@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from web_helpers import Factory, login, wait_job
+from tests.web.helpers import Factory, login, wait_job
 
 
 def test_blobs_have_fixed_types_nosniff_and_never_html(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
@@ -41,7 +41,7 @@ def test_pages_send_csp_and_nosniff(app: Flask, reviewer) -> None:  # type: igno
 
 
 def test_upload_too_large_is_413_with_a_message(make_app, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
-    from web_helpers import Factory as F
+    from tests.web.helpers import Factory as F
 
     app = make_app(sqlite_url, MAX_CONTENT_LENGTH=50_000)
     factory = F(app)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from flask import Flask
-from web_helpers import Browser, Factory, login
+from tests.web.helpers import Browser, Factory, login
 
 from worker.store.models import Box, Image, ImageTag
 

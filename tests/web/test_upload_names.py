@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from werkzeug.datastructures import FileStorage
 
-from tests.web.web_helpers import Factory, wait_job
+from tests.web.helpers import Factory, wait_job
 from web.services.errors import Invalid
 from web.services.uploads import stage_upload
 

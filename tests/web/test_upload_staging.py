@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from web_helpers import Factory, wait_job
+from tests.web.helpers import Factory, wait_job
 
 from worker.staging import staging_root
 

@@ -196,7 +196,7 @@ def test_redis_down_during_an_upload_keeps_the_job_queued_and_it_runs_when_redis
                                                                                         db_sessions_for) -> None:
     from PIL import Image as PILImage
 
-    from tests.web.web_helpers import Factory, login
+    from tests.web.helpers import Factory, login
     from web import create_app
     from worker.store.migrate import upgrade
 

@@ -9,7 +9,7 @@ from camcore.calibration import apply
 from camcore.metrics import coco_ap
 from camcore.objectness import SPEC_KEY, fit_objectness
 from camcore.pipeline import BoxParams, Localizer
-from quality_synth import planted_images
+from tests.camcore.quality.synth import planted_images
 
 
 def test_default_method_localises_several_planted_objects(planted) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from PIL import Image as PILImage
 from pycocotools.coco import COCO
 
 if TYPE_CHECKING:
-    from formats.conftest import Built, Factory
+    from tests.worker.formats.scene import Built, Factory
 from worker.formats import FormatError, download_name, export_collection
 from worker.store.models import BoxSource, ReviewStatus
 

@@ -1,4 +1,5 @@
-"""Row factories for format tests: a collection of small real image files with boxes."""
+"""Rows for the format tests: collections of small real image files with boxes (:class:`Factory`) and
+the standard scene the fixtures build (:data:`IMAGES`, :data:`BOXES`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 
-import pytest
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
@@ -100,16 +100,6 @@ class Factory:
             return category.id
 
 
-@pytest.fixture
-def factory(runtime) -> Factory:  # type: ignore[no-untyped-def]
-    return Factory(runtime)
-
-
-@pytest.fixture
-def sqlite_factory(sqlite_runtime) -> Factory:  # type: ignore[no-untyped-def]
-    return Factory(sqlite_runtime)
-
-
 CAM, HUMAN, GT = BoxSource.cam, BoxSource.human, BoxSource.ground_truth
 PROPOSED, ACCEPTED, REJECTED, EDITED = ReviewStatus.proposed, ReviewStatus.accepted, ReviewStatus.rejected, ReviewStatus.edited
 
@@ -132,13 +122,3 @@ BOXES = [
     ("dogs/images/d2.jpg", "dog", (2, 2, 30, 30), 0.55, CAM, PROPOSED),
     ("dogs/images/d2.jpg", "dog", (1, 1, 39, 39), 1.0, GT, ACCEPTED),
 ]
-
-
-@pytest.fixture
-def scene(factory: Factory) -> Built:
-    """The standard scene. Reviewed: c1, c2, d1 (boxes a person decided on) and empty.jpg (marked
-    "no objects"); d2 holds only a proposal and ground truth, so nobody reviewed it."""
-    built = factory.collection("scene", ["cat", "dog"], IMAGES, failed={"dogs/images/broken.jpg": "truncated JPEG"})
-    factory.boxes(built, BOXES)
-    factory.no_objects(built, "dogs/images/empty.jpg")
-    return built

@@ -12,7 +12,7 @@ from web.cli import main
 from worker.store.models import Box, BoxSource
 
 if TYPE_CHECKING:
-    from formats.conftest import Factory
+    from tests.worker.formats.scene import Factory
 
 
 def _env(runtime) -> dict[str, str]:  # type: ignore[no-untyped-def]

@@ -22,17 +22,9 @@ from camcore.models import ModelSpec
 from camcore.objectness import SPEC_KEY, fit_objectness
 from camcore.pipeline import BoxParams, ImageResult, Localizer
 from camcore.training import train_head
+from tests.prerequisites import dev_dataset
 
 pytestmark = pytest.mark.slow
-
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
-
-
-def _dataset(name: str) -> Path:
-    root = DATASETS / name
-    if not root.is_dir():
-        pytest.fail(f"dev collection missing at {root}")
-    return root
 
 
 def _voc_boxes(path: Path) -> torch.Tensor:
@@ -64,7 +56,7 @@ def _centre(size: tuple[int, int], frac: float = 0.8) -> torch.Tensor:
 def test_tags_the_classifier_cannot_tell_apart_still_give_boxes_better_than_a_centred_box(tmp_path: Path) -> None:
     """Tags drawn at random carry no location signal in the class maps; the collection's
     objectness must still find the animal, beating the best centred box on the same images."""
-    root = _dataset("raccoon-kangaroo")
+    root = dev_dataset("raccoon-kangaroo")
     paths = [p for c in ("kangaroo", "raccoon") for p in sorted((root / c / "images").glob("*.jpg"))[:40]]
     paths = [p for p in paths if p.name != "00090.jpg"]  # the truncated file
     rng = random.Random(0)
@@ -85,7 +77,7 @@ def test_twenty_reviewed_images_teach_the_box_size_of_playing_cards(tmp_path: Pa
     """Cards are small on their tables: the default rule boxes them with their halo. Twenty
     reviewed images in total (not per class) must fix that for the other images, and the refitted
     box score must rank right boxes above wrong ones."""
-    root = _dataset("playing_cards")
+    root = dev_dataset("playing_cards")
     gt = json.loads((root / "gt.json").read_text())
     with (root / "manifest.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))[::2][:140]  # every other photo: both sources

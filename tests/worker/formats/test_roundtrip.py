@@ -17,9 +17,9 @@ from worker.formats import export_collection, import_ground_truth
 from worker.store.models import Box, BoxSource, Category, ReviewStatus
 
 if TYPE_CHECKING:
-    from formats.conftest import Built, Factory
+    from tests.worker.formats.scene import Built, Factory
 
-from formats.conftest import IMAGES
+from tests.worker.formats.scene import IMAGES
 
 
 def _boxes_of(runtime, built: Built, source_filter) -> dict[str, list[tuple[str, float, float, float, float]]]:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 if TYPE_CHECKING:
-    from formats.conftest import Built, Factory
+    from tests.worker.formats.scene import Built, Factory
 from worker.formats import FormatError, export_collection
 
 

@@ -12,7 +12,7 @@ from torchvision.ops import box_iou
 from camcore.box_correction import BoxCorrection, corrections_from_extra
 from camcore.calibration import PRIOR_IMAGES, apply, calibrate
 from camcore.pipeline import BoxParams
-from quality_synth import pyramid_map
+from tests.camcore.quality.synth import pyramid_map
 
 SIZE = (240, 180)
 LEVELS = {0: 0.7, 1: 0.15}  # class 0: the object is the map's peak; class 1: nearly all its support

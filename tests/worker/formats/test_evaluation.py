@@ -21,7 +21,7 @@ from worker.formats import FormatError, export_collection
 from worker.store.models import BoxSource, ConceptMap, Evaluation, ModelVersion, ReviewStatus
 
 if TYPE_CHECKING:
-    from formats.conftest import Built, Factory
+    from tests.worker.formats.scene import Built, Factory
 
 CAM, GT = BoxSource.cam, BoxSource.ground_truth
 IMAGES = [("i/1.jpg", 100, 80), ("i/2.jpg", 100, 100), ("i/3.jpg", 80, 80), ("i/no-gt.jpg", 40, 40)]

@@ -22,7 +22,7 @@ def planted() -> Planted:
     """``tiny_cnn`` (stride 4) fine-tuned on 60 images holding 1-3 planted objects + 30 negatives."""
     from camcore.models import ModelSpec
     from camcore.training import train_head
-    from quality_synth import planted_images
+    from tests.camcore.quality.synth import planted_images
 
     torch.manual_seed(0)
     images, tags, boxes = planted_images(60, seed=0, objects=(1, 3), negatives=30)

@@ -14,7 +14,7 @@ from worker.formats import FormatError, import_ground_truth
 from worker.store.models import Box, BoxSource, Category
 
 if TYPE_CHECKING:
-    from formats.conftest import Built, Factory
+    from tests.worker.formats.scene import Built, Factory
 
 IMAGES = [("set/images/a.jpg", 100, 80), ("set/images/b.jpg", 60, 60), ("other/b.jpg", 60, 60), ("set/images/c.jpg", 50, 40)]
 

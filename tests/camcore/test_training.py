@@ -9,7 +9,7 @@ import torch
 
 from camcore.models import ModelSpec
 from camcore.training import average_precision, train_head
-from camcore_synth import SHAPES, make_dataset
+from tests.camcore.synth import SHAPES, make_dataset
 
 
 def _tiny_spec() -> ModelSpec:
