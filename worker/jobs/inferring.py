@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -57,7 +58,7 @@ class _Computed:
 
 def _compute_chunk(ctx: JobContext, localizer: Any, class_index: dict[str, int], cursor: int, top_k: int) -> _Computed | None:
     """Read the next chunk after ``cursor`` and run the model on it; ``None`` when no image is left."""
-    from camcore.images import ImageLoadError, load_image
+    from camcore.images import ImageLoadError
 
     with ctx.session() as session:
         rows = session.execute(
@@ -72,34 +73,30 @@ def _compute_chunk(ctx: JobContext, localizer: Any, class_index: dict[str, int],
                 tags.setdefault(image_id, set()).add(class_index[name])
     if not rows:
         return None
-    def load(key: str | None) -> Any:
+    # files, not decoded images, go to the localizer: it streams them (loader processes decoding
+    # ahead on CUDA, phased host threads on a CPU); a file that cannot be loaded fails alone
+    failed: list[tuple[int, str]] = []
+    files: list[tuple[int, Path]] = []
+    for image_id, key in rows:
         try:
             if not key:
                 raise ImageLoadError("the image has no stored file")
-            return load_image(ctx.runtime.blobs.local_path(key), min_size=localizer.spec.input_size)
+            files.append((image_id, ctx.runtime.blobs.local_path(key)))
         except ImageLoadError as exc:
-            return exc.reason
-        except Exception as exc:  # noqa: BLE001 - one bad file never stops the job
-            return f"{type(exc).__name__}: {exc}"
-
-    # decoded in parallel on the localizer's host threads (Pillow releases the GIL)
-    keys = [key for _image_id, key in rows]
-    outcomes = list(localizer.executor.map(load, keys)) if localizer.executor is not None else [load(k) for k in keys]
-    loaded: list[tuple[int, Any]] = []
-    failed: list[tuple[int, str]] = []
-    for (image_id, _key), outcome in zip(rows, outcomes):
-        if isinstance(outcome, str):
-            failed.append((image_id, outcome))
-        else:
-            loaded.append((image_id, outcome))
+            failed.append((image_id, exc.reason))
+        except Exception as exc:  # noqa: BLE001 - one bad key never stops the job
+            failed.append((image_id, f"{type(exc).__name__}: {exc}"))
     results: dict[int, Any] = {}
-    tagged = [(image_id, im) for image_id, im in loaded if tags.get(image_id)]
-    untagged = [(image_id, im) for image_id, im in loaded if not tags.get(image_id)]
-    if tagged:
-        wanted = [sorted(tags[image_id]) for image_id, _im in tagged]
-        results.update(zip([i for i, _ in tagged], localizer.localize([im for _, im in tagged], wanted, top_k=top_k)))
-    if untagged:
-        results.update(zip([i for i, _ in untagged], localizer.localize([im for _, im in untagged], None, top_k=top_k)))
+    tagged = [(image_id, path) for image_id, path in files if tags.get(image_id)]
+    untagged = [(image_id, path) for image_id, path in files if not tags.get(image_id)]
+    for group, wanted in ((tagged, [sorted(tags[image_id]) for image_id, _path in tagged]), (untagged, None)):
+        if not group:
+            continue
+        for position, outcome in localizer.localize_files([path for _id, path in group], wanted, top_k=top_k):
+            if isinstance(outcome, ImageLoadError):
+                failed.append((group[position][0], outcome.reason))
+            else:
+                results[group[position][0]] = outcome
     return _Computed(ids=ids, results=results, failed=failed)
 
 
