@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prerequisites import dev_dataset, require_service
+from tests.prerequisites import copy_photos, dev_dataset, require_service
 
 PG_ADMIN_URL = os.environ.get("CAMLABEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("CAMLABEL_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -76,3 +76,9 @@ def shared_dataset() -> Path:
     """The real-photo dev collection (``raccoon/`` and ``kangaroo/`` folders of ``images/`` and VOC
     ``annotations/``): ``../shared/datasets/raccoon-kangaroo`` beside the checkout."""
     return dev_dataset("raccoon-kangaroo")
+
+
+@pytest.fixture
+def photos(shared_dataset: Path, tmp_path: Path) -> Path:
+    """Four real photos per class in the folder layout."""
+    return copy_photos(shared_dataset, tmp_path / "photos", 4)

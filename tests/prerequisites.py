@@ -9,6 +9,7 @@ in the folder ``CAMLABEL_SHARED_DATASETS`` names.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import NoReturn
@@ -55,3 +56,14 @@ def dev_dataset(name: str) -> Path:
     if not root.is_dir():
         missing(f"the {name} dev dataset is not at {root} (CAMLABEL_SHARED_DATASETS names the folder holding the datasets)")
     return root
+
+
+def copy_photos(shared_dataset: Path, dest: Path, per_class: int) -> Path:
+    """``dest/<class>/images/*.jpg``: the first ``per_class`` real photos of each class (sorted)."""
+    for cls in ("raccoon", "kangaroo"):
+        target = dest / cls / "images"
+        target.mkdir(parents=True, exist_ok=True)
+        photos = sorted(p for p in (shared_dataset / cls / "images").glob("*.jpg") if p.name != "00090.jpg")[:per_class]
+        for photo in photos:
+            shutil.copy2(photo, target / photo.name)
+    return dest

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+
 from tests.web.helpers import Browser, Factory, login
 
 TEST_SECRET_KEY = "test-only-3b9f1c0d7e2a4f6b8c5d9e1a0f3b7c2d"  # strong enough for the key check, never deployed
@@ -67,3 +68,13 @@ def reviewer(app: Flask, factory: Factory) -> Browser:
 def admin(app: Flask, factory: Factory) -> Browser:
     factory.user("admin@example.com", admin=True)
     return login(app.test_client(), "admin@example.com")
+
+
+@pytest.fixture
+def reviewer_setup(db_app: Flask, db_factory: Factory) -> tuple[Browser, Factory, int, dict[str, int]]:
+    """On SQLite and PostgreSQL: a logged-in reviewer, the row factory, a collection id and its
+    categories by name (``db_factory.collection()``)."""
+    db_factory.user("r@example.com")
+    browser = login(db_app.test_client(), "r@example.com")
+    cid, cats = db_factory.collection()
+    return browser, db_factory, cid, cats

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from tests.web.helpers import Browser, Factory, login, wait_job
 
+from tests.web.helpers import Browser, Factory, login, wait_job
 from worker.staging import staging_root
 
 HUGE = 10**30

@@ -7,8 +7,8 @@ import io
 import json
 
 from flask import Flask
-from tests.web.helpers import Factory
 
+from tests.web.helpers import Factory
 from worker.store.models import Box, BoxSource, Collection, Job, JobKind, JobStatus
 
 

@@ -9,6 +9,7 @@ from itertools import pairwise
 
 import pytest
 from flask import Flask
+
 from tests.web.helpers import Browser, Factory, login
 
 PAGE_SIZE = 3

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 from sqlalchemy import func, select
-from tests.web.helpers import Factory
 
+from tests.web.helpers import Factory
 from worker.store.models import ImageTag, Job
 
 

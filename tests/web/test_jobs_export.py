@@ -8,8 +8,8 @@ import json
 from datetime import UTC, datetime
 
 from flask import Flask
-from tests.web.helpers import Factory, wait_job
 
+from tests.web.helpers import Factory, wait_job
 from worker.store.models import Job, JobKind, JobStatus
 
 

@@ -7,8 +7,8 @@ import json
 
 from click.testing import CliRunner
 from flask import Flask
-from tests.web.helpers import Factory
 
+from tests.web.helpers import Factory
 from worker.store.models import Box, Image
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from openapi_schema_validator import OAS30Validator
+
 from tests.web.helpers import Factory, login, wait_job
 
 

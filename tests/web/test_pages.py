@@ -6,6 +6,7 @@ import json
 import re
 
 from flask import Flask
+
 from tests.web.helpers import Factory
 
 EVIL = '<script>alert("x")</script>.png'

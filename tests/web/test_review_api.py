@@ -5,18 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flask import Flask
-from tests.web.helpers import Browser, Factory, login
 
+from tests.web.helpers import Browser, login
 from worker.store.models import Box, Image
-
-
-@pytest.fixture
-def setup(db_app: Flask, db_factory: Factory):  # type: ignore[no-untyped-def]
-    db_factory.user("r@example.com")
-    browser = login(db_app.test_client(), "r@example.com")
-    cid, cats = db_factory.collection()
-    return browser, db_factory, cid, cats
 
 
 def _all_pages(browser: Browser, url: str) -> list[dict]:
@@ -31,8 +22,8 @@ def _all_pages(browser: Browser, url: str) -> list[dict]:
     raise AssertionError("pagination did not end")
 
 
-def test_images_sorted_lowest_score_first_with_keyset_pages(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_images_sorted_lowest_score_first_with_keyset_pages(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     scores = [0.9, 0.1, 0.5, None, 0.5, 0.3, None, 0.7]
     ids = []
     for n, score in enumerate(scores):
@@ -50,8 +41,8 @@ def test_images_sorted_lowest_score_first_with_keyset_pages(setup) -> None:  # t
     assert [i["id"] for i in by_id] == sorted(ids)
 
 
-def test_image_filters(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_image_filters(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     a = factory.image(cid, "raccoon/a.png", seed=1)
     b = factory.image(cid, "kangaroo/b.png", seed=2)
     c = factory.image(cid, "kangaroo/c.png", seed=3)
@@ -78,8 +69,8 @@ def test_image_filters(setup) -> None:  # type: ignore[no-untyped-def]
     assert browser.api("GET", f"/api/v1/collections/{cid}/images?limit=0").status_code == 400
 
 
-def test_box_edit_versions_and_conflict(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_box_edit_versions_and_conflict(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     image_id = factory.image(cid, "raccoon/a.png")
     box_id = factory.box(image_id, cats["raccoon"], score=0.4)
     other = login(browser.client.application.test_client(), "r@example.com")  # a second reviewer session
@@ -104,8 +95,8 @@ def test_box_edit_versions_and_conflict(setup) -> None:  # type: ignore[no-untyp
     assert changed["category_id"] == cats["kangaroo"] and changed["status"] == "edited"
 
 
-def test_reject_updates_image_stats_draw_and_delete(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_reject_updates_image_stats_draw_and_delete(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     image_id = factory.image(cid, "raccoon/a.png")
     low = factory.box(image_id, cats["raccoon"], score=0.2)
     factory.box(image_id, cats["raccoon"], score=0.6)
@@ -127,8 +118,8 @@ def test_reject_updates_image_stats_draw_and_delete(setup) -> None:  # type: ign
     assert factory.get(Image, image_id).n_boxes == 1
 
 
-def test_accept_all_and_bulk_accept(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_accept_all_and_bulk_accept(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     one = factory.image(cid, "raccoon/1.png", seed=1)
     b1 = factory.box(one, cats["raccoon"], score=0.3)
     b2 = factory.box(one, cats["kangaroo"], score=0.4)
@@ -149,8 +140,8 @@ def test_accept_all_and_bulk_accept(setup) -> None:  # type: ignore[no-untyped-d
     assert [b["id"] for b in stale.get_json()["error"]["updated"]] == [low]
 
 
-def test_box_list_pagination_and_image_detail(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_box_list_pagination_and_image_detail(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     made = []
     for n in range(7):
         image_id = factory.image(cid, f"raccoon/{n}.png", seed=n)
@@ -166,12 +157,12 @@ def test_box_list_pagination_and_image_detail(setup) -> None:  # type: ignore[no
     assert detail["concept_maps"][0]["map_url"] == f"/api/v1/maps/{map_key}"
 
 
-def test_concept_map_values_are_the_map_normalised_to_bytes(setup) -> None:  # type: ignore[no-untyped-def]
+def test_concept_map_values_are_the_map_normalised_to_bytes(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
     """The values a heatmap paints: the stored float16 map min-max normalised to 0..255, as
     camcore.concept_maps.normalize_map makes them; immutable; only map blobs are served."""
     from camcore.concept_maps import decode_map, encode_map, normalize_map
 
-    browser, factory, cid, cats = setup
+    browser, factory, cid, cats = reviewer_setup
     image_id = factory.image(cid, "raccoon/a.png")
     cam = [[-1.5, 0.25, 2.0, 7.0], [3.0, 3.5, -0.75, 1.0], [0.0, 6.5, 5.0, 4.0]]
     key = factory.concept_map(image_id, cats["raccoon"], cam)

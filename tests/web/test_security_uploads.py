@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+
 from tests.web.helpers import Factory, login, wait_job
 
 

@@ -6,17 +6,9 @@ from __future__ import annotations
 
 import pytest
 from flask import Flask
-from tests.web.helpers import Browser, Factory, login
 
+from tests.web.helpers import Browser, Factory
 from worker.store.models import Box, Image, ImageTag
-
-
-@pytest.fixture
-def setup(db_app: Flask, db_factory: Factory):  # type: ignore[no-untyped-def]
-    db_factory.user("r@example.com")
-    browser = login(db_app.test_client(), "r@example.com")
-    cid, cats = db_factory.collection()
-    return browser, db_factory, cid, cats
 
 
 def _tag(factory: Factory, image_id: int, category_id: int) -> None:
@@ -33,8 +25,8 @@ def _state(factory: Factory, image_id: int) -> str:
     return factory.get(Image, image_id).review_state.value
 
 
-def test_bulk_accept_preview_apply_and_undo(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_bulk_accept_preview_apply_and_undo(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     images = [factory.image(cid, f"raccoon/{n}.png", seed=n) for n in range(4)]
     high = [factory.box(images[0], cats["raccoon"], score=0.95), factory.box(images[0], cats["raccoon"], score=0.91),
             factory.box(images[1], cats["raccoon"], score=0.97)]
@@ -71,8 +63,8 @@ def test_bulk_accept_preview_apply_and_undo(setup) -> None:  # type: ignore[no-u
     assert browser.api("POST", f"/api/v1/collections/{cid}/review-operations/99999/undo").status_code == 404
 
 
-def test_accept_and_reject_a_selection_touch_only_its_proposed_boxes(setup, db_factory: Factory) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_accept_and_reject_a_selection_touch_only_its_proposed_boxes(reviewer_setup, db_factory: Factory) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     a, b, c = (factory.image(cid, f"raccoon/{n}.png", seed=n) for n in range(3))
     a1, a2 = factory.box(a, cats["raccoon"], score=0.2), factory.box(a, cats["kangaroo"], score=0.3, status="rejected")
     b1 = factory.box(b, cats["raccoon"], score=0.8)
@@ -100,8 +92,8 @@ def test_accept_and_reject_a_selection_touch_only_its_proposed_boxes(setup, db_f
         assert response.status_code == 400 and response.get_json()["error"]["field"] == field, body
 
 
-def test_bulk_accept_errors_name_the_field(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, _factory, cid, cats = setup
+def test_bulk_accept_errors_name_the_field(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, _factory, cid, cats = reviewer_setup
     preview = f"/api/v1/collections/{cid}/bulk-accept/preview"
     for query, field in (("min_score=0.5", "category_id"), (f"category_id={cats['raccoon']}&min_score=high", "min_score"),
                          (f"category_id={cats['raccoon']}", "min_score")):
@@ -113,8 +105,8 @@ def test_bulk_accept_errors_name_the_field(setup) -> None:  # type: ignore[no-un
     assert response.status_code == 400 and "not a category of collection" in response.get_json()["error"]["message"]
 
 
-def test_disagree_filter_and_review_state_filter(setup) -> None:  # type: ignore[no-untyped-def]
-    browser, factory, cid, cats = setup
+def test_disagree_filter_and_review_state_filter(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
     agree = factory.image(cid, "raccoon/agree.png", seed=1)
     _tag(factory, agree, cats["raccoon"])
     factory.box(agree, cats["raccoon"], score=0.7)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from tests.web.helpers import Factory, wait_job
 
+from tests.web.helpers import Factory, wait_job
 from worker.staging import staging_root
 
 

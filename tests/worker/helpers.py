@@ -1,120 +1,19 @@
-"""Helpers of the worker tests: real photo subsets, the ``camlabel`` CLI, real worker processes, waits."""
+"""Helpers of the worker tests: rows made in a runtime's database, small real JPEGs, an import job run in-process."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections import Counter
-from collections.abc import Callable
+import io
 from pathlib import Path
 
-CAMLABEL = str(Path(sys.executable).with_name("camlabel"))
-REDIS_TEST_DB = int(os.environ.get("CAMLABEL_TEST_REDIS_DB", "7"))
+from PIL import Image as PILImage
 
-
-def copy_photos(shared_dataset: Path, dest: Path, per_class: int) -> Path:
-    """``dest/<class>/images/*.jpg``: the first ``per_class`` real photos of each class (sorted)."""
-    for cls in ("raccoon", "kangaroo"):
-        target = dest / cls / "images"
-        target.mkdir(parents=True, exist_ok=True)
-        photos = sorted(p for p in (shared_dataset / cls / "images").glob("*.jpg") if p.name != "00090.jpg")[:per_class]
-        for photo in photos:
-            shutil.copy2(photo, target / photo.name)
-    return dest
-
-
-class Cli:
-    """Runs the installed ``camlabel`` command with a fixed environment."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env = env
-        self.cwd = cwd
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([CAMLABEL, *args], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(f"camlabel {' '.join(args)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
-        return done
-
-
-class Workers:
-    """Starts real ``camlabel worker`` processes; kills any left at teardown."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, queues: str = "gpu,cpu") -> subprocess.Popen[bytes]:
-        with (self.logs / f"worker-{len(self.procs)}.log").open("wb") as log:
-            proc = subprocess.Popen([CAMLABEL, "worker", "--queues", queues, "--loglevel", "INFO"], env=self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("worker-*.log")))
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
-    """Poll ``predicate`` until truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def expected_box_counts(sessions, blobs_root: Path, model_version_id: int, box_params: dict) -> Counter[int]:  # type: ignore[no-untyped-def]
-    """Boxes per image that the stored concept maps give under ``box_params`` (recomputed with
-    camcore, no model pass): what one complete set of proposals must hold."""
-    from sqlalchemy import select
-
-    from camcore.concept_maps import decode_map
-    from camcore.pipeline import BoxParams, boxes_from_maps
-    from worker.store.models import Category, ConceptMap, Image, ModelVersion
-
-    params = BoxParams.from_dict(box_params)
-    with sessions() as session:
-        class_names = session.get(ModelVersion, model_version_id).class_names
-        rows = session.execute(
-            select(ConceptMap.image_id, Category.name, ConceptMap.raw_key, Image.width, Image.height)
-            .join(Category, Category.id == ConceptMap.category_id).join(Image, Image.id == ConceptMap.image_id)
-            .where(ConceptMap.model_version_id == model_version_id)
-        ).all()
-    maps: dict[int, dict[int, object]] = {}
-    sizes: dict[int, tuple[int, int]] = {}
-    for image_id, name, raw_key, width, height in rows:
-        maps.setdefault(image_id, {})[class_names.index(name)] = decode_map((blobs_root / raw_key).read_bytes())
-        sizes[image_id] = (width, height)
-    counts: Counter[int] = Counter()
-    for image_id, per_class in maps.items():
-        boxes, _scores, _labels = boxes_from_maps(per_class, sizes[image_id], params)  # type: ignore[arg-type]
-        counts[image_id] = int(boxes.shape[0])
-    return +counts
+from worker.queue.execution import execute
+from worker.queue.submit import submit
+from worker.store.models import Collection, Job
 
 
 def new_collection(runtime, name: str = "c") -> int:  # type: ignore[no-untyped-def]
     """Id of a new empty collection in ``runtime``'s database."""
-    from worker.store.models import Collection
-
     with runtime.sessions() as session:
         collection = Collection(name=name)
         session.add(collection)
@@ -124,9 +23,30 @@ def new_collection(runtime, name: str = "c") -> int:  # type: ignore[no-untyped-
 
 def detached_job(runtime, job_id: int):  # type: ignore[no-untyped-def]
     """The ``Job`` row ``job_id`` as it is now, detached from its session."""
-    from worker.store.models import Job
-
     with runtime.sessions() as session:
         job = session.get(Job, job_id)
         session.expunge(job)
         return job
+
+
+def jpeg_bytes(color: tuple[int, int, int], size: tuple[int, int] = (48, 32), exif_orientation: int | None = None) -> bytes:
+    """A one-colour JPEG of ``size`` (width, height) pixels, with an EXIF orientation tag when given."""
+    image = PILImage.new("RGB", size, color)
+    buffer = io.BytesIO()
+    if exif_orientation is None:
+        image.save(buffer, format="JPEG")
+    else:
+        exif = PILImage.Exif()
+        exif[0x0112] = exif_orientation
+        image.save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def run_import(runtime, path: Path, manifest: Path | None = None, collection_id: int | None = None) -> Job:  # type: ignore[no-untyped-def]
+    """Submit an import of ``path`` (into ``collection_id``, else a new collection), run it in this
+    process and return its finished ``Job`` row, detached."""
+    with runtime.sessions() as session:
+        job = submit(session, kind="import", collection_id=collection_id if collection_id is not None else new_collection(runtime),
+                     inline=True, params={"path": str(path), "manifest": str(manifest) if manifest else None})
+    execute(job.id)
+    return detached_job(runtime, job.id)

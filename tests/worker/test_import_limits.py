@@ -3,7 +3,6 @@ over many mid-size entries, symbolic links, repeated manifest rows, empty files.
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import time
@@ -12,15 +11,12 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image as PILImage
 from sqlalchemy import select
 
 from camcore.images import ImageLoadError, load_image
-from tests.worker.helpers import new_collection
-from worker.queue.execution import execute
+from tests.worker.helpers import jpeg_bytes, run_import
 from worker.import_sources import ImportSourceError, list_source
-from worker.queue.submit import submit
-from worker.store.models import Category, Image, ImageTag, Job, JobStatus
+from worker.store.models import Category, Image, ImageTag, JobStatus
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -37,23 +33,6 @@ def sixteen_bit_png(side: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
-def _jpeg(color: tuple[int, int, int]) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.new("RGB", (40, 30), color).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def _import(runtime, path: Path, manifest: Path | None = None) -> Job:  # type: ignore[no-untyped-def]
-    with runtime.sessions() as session:
-        job = submit(session, kind="import", collection_id=new_collection(runtime), inline=True,
-                     params={"path": str(path), "manifest": str(manifest) if manifest else None})
-    execute(job.id)
-    with runtime.sessions() as session:
-        done = session.get(Job, job.id)
-        session.expunge(done)
-        return done
-
-
 def test_16_bit_10000px_png_is_refused_quickly_by_the_decode_budget(sqlite_runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data = sixteen_bit_png(10_000)
     assert len(data) < 300_000  # ~215 KB on disk, 200 MB of 16-bit pixels
@@ -68,9 +47,9 @@ def test_16_bit_10000px_png_is_refused_quickly_by_the_decode_budget(sqlite_runti
     folder = tmp_path / "photos" / "owl"
     folder.mkdir(parents=True)
     (folder / "huge.png").write_bytes(data)
-    (folder / "fine.jpg").write_bytes(_jpeg((9, 9, 9)))
+    (folder / "fine.jpg").write_bytes(jpeg_bytes((9, 9, 9), (40, 30)))
     started = time.monotonic()
-    job = _import(sqlite_runtime, tmp_path / "photos")
+    job = run_import(sqlite_runtime, tmp_path / "photos")
     assert time.monotonic() - started < 20
     assert job.status is JobStatus.succeeded and job.result["imported"] == 1 and job.result["failed"] == 1
     assert job.result["failures"][0]["file"] == "owl/huge.png" and "memory budget" in job.result["failures"][0]["reason"]
@@ -90,13 +69,13 @@ def test_zip_of_1500_mid_size_entries_is_refused(tmp_path: Path) -> None:
 def test_symlinks_are_skipped_and_reported(sqlite_runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     outside = tmp_path / "outside"
     outside.mkdir()
-    (outside / "secret.jpg").write_bytes(_jpeg((1, 2, 3)))
+    (outside / "secret.jpg").write_bytes(jpeg_bytes((1, 2, 3), (40, 30)))
     root = tmp_path / "photos" / "owl"
     root.mkdir(parents=True)
-    (root / "real.jpg").write_bytes(_jpeg((4, 5, 6)))
+    (root / "real.jpg").write_bytes(jpeg_bytes((4, 5, 6), (40, 30)))
     os.symlink(outside / "secret.jpg", root / "link.jpg")
     os.symlink(outside, root / "linked-folder")
-    job = _import(sqlite_runtime, tmp_path / "photos")
+    job = run_import(sqlite_runtime, tmp_path / "photos")
     assert job.status is JobStatus.succeeded and job.result["imported"] == 1
     skipped = {item["file"]: item["reason"] for item in job.result["skipped"]}
     assert skipped == {"owl/link.jpg": "symbolic link (links are not followed)",
@@ -107,10 +86,10 @@ def test_symlinks_are_skipped_and_reported(sqlite_runtime, tmp_path: Path) -> No
 def test_a_file_listed_twice_in_a_manifest_gets_the_tags_of_both_rows(sqlite_runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "flat"
     root.mkdir()
-    (root / "a.jpg").write_bytes(_jpeg((7, 7, 7)))
+    (root / "a.jpg").write_bytes(jpeg_bytes((7, 7, 7), (40, 30)))
     manifest = tmp_path / "m.csv"
     manifest.write_text("file_name,tags\na.jpg,raccoon\na.jpg,animal;raccoon\n")
-    job = _import(sqlite_runtime, root, manifest)
+    job = run_import(sqlite_runtime, root, manifest)
     assert job.status is JobStatus.succeeded and job.result["imported"] == 1
     with sqlite_runtime.sessions() as session:
         tags = set(session.scalars(select(Category.name).join(ImageTag, ImageTag.category_id == Category.id)
@@ -122,8 +101,8 @@ def test_an_empty_file_says_so(sqlite_runtime, tmp_path: Path) -> None:  # type:
     root = tmp_path / "photos"
     root.mkdir()
     (root / "empty.jpg").write_bytes(b"")
-    (root / "ok.jpg").write_bytes(_jpeg((3, 3, 3)))
-    job = _import(sqlite_runtime, root)
+    (root / "ok.jpg").write_bytes(jpeg_bytes((3, 3, 3), (40, 30)))
+    job = run_import(sqlite_runtime, root)
     assert job.result["failures"] == [{"file": "empty.jpg", "reason": "empty file (0 bytes)"}]
     with pytest.raises(ImageLoadError, match=r"empty file \(0 bytes\)"):
         load_image(root / "empty.jpg")
@@ -135,8 +114,8 @@ def test_manifest_names_match_files_written_in_another_unicode_form(sqlite_runti
     root = tmp_path / "flat"
     root.mkdir()
     decomposed = unicodedata.normalize("NFD", "Ünïcode.jpg")  # as macOS writes names
-    (root / decomposed).write_bytes(_jpeg((5, 6, 7)))
+    (root / decomposed).write_bytes(jpeg_bytes((5, 6, 7), (40, 30)))
     manifest = tmp_path / "m.csv"
     manifest.write_text("file_name,tags\n" + unicodedata.normalize("NFC", "Ünïcode.jpg") + ",owl\n", encoding="utf-8")
-    job = _import(sqlite_runtime, root, manifest)
+    job = run_import(sqlite_runtime, root, manifest)
     assert job.status is JobStatus.succeeded and job.result["imported"] == 1 and job.result["missing"] == 0, job.result

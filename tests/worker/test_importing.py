@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import zipfile
 from pathlib import Path
@@ -11,36 +10,9 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from tests.worker.helpers import new_collection
-from worker.queue.execution import execute
+from tests.worker.helpers import jpeg_bytes, new_collection, run_import
 from worker.import_sources import ImportSourceError, list_source
-from worker.queue.submit import submit
-from worker.store.models import Category, Image, ImageStatus, ImageTag, Job, JobStatus
-
-
-def _jpeg(color: tuple[int, int, int], size: tuple[int, int] = (48, 32), exif_orientation: int | None = None) -> bytes:
-    image = PILImage.new("RGB", size, color)
-    buffer = io.BytesIO()
-    if exif_orientation is None:
-        image.save(buffer, format="JPEG")
-    else:
-        exif = PILImage.Exif()
-        exif[0x0112] = exif_orientation
-        image.save(buffer, format="JPEG", exif=exif.tobytes())
-    return buffer.getvalue()
-
-
-
-
-def _import(runtime, collection_id: int, path: Path, manifest: Path | None = None) -> Job:  # type: ignore[no-untyped-def]
-    with runtime.sessions() as session:
-        job = submit(session, kind="import", collection_id=collection_id, inline=True,
-                     params={"path": str(path), "manifest": str(manifest) if manifest else None})
-    execute(job.id)
-    with runtime.sessions() as session:
-        done = session.get(Job, job.id)
-        session.expunge(done)
-        return done
+from worker.store.models import Category, Image, ImageStatus, ImageTag, JobStatus
 
 
 def _images(runtime) -> dict[str, Image]:  # type: ignore[no-untyped-def]
@@ -66,20 +38,20 @@ def test_folder_layout_bad_files_and_dedup(runtime, shared_dataset: Path, tmp_pa
     root = tmp_path / "src"
     (root / "cat" / "deep" / "deeper").mkdir(parents=True)
     (root / "dog").mkdir()
-    (root / "cat" / "a.jpg").write_bytes(_jpeg((200, 0, 0)))
-    (root / "cat" / "deep" / "deeper" / "b.png").write_bytes(_jpeg((0, 200, 0)))  # a JPEG named .png still loads
-    (root / "dog" / "same-as-a.jpg").write_bytes(_jpeg((200, 0, 0)))  # duplicate content
+    (root / "cat" / "a.jpg").write_bytes(jpeg_bytes((200, 0, 0)))
+    (root / "cat" / "deep" / "deeper" / "b.png").write_bytes(jpeg_bytes((0, 200, 0)))  # a JPEG named .png still loads
+    (root / "dog" / "same-as-a.jpg").write_bytes(jpeg_bytes((200, 0, 0)))  # duplicate content
     (root / "dog" / "notes.txt").write_text("not an image")
     (root / "dog" / "labels.xml").write_text("<xml/>")
-    (root / "top.jpg").write_bytes(_jpeg((0, 0, 200)))  # top level: no tag
-    whole = _jpeg((9, 99, 199), size=(64, 64))
+    (root / "top.jpg").write_bytes(jpeg_bytes((0, 0, 200)))  # top level: no tag
+    whole = jpeg_bytes((9, 99, 199), size=(64, 64))
     (root / "dog" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
     shutil.copy(shared_dataset / "kangaroo" / "images" / "00090.jpg", root / "dog" / "00090.jpg")  # the real truncated one
     (root / "dog" / "garbage.jpg").write_bytes(b"this is not a jpeg")
-    (root / "dog" / "rotated.jpg").write_bytes(_jpeg((50, 50, 50), size=(40, 20), exif_orientation=6))
+    (root / "dog" / "rotated.jpg").write_bytes(jpeg_bytes((50, 50, 50), size=(40, 20), exif_orientation=6))
     collection_id = new_collection(runtime)
 
-    job = _import(runtime, collection_id, root)
+    job = run_import(runtime, root, collection_id=collection_id)
     assert job.status is JobStatus.succeeded, job.error
     assert job.done == job.total == 10
     result = job.result
@@ -99,7 +71,7 @@ def test_folder_layout_bad_files_and_dedup(runtime, shared_dataset: Path, tmp_pa
         assert thumb.format == "JPEG" and max(thumb.size) <= 256
     assert blobs.read_bytes(images["cat/a.jpg"].storage_key) == (root / "cat" / "a.jpg").read_bytes()
 
-    again = _import(runtime, collection_id, root)
+    again = run_import(runtime, root, collection_id=collection_id)
     assert again.status is JobStatus.succeeded
     assert again.result["imported"] == 0 and again.result["duplicates"] == 8
     assert len(_images(runtime)) == 7
@@ -113,9 +85,9 @@ def _zip(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_D
 
 
 def test_zip_in_folder_layout(sqlite_runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    archive = _zip(tmp_path / "a.zip", {"owl/x/1.jpg": _jpeg((1, 2, 3)), "fox/2.jpg": _jpeg((4, 5, 6)), "readme.md": b"hi",
+    archive = _zip(tmp_path / "a.zip", {"owl/x/1.jpg": jpeg_bytes((1, 2, 3)), "fox/2.jpg": jpeg_bytes((4, 5, 6)), "readme.md": b"hi",
                                         "__MACOSX/owl/._1.jpg": b"junk"})
-    job = _import(sqlite_runtime, new_collection(sqlite_runtime), archive)
+    job = run_import(sqlite_runtime, archive)
     assert job.status is JobStatus.succeeded, job.error
     assert job.result["imported"] == 2 and job.result["skipped_non_image"] == 1
     assert _tags(sqlite_runtime) == {"owl/x/1.jpg": {"owl"}, "fox/2.jpg": {"fox"}}
@@ -123,10 +95,10 @@ def test_zip_in_folder_layout(sqlite_runtime, tmp_path: Path) -> None:  # type: 
 
 @pytest.mark.parametrize("bad_name", ["../evil.jpg", "owl/../../evil.jpg", "/etc/evil.jpg", "C:/evil.jpg", "owl\\..\\..\\evil.jpg"])
 def test_zip_with_unsafe_paths_is_refused(sqlite_runtime, tmp_path: Path, bad_name: str) -> None:  # type: ignore[no-untyped-def]
-    archive = _zip(tmp_path / "bad.zip", {"owl/ok.jpg": _jpeg((1, 2, 3)), bad_name: _jpeg((3, 2, 1))})
+    archive = _zip(tmp_path / "bad.zip", {"owl/ok.jpg": jpeg_bytes((1, 2, 3)), bad_name: jpeg_bytes((3, 2, 1))})
     with pytest.raises(ImportSourceError, match="unsafe path"):
         list_source(archive)
-    job = _import(sqlite_runtime, new_collection(sqlite_runtime), archive)
+    job = run_import(sqlite_runtime, archive)
     assert job.status is JobStatus.failed and "unsafe path" in (job.error or "")
     assert _images(sqlite_runtime) == {}
     assert not (tmp_path / "evil.jpg").exists()
@@ -137,21 +109,21 @@ def test_zip_bomb_is_refused(sqlite_runtime, tmp_path: Path, monkeypatch: pytest
     assert bomb.stat().st_size < (1 << 20)
     with pytest.raises(ImportSourceError, match="zip bomb"):
         list_source(bomb)
-    stored = _zip(tmp_path / "big.zip", {"owl/a.jpg": _jpeg((1, 1, 1)), "owl/b.jpg": _jpeg((2, 2, 2))}, zipfile.ZIP_STORED)
+    stored = _zip(tmp_path / "big.zip", {"owl/a.jpg": jpeg_bytes((1, 1, 1)), "owl/b.jpg": jpeg_bytes((2, 2, 2))}, zipfile.ZIP_STORED)
     monkeypatch.setenv("CAMLABEL_IMPORT_MAX_BYTES", "1000")
-    job = _import(sqlite_runtime, new_collection(sqlite_runtime), stored)
+    job = run_import(sqlite_runtime, stored)
     assert job.status is JobStatus.failed and "over the 1000-byte limit" in (job.error or "")
 
 
 def test_manifest_tags_and_missing_files(sqlite_runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "flat"
     (root / "sub").mkdir(parents=True)
-    (root / "1.jpg").write_bytes(_jpeg((10, 0, 0)))
-    (root / "sub" / "2.jpg").write_bytes(_jpeg((0, 10, 0)))
-    (root / "unlisted.jpg").write_bytes(_jpeg((0, 0, 10)))
+    (root / "1.jpg").write_bytes(jpeg_bytes((10, 0, 0)))
+    (root / "sub" / "2.jpg").write_bytes(jpeg_bytes((0, 10, 0)))
+    (root / "unlisted.jpg").write_bytes(jpeg_bytes((0, 0, 10)))
     manifest = tmp_path / "tags.csv"
     manifest.write_text("file_name,tags\n1.jpg,raccoon; animal\nsub/2.jpg,kangaroo\nnot-there.jpg,raccoon\n")
-    job = _import(sqlite_runtime, new_collection(sqlite_runtime), root, manifest)
+    job = run_import(sqlite_runtime, root, manifest)
     assert job.status is JobStatus.succeeded, job.error
     assert job.result["imported"] == 2 and job.result["missing"] == 1 and job.result["missing_files"] == ["not-there.jpg"]
     assert _tags(sqlite_runtime) == {"1.jpg": {"raccoon", "animal"}, "sub/2.jpg": {"kangaroo"}}
@@ -163,7 +135,7 @@ def test_manifest_tags_and_missing_files(sqlite_runtime, tmp_path: Path) -> None
     ("file_name,tags\n,a\n", "file_name is empty"),
 ])
 def test_bad_manifests_are_refused(tmp_path: Path, text: str, message: str) -> None:
-    (tmp_path / "1.jpg").write_bytes(_jpeg((1, 1, 1)))
+    (tmp_path / "1.jpg").write_bytes(jpeg_bytes((1, 1, 1)))
     manifest = tmp_path / "m.csv"
     manifest.write_text(text)
     with pytest.raises(ImportSourceError, match=message):

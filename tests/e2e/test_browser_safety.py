@@ -1,5 +1,5 @@
 """Browser tests (Chromium through Playwright on the real ``camlabel run`` server of
-``test_browser``) of exports safe to train on and of safety before work starts: the "no objects"
+the ``server`` fixture) of exports safe to train on and of safety before work starts: the "no objects"
 key in the image view, what the export download holds and how it is named, the architecture
 dropdown and a refused job, ground truth uploaded from the dashboard and evaluated as reviewed
 boxes with per-class rows, typed-name collection delete, and the confirm before revoking a token."""
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.web.test_browser import Server, _sessions, browser, page, server  # noqa: F401 - fixtures used by name
-from tests.web.test_review_ui import _collection, _photos, docs_shot
+
+from tests.e2e.browser import Server, dev_photos, docs_shot, make_collection, server_sessions
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -21,13 +21,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def _image_state(server: Server, image_id: int) -> str:
     from worker.store.models import Image
 
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         return s.get(Image, image_id).review_state.value
 
 
 def test_no_objects_key_then_the_default_export_holds_only_reviewed_images(page: Any, server: Server, shared_dataset: Path) -> None:
-    kangaroo, raccoon = _photos(shared_dataset, "kangaroo", 1)[0], _photos(shared_dataset, "raccoon", 1)[0]
-    cid, _cats, (empty_id, other_id), _boxes = _collection(server, "negatives", [
+    kangaroo, raccoon = dev_photos(shared_dataset, "kangaroo", 1)[0], dev_photos(shared_dataset, "raccoon", 1)[0]
+    cid, _cats, (empty_id, other_id), _boxes = make_collection(server, "negatives", [
         {"photo": kangaroo, "tag": "kangaroo", "boxes": [("k", "raccoon", (10, 10, 120, 90), 0.4)]},
         {"photo": raccoon, "tag": "raccoon", "boxes": [("r", "raccoon", (5, 5, 60, 60), 0.9)]},
     ])
@@ -69,7 +69,7 @@ def test_architecture_dropdown_and_a_job_refused_before_it_starts(page: Any, ser
     from camcore.models import ARCHITECTURES
     from worker.store.models import Job
 
-    cid, _cats, _ids, _boxes = _collection(server, "untagged", [{"photo": _photos(shared_dataset, "raccoon", 1)[0], "tag": None}])
+    cid, _cats, _ids, _boxes = make_collection(server, "untagged", [{"photo": dev_photos(shared_dataset, "raccoon", 1)[0], "tag": None}])
     page.goto(f"{server.url}/collections/{cid}")
     options = page.eval_on_selector_all("#train-arch option", "els => els.map(e => e.value)")
     assert options == list(ARCHITECTURES) and page.input_value("#train-arch") == "efficientnet_lite0"
@@ -80,13 +80,13 @@ def test_architecture_dropdown_and_a_job_refused_before_it_starts(page: Any, ser
     page.click("#start-evaluate")
     page.wait_for_selector(".flash-error")
     assert "no ground truth to evaluate against" in page.text_content(".flash-error")
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         assert s.scalar(select(func.count()).select_from(Job).where(Job.collection_id == cid)) == 0
 
 
 def test_ground_truth_upload_and_evaluate_reviewed_boxes_with_per_class_rows(page: Any, server: Server, shared_dataset: Path, tmp_path: Path) -> None:
-    raccoons, kangaroos = _photos(shared_dataset, "raccoon", 2), _photos(shared_dataset, "kangaroo", 1)
-    cid, _cats, ids, boxes = _collection(server, "scored", [
+    raccoons, kangaroos = dev_photos(shared_dataset, "raccoon", 2), dev_photos(shared_dataset, "kangaroo", 1)
+    cid, _cats, ids, boxes = make_collection(server, "scored", [
         {"photo": raccoons[0], "tag": "raccoon", "boxes": [("a", "raccoon", (10, 10, 100, 100), 0.9)]},
         {"photo": raccoons[1], "tag": "raccoon", "boxes": [("b", "raccoon", (0, 0, 30, 30), 0.8)]},
         {"photo": kangaroos[0], "tag": "kangaroo", "boxes": [("c", "kangaroo", (20, 20, 120, 140), 0.7)]},
@@ -131,7 +131,7 @@ def test_ground_truth_upload_and_evaluate_reviewed_boxes_with_per_class_rows(pag
 def test_collection_delete_needs_its_name_and_token_revoke_asks_first(page: Any, server: Server, shared_dataset: Path) -> None:
     from worker.store.models import ApiToken, Collection
 
-    cid, _cats, _ids, _boxes = _collection(server, "doomed", [{"photo": _photos(shared_dataset, "raccoon", 1)[0], "tag": "raccoon"}])
+    cid, _cats, _ids, _boxes = make_collection(server, "doomed", [{"photo": dev_photos(shared_dataset, "raccoon", 1)[0], "tag": "raccoon"}])
     page.goto(f"{server.url}/collections/{cid}")
     assert page.is_disabled("#delete-collection-button")
     page.fill("#delete-confirm-name", "doome")
@@ -142,7 +142,7 @@ def test_collection_delete_needs_its_name_and_token_revoke_asks_first(page: Any,
     page.click("#delete-collection-button")
     page.wait_for_selector(".flash-ok")
     assert "Collection doomed deleted." in page.text_content(".flash-ok")
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         assert s.get(Collection, cid) is None
 
     page.goto(f"{server.url}/account")
@@ -152,12 +152,12 @@ def test_collection_delete_needs_its_name_and_token_revoke_asks_first(page: Any,
     answers = iter([False, True])
     page.on("dialog", lambda dialog: dialog.accept() if next(answers) else dialog.dismiss())
     page.click("form.revoke-token button")
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         from sqlalchemy import select
 
         token = s.scalars(select(ApiToken).where(ApiToken.name == "ci-token")).one()
         assert token.revoked_at is None  # dismissed: nothing happened
     page.click("form.revoke-token button")
     page.wait_for_selector(".flash-ok")
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         assert s.get(ApiToken, token.id).revoked_at is not None

@@ -11,168 +11,36 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.browser import (
+    ARTIFACTS,
+    ROOT,
+    Server,
+    box_center,
+    drag,
+    server_sessions,
+    shot,
+    wait_saved,
+)
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-EMAIL, PASSWORD = "e2e@example.com", "e2e password 123"
-CAMLABEL = str(Path(sys.executable).parent / "camlabel")  # the installed console script
-
-
-@dataclass
-class Server:
-    url: str
-    env: dict[str, str]
-    database_url: str
-    data_dir: Path
-    process: subprocess.Popen
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _camlabel(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([CAMLABEL, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Debian chromium is required at {CHROMIUM}")
-    from worker.store.migrate import upgrade
-
-    data_dir = tmp_path_factory.mktemp("server") / "data"
-    database_url = f"sqlite:///{data_dir / 'camlabel.db'}"
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(CAMLABEL_DATA_DIR=str(data_dir), DATABASE_URL=database_url, PYTHONUNBUFFERED="1", CAMLABEL_QUEUE_INFER="gpu")
-    data_dir.mkdir(parents=True)
-    upgrade(database_url)
-    _camlabel(env, "users", "create", EMAIL, "--password", PASSWORD, "--admin")
-    port = _free_port()
-    log = open(data_dir / "server.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([CAMLABEL, "run", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            pytest.fail("server did not start:\n" + (data_dir / "server.log").read_text()[-3000:])
-        time.sleep(0.2)
-    yield Server(url=url, env=env, database_url=database_url, data_dir=data_dir, process=process)
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
-    ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copyfile(data_dir / "server.log", ARTIFACTS / "server.log")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(server: Server, browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 950}, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.camlabel_errors = errors  # reported by _wait_saved
-    page.goto(server.url + "/")
-    assert "/login" in page.url
-    page.fill("input[name=email]", EMAIL)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url(server.url + "/")
-    yield page
-    context.close()
-    assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
-
-
-def shot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
 # -- helpers that read the server's database directly -------------------------------------------------
-def _sessions(server: Server):  # type: ignore[no-untyped-def]
-    from worker.store.db import make_engine, make_session_factory
-
-    return make_session_factory(make_engine(server.database_url))
-
-
 def _boxes(server: Server, image_id: int) -> dict[int, Any]:
     from sqlalchemy import select
 
     from worker.store.models import Box
 
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         return {b.id: b for b in s.scalars(select(Box).where(Box.image_id == image_id))}
-
-
-def _box_center(page: Any, box: dict[str, float]) -> tuple[float, float, float]:
-    """Page coordinates of a box's centre on ``#review-image`` and the display scale."""
-    rect = page.eval_on_selector("#review-image", "el => { const r = el.getBoundingClientRect(); return [r.x, r.y, r.width, el.naturalWidth]; }")
-    x, y, width, natural = rect
-    scale = width / natural
-    return x + (box["x1"] + box["x2"]) / 2 * scale, y + (box["y1"] + box["y2"]) / 2 * scale, scale
-
-
-def _drag(page: Any, start: tuple[float, float], delta: tuple[float, float]) -> None:
-    page.mouse.move(*start)
-    page.mouse.down()
-    for step in range(1, 11):
-        page.mouse.move(start[0] + delta[0] * step / 10, start[1] + delta[1] * step / 10)
-    page.mouse.up()
 
 
 def _review_data(page: Any) -> dict[str, Any]:
     return json.loads(page.text_content("#review-data"))
-
-
-def _wait_saved(page: Any, text: str) -> None:
-    try:
-        page.wait_for_function("t => document.getElementById('save-state').textContent.includes(t)", arg=text, timeout=60000)
-    except Exception as exc:
-        shot(page, "failure")
-        raise AssertionError(f"waited for {text!r}; the page says {page.text_content('#save-state')!r}; "
-                             f"page errors: {getattr(page, 'camlabel_errors', None)} (test-artifacts/failure.png)") from exc
 
 
 def _open_image(page: Any, server: Server, image_id: int) -> dict[str, Any]:
@@ -192,7 +60,7 @@ def _insert_review_rows(server: Server, photo: Path, name: str = "inserted-rows"
     blobs = LocalBlobStore(server.data_dir / "blobs")
     with PILImage.open(photo) as opened:
         width, height = opened.size
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         coll = Collection(name=name)
         s.add(coll)
         s.flush()
@@ -228,15 +96,15 @@ def test_review_edits_in_the_browser(server: Server, page: Any, shared_dataset: 
 
     # accept one box with its button
     page.click(f"li[data-box-id='{ids['accept']}'] button.accept")
-    _wait_saved(page, f"Saved box #{ids['accept']} (accepted)")
+    wait_saved(page, f"Saved box #{ids['accept']} (accepted)")
 
     # move another by dragging it on the image
     move = next(b for b in data["boxes"] if b["id"] == ids["move"])
-    cx, cy, scale = _box_center(page, move)
+    cx, cy, scale = box_center(page, move)
     page.mouse.click(cx, cy)
     page.wait_for_selector(f"li[data-box-id='{ids['move']}'].selected")
-    _drag(page, (cx, cy), (40, 30))
-    _wait_saved(page, f"Saved box #{ids['move']} (edited)")
+    drag(page, (cx, cy), (40, 30))
+    wait_saved(page, f"Saved box #{ids['move']} (edited)")
     page.keyboard.press("Escape")
     page.wait_for_selector("li.box-item.selected", state="detached")
 
@@ -244,13 +112,13 @@ def test_review_edits_in_the_browser(server: Server, page: Any, shared_dataset: 
     page.click(f"li[data-box-id='{ids['reject']}'] .box-title")
     page.wait_for_selector(f"li[data-box-id='{ids['reject']}'].selected")
     page.keyboard.press("r")
-    _wait_saved(page, f"Saved box #{ids['reject']} (rejected)")
+    wait_saved(page, f"Saved box #{ids['reject']} (rejected)")
 
     # draw a new one: D, then drag on an empty part of the photo
     page.keyboard.press("d")
-    x, y, _ = _box_center(page, {"x1": 400, "y1": 250, "x2": 400, "y2": 250})
-    _drag(page, (x, y), (120 * scale, 90 * scale))
-    _wait_saved(page, "Added box #")
+    x, y, _ = box_center(page, {"x1": 400, "y1": 250, "x2": 400, "y2": 250})
+    drag(page, (x, y), (120 * scale, 90 * scale))
+    wait_saved(page, "Added box #")
     page.keyboard.press("?")
     assert page.is_visible("#help")
     shot(page, "review-image-help")
@@ -273,7 +141,7 @@ def test_review_edits_in_the_browser(server: Server, page: Any, shared_dataset: 
 
     from worker.store.models import Box
 
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         s.execute(update(Box).where(Box.id == ids["accept"]).values(version=Box.version + 1, x1=30))
         s.commit()
     page.click(f"li[data-box-id='{ids['accept']}'] button.reject")
@@ -293,7 +161,7 @@ def test_editing_a_box_deleted_in_another_session_removes_it_and_says_so(server:
 
     from worker.store.models import Box
 
-    with _sessions(server)() as s:  # another reviewer deletes two boxes while this page is open
+    with server_sessions(server)() as s:  # another reviewer deletes two boxes while this page is open
         s.execute(delete(Box).where(Box.id.in_([ids["accept"], ids["move"]])))
         s.commit()
     page.click(f"li[data-box-id='{ids['accept']}'] button.accept")
@@ -330,7 +198,7 @@ def test_shortcuts_are_remapped_in_the_help_overlay_and_kept(server: Server, pag
     page.wait_for_timeout(700)
     assert _boxes(server, image_id)[ids["reject"]].status.value == "proposed"
     page.keyboard.press("x")
-    _wait_saved(page, f"Saved box #{ids['reject']} (rejected)")
+    wait_saved(page, f"Saved box #{ids['reject']} (rejected)")
     assert _boxes(server, image_id)[ids["reject"]].status.value == "rejected"
 
     # kept across page loads; taking a key from another action moves it, with a message
@@ -405,27 +273,27 @@ def test_end_to_end_upload_train_infer_review_export(server: Server, page: Any, 
     a, b, c = with_boxes[:3]
     _open_image(page, server, a["id"])
     page.click(f"li[data-box-id='{a['boxes'][0]['id']}'] button.accept")
-    _wait_saved(page, "(accepted)")
+    wait_saved(page, "(accepted)")
 
     data = _open_image(page, server, b["id"])
     target = data["boxes"][0]
-    cx, cy, scale = _box_center(page, target)
+    cx, cy, scale = box_center(page, target)
     page.click(f"li[data-box-id='{target['id']}'] .box-title")
-    _drag(page, (cx, cy), (-15, -10))
-    _wait_saved(page, "(edited)")
+    drag(page, (cx, cy), (-15, -10))
+    wait_saved(page, "(edited)")
     moved = _boxes(server, b["id"])[target["id"]]
 
     data = _open_image(page, server, c["id"])
     page.click(f"li[data-box-id='{c['boxes'][0]['id']}'] .box-title")
     page.wait_for_selector(f"li[data-box-id='{c['boxes'][0]['id']}'].selected")
     page.keyboard.press("r")
-    _wait_saved(page, "(rejected)")
+    wait_saved(page, "(rejected)")
     page.keyboard.press("Escape")
     page.keyboard.press("d")
     w, h = data["image"]["width"], data["image"]["height"]
-    x, y, scale = _box_center(page, {"x1": w * 0.1, "y1": h * 0.1, "x2": w * 0.1, "y2": h * 0.1})
-    _drag(page, (x, y), (w * 0.3 * scale, h * 0.3 * scale))
-    _wait_saved(page, "Added box #")
+    x, y, scale = box_center(page, {"x1": w * 0.1, "y1": h * 0.1, "x2": w * 0.1, "y2": h * 0.1})
+    drag(page, (x, y), (w * 0.3 * scale, h * 0.3 * scale))
+    wait_saved(page, "Added box #")
     drawn = [bx for bx in _boxes(server, c["id"]).values() if bx.source.value == "human"]
     assert len(drawn) == 1
     page.keyboard.press("h")  # heatmap of the infer job's concept map

@@ -12,19 +12,22 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.worker.helpers import Cli, Workers, copy_photos, expected_box_counts, wait_for
+from tests.e2e.processes import Cli, Workers, expected_box_counts, job_row, wait_for
+from tests.prerequisites import copy_photos
 from worker.queue.submit import request_cancel
-from worker.store.models import Box, BoxSource, ConceptMap, Image, ImageStatus, Job, JobStatus, ModelVersion, ReviewStatus
+from worker.store.models import (
+    Box,
+    BoxSource,
+    ConceptMap,
+    Image,
+    ImageStatus,
+    Job,
+    JobStatus,
+    ModelVersion,
+    ReviewStatus,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
-
-
-def _job(db_sessions, job_id: int) -> Job:  # type: ignore[no-untyped-def]
-    with db_sessions() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-        return job
 
 
 def _per_image(db_sessions, model: type, model_version_id: int) -> Counter[int]:  # type: ignore[no-untyped-def]
@@ -43,9 +46,9 @@ def test_import_train_infer_export_through_cpu_and_gpu_workers(cli: Cli, workers
     assert "imported 8," in imported.stdout
     train_id = int(cli("train", "rk", "--arch", "tiny_cnn", "--input-size", "128", "--epochs", "20").stdout.strip().splitlines()[-1])
     time.sleep(3)
-    assert _job(db_sessions, train_id).status is JobStatus.queued  # the idle cpu-only worker leaves a gpu job alone
+    assert job_row(db_sessions, train_id).status is JobStatus.queued  # the idle cpu-only worker leaves a gpu job alone
     gpu_worker = workers.start(queues="gpu")
-    trained = wait_for(lambda: (j := _job(db_sessions, train_id)).status.finished and j, 180, "the train job on the gpu worker")
+    trained = wait_for(lambda: (j := job_row(db_sessions, train_id)).status.finished and j, 180, "the train job on the gpu worker")
     assert trained.status is JobStatus.succeeded, trained.error
     version_id = trained.result["model_version_id"]
     cli("infer", "rk", "--wait")
@@ -103,8 +106,8 @@ def test_cancel_a_queued_and_a_running_job(cli: Cli, workers: Workers, db_sessio
     cli("import", "rk", str(photos))
     infer_id = _start_infer(cli)
     queued_id = _start_infer(cli)  # the solo worker is busy: this one waits in Redis
-    wait_for(lambda: _job(db_sessions, infer_id).done >= 2, 240, "the infer job to finish its first chunk")
-    assert _job(db_sessions, queued_id).status is JobStatus.queued
+    wait_for(lambda: job_row(db_sessions, infer_id).done >= 2, 240, "the infer job to finish its first chunk")
+    assert job_row(db_sessions, queued_id).status is JobStatus.queued
 
     with db_sessions() as session:  # the API's call (instant, so the running job cannot finish first)
         assert request_cancel(session, queued_id).status is JobStatus.cancelled
@@ -112,7 +115,7 @@ def test_cancel_a_queued_and_a_running_job(cli: Cli, workers: Workers, db_sessio
     requested = cli("jobs", "cancel", str(infer_id))
     assert "cancel requested" in requested.stdout
 
-    job = wait_for(lambda: (j := _job(db_sessions, infer_id)).status.finished and j, 120, "the running job to stop")
+    job = wait_for(lambda: (j := job_row(db_sessions, infer_id)).status.finished and j, 120, "the running job to stop")
     assert job.status is JobStatus.cancelled and job.error is None
     version_id = job.result["model_version_id"]
     with db_sessions() as session:
@@ -122,10 +125,10 @@ def test_cancel_a_queued_and_a_running_job(cli: Cli, workers: Workers, db_sessio
     maps = _per_image(db_sessions, ConceptMap, version_id)
     assert set(maps) == set(ids[: job.done]) and set(maps.values()) == {1}
     # the worker then receives the cancelled job's message and leaves it alone
-    queued_task = f"camlabel.run_job[{_job(db_sessions, queued_id).celery_task_id}]"
+    queued_task = f"camlabel.run_job[{job_row(db_sessions, queued_id).celery_task_id}]"
     wait_for(lambda: queued_task in workers.log_text() and workers.log_text().count("received") >= 3, 60, "the second message")
     wait_for(lambda: "already cancelled" in workers.log_text(), 60, "the cancelled job's message to be dropped")
-    final = _job(db_sessions, queued_id)
+    final = job_row(db_sessions, queued_id)
     assert final.status is JobStatus.cancelled and final.done == 0 and final.started_at is None
 
 
@@ -136,14 +139,14 @@ def test_sigkill_mid_infer_resumes_on_a_new_worker_with_one_set_of_results(cli: 
     first = workers.start()
     cli("import", "rk", str(photos))
     job_id = _start_infer(cli)
-    wait_for(lambda: _job(db_sessions, job_id).done >= 2, 240, "the infer job to commit a chunk")
+    wait_for(lambda: job_row(db_sessions, job_id).done >= 2, 240, "the infer job to commit a chunk")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
-    at_kill = _job(db_sessions, job_id)
+    at_kill = job_row(db_sessions, job_id)
     assert at_kill.status is JobStatus.running and at_kill.done < at_kill.total == 10
 
     second = workers.start()
-    job = wait_for(lambda: (j := _job(db_sessions, job_id)).status.finished and j, 300, "the job to resume and finish")
+    job = wait_for(lambda: (j := job_row(db_sessions, job_id)).status.finished and j, 300, "the job to resume and finish")
     assert job.status is JobStatus.succeeded, job.error
     assert job.done == job.total == 10
     assert job.attempts >= 2 and f":{second.pid}:" in (job.worker_id or "")

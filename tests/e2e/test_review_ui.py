@@ -1,33 +1,31 @@
 """Browser tests of the review UI, driven as a reviewer would (Chromium through Playwright on the
-real ``camlabel run`` server of ``test_browser``): triage from the grid, the keyboard loop on one
+real ``camlabel run`` server of the ``server`` fixture): triage from the grid, the keyboard loop on one
 image, knowing where you are, and access (narrow screens, contrast, labels, focus).
 
 Screenshots of the new views go to ``docs/`` (small PNGs) and ``test-artifacts/``."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.web.test_browser import (  # noqa: F401 - fixtures used by name
+
+from tests.e2e.browser import (
     ARTIFACTS,
     EMAIL,
     PASSWORD,
-    ROOT,
     Server,
-    _box_center,
-    _drag,
-    _sessions,
-    _wait_saved,
-    browser,
-    page,
-    server,
+    box_center,
+    dev_photos,
+    docs_shot,
+    drag,
+    make_collection,
+    server_sessions,
     shot,
+    wait_saved,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -36,60 +34,10 @@ DATASET_PHOTOS = ("raccoon", "kangaroo")
 
 
 # -- rows --------------------------------------------------------------------------------------
-def _collection(server: Server, name: str, images: list[dict[str, Any]]) -> tuple[int, dict[str, int], list[int], dict[str, int]]:
-    """A collection with classes raccoon and kangaroo and the given images (as an import and an
-    infer job write them): each ``{"photo": Path, "tag": str | None, "boxes": [(name, class,
-    xyxy, score)]}``. Returns ``(collection_id, classes, image ids, box ids by name)``."""
-    from PIL import Image as PILImage
-
-    from worker.store.blobs import LocalBlobStore, file_sha256
-    from worker.store.bulk import refresh_image_box_stats
-    from worker.store.models import Box, BoxSource, Category, Collection, Image, ImageTag, ReviewStatus
-
-    blobs = LocalBlobStore(server.data_dir / "blobs")
-    with _sessions(server)() as s:
-        coll = Collection(name=name)
-        s.add(coll)
-        s.flush()
-        cats = {}
-        for cname in ("raccoon", "kangaroo"):
-            cat = Category(collection_id=coll.id, name=cname)
-            s.add(cat)
-            s.flush()
-            cats[cname] = cat.id
-        ids, boxes = [], {}
-        for spec in images:
-            photo: Path = spec["photo"]
-            with PILImage.open(photo) as opened:
-                width, height = opened.size
-            unique = hashlib.sha256(f"{file_sha256(photo)}:{len(ids)}".encode()).hexdigest()  # the dataset repeats some photos
-            image = Image(collection_id=coll.id, sha256=unique, rel_path=f"{spec.get('tag') or 'loose'}/{photo.name}",
-                          storage_key=blobs.put_file(photo, kind="images", suffix=".jpg"), width=width, height=height)
-            s.add(image)
-            s.flush()
-            if spec.get("tag"):
-                s.add(ImageTag(image_id=image.id, category_id=cats[spec["tag"]]))
-            for box_name, cname, xyxy, score in spec.get("boxes", []):
-                box = Box(image_id=image.id, category_id=cats[cname], x1=xyxy[0], y1=xyxy[1], x2=xyxy[2], y2=xyxy[3], score=score,
-                          source=BoxSource.cam, status=ReviewStatus.proposed)
-                s.add(box)
-                s.flush()
-                boxes[box_name] = box.id
-            ids.append(image.id)
-        s.flush()
-        refresh_image_box_stats(s, ids)
-        s.commit()
-        return coll.id, cats, ids, boxes
-
-
-def _photos(shared_dataset: Path, kind: str, n: int) -> list[Path]:
-    return sorted((shared_dataset / kind / "images").glob("*.jpg"))[:n]
-
-
 def _box(server: Server, box_id: int) -> Any:
     from worker.store.models import Box
 
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         return s.get(Box, box_id)
 
 
@@ -98,27 +46,8 @@ def _image_boxes(server: Server, image_id: int) -> list[Any]:
 
     from worker.store.models import Box
 
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         return list(s.scalars(select(Box).where(Box.image_id == image_id).order_by(Box.id)))
-
-
-def docs_shot(page: Any, name: str, width: int = 900) -> Path:
-    """A screenshot in ``test-artifacts/``, and a small copy (resized, 256 colours) in ``docs/``
-    when that is missing or ``CAMLABEL_UPDATE_DOCS_SCREENSHOT=1`` (the docs are refreshed on request)."""
-    from PIL import Image as PILImage
-
-    path = shot(page, name)
-    target = ROOT / "docs" / f"{name}.png"
-    if target.exists() and os.environ.get("CAMLABEL_UPDATE_DOCS_SCREENSHOT") != "1":
-        return target
-    with PILImage.open(path) as img:
-        img = img.convert("RGB")
-        if img.width > width:
-            img = img.resize((width, round(img.height * width / img.width)), PILImage.LANCZOS)
-        buf = io.BytesIO()
-        img.quantize(colors=256, method=PILImage.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
-    target.write_bytes(buf.getvalue())
-    return target
 
 
 def _counts_loaded(page: Any) -> None:
@@ -140,11 +69,11 @@ def _thumb_ids(page: Any) -> list[int]:
 def test_grid_triage_selection_bulk_accept_with_preview_and_undo(server: Server, page: Any, shared_dataset: Path) -> None:
     scores = [0.95, 0.92, 0.7, 0.5, 0.3, 0.1]
     specs = [{"photo": p, "tag": "raccoon", "boxes": [(f"r{n}", "raccoon", (20, 20, 200, 200), s)]}
-             for n, (p, s) in enumerate(zip(_photos(shared_dataset, "raccoon", 6), scores, strict=True))]
-    kangaroos = _photos(shared_dataset, "kangaroo", 2)
+             for n, (p, s) in enumerate(zip(dev_photos(shared_dataset, "raccoon", 6), scores, strict=True))]
+    kangaroos = dev_photos(shared_dataset, "kangaroo", 2)
     specs.append({"photo": kangaroos[0], "tag": "kangaroo", "boxes": [("wrong", "raccoon", (10, 10, 120, 120), 0.8)]})
     specs.append({"photo": kangaroos[1], "tag": "kangaroo", "boxes": []})
-    cid, cats, ids, boxes = _collection(server, "triage", specs)
+    cid, cats, ids, boxes = make_collection(server, "triage", specs)
     grid_url = f"{server.url}/review/collections/{cid}"
     page.goto(grid_url)
     page.wait_for_selector("body[data-ready='1']")
@@ -230,11 +159,11 @@ def test_grid_triage_selection_bulk_accept_with_preview_and_undo(server: Server,
 
 # -- 2: the keyboard loop on one image ---------------------------------------------------------------
 def test_image_keyboard_loop_labels_classes_undo_zoom_draw_and_help(server: Server, page: Any, shared_dataset: Path) -> None:
-    photos = _photos(shared_dataset, "kangaroo", 5)[2:5]
+    photos = dev_photos(shared_dataset, "kangaroo", 5)[2:5]
     specs = [{"photo": photos[0], "tag": "kangaroo", "boxes": [("b1", "raccoon", (20, 20, 120, 100), 0.8), ("b2", "kangaroo", (150, 40, 260, 180), 0.6)]},
              {"photo": photos[1], "tag": "kangaroo", "boxes": [("n1", "kangaroo", (30, 30, 90, 90), 0.5)]},
              {"photo": photos[2], "tag": "kangaroo", "boxes": [("n2", "kangaroo", (30, 30, 90, 90), 0.4)]}]
-    cid, cats, ids, boxes = _collection(server, "keyboard", specs)
+    cid, cats, ids, boxes = make_collection(server, "keyboard", specs)
     b1, b2 = boxes["b1"], boxes["b2"]
     page.goto(f"{server.url}/review/images/{ids[0]}?sort=id")
     page.wait_for_selector("body[data-ready='1']")
@@ -264,37 +193,37 @@ def test_image_keyboard_loop_labels_classes_undo_zoom_draw_and_help(server: Serv
 
     # number keys set the class; E accepts; Delete deletes
     page.keyboard.press("2")
-    _wait_saved(page, f"Saved box #{b1} (edited)")
+    wait_saved(page, f"Saved box #{b1} (edited)")
     assert _box(server, b1).category_id == cats["kangaroo"]
     assert page.locator(f".box-label[data-box-id='{b1}']").text_content() == "kangaroo 0.80"
     page.keyboard.press("e")
-    _wait_saved(page, f"Saved box #{b1} (accepted)")
+    wait_saved(page, f"Saved box #{b1} (accepted)")
     page.keyboard.press("Delete")
-    _wait_saved(page, f"Deleted box #{b1}.")
+    wait_saved(page, f"Deleted box #{b1}.")
     assert _box(server, b1) is None
 
     # undo: the delete (the box comes back), the accept, the class change; redo with Ctrl+Shift+Z and Y
     page.keyboard.press("z")
-    _wait_saved(page, "Undone: delete")
+    wait_saved(page, "Undone: delete")
     back = [b for b in _image_boxes(server, ids[0]) if b.id != b2]
     assert len(back) == 1 and back[0].category_id == cats["kangaroo"] and back[0].status.value == "accepted"
     assert (back[0].x1, back[0].y1, back[0].x2, back[0].y2) == pytest.approx((20, 20, 120, 100), abs=0.5)
     restored = back[0].id
     page.keyboard.press("z")
-    _wait_saved(page, "Undone: accepted")
+    wait_saved(page, "Undone: accepted")
     assert _box(server, restored).status.value == "edited"
     page.keyboard.press("Control+z")
-    _wait_saved(page, "Undone: class change")
+    wait_saved(page, "Undone: class change")
     assert _box(server, restored).category_id == cats["raccoon"] and _box(server, restored).status.value == "proposed"
     page.keyboard.press("Control+Shift+z")
-    _wait_saved(page, "Redone: class change")
+    wait_saved(page, "Redone: class change")
     assert _box(server, restored).category_id == cats["kangaroo"]
     # the history is kept for this image: after a reload, Y still redoes the accept
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
     assert not page.is_disabled("#redo")
     page.keyboard.press("y")
-    _wait_saved(page, "Redone: accepted")
+    wait_saved(page, "Redone: accepted")
     assert _box(server, restored).status.value == "accepted"
 
     # zoom with + / 0 and the wheel
@@ -318,8 +247,8 @@ def test_image_keyboard_loop_labels_classes_undo_zoom_draw_and_help(server: Serv
     page.keyboard.press("Escape")
     page.keyboard.press("d")
     for n, (x, y) in enumerate(((280, 200), (360, 200))):  # on the 460 x 288 photo, clear of the other boxes
-        cx, cy, scale = _box_center(page, {"x1": x, "y1": y, "x2": x, "y2": y})
-        _drag(page, (cx, cy), (60 * scale, 50 * scale))
+        cx, cy, scale = box_center(page, {"x1": x, "y1": y, "x2": x, "y2": y})
+        drag(page, (cx, cy), (60 * scale, 50 * scale))
         page.wait_for_function("n => document.querySelectorAll('li.box-item').length === n", arg=3 + n)
     drawn = [b for b in _image_boxes(server, ids[0]) if b.source.value == "human" and b.id != restored]
     assert len(drawn) == 2 and {b.category_id for b in drawn} == {cats["kangaroo"]}
@@ -329,7 +258,7 @@ def test_image_keyboard_loop_labels_classes_undo_zoom_draw_and_help(server: Serv
 
     # focus stays where the user was after a save
     page.click(f"li[data-box-id='{b2}'] button.accept")
-    _wait_saved(page, f"Saved box #{b2} (accepted)")
+    wait_saved(page, f"Saved box #{b2} (accepted)")
     assert page.evaluate("[document.activeElement.className, document.activeElement.closest('li').dataset.boxId]") == ["accept", str(b2)]
     docs_shot(page, "review-image-keyboard")
 
@@ -353,10 +282,10 @@ def test_image_keyboard_loop_labels_classes_undo_zoom_draw_and_help(server: Serv
 
 # -- 4: where you are ----------------------------------------------------------------------------
 def test_counts_remembered_grid_page_queue_history_and_prefetch(server: Server, page: Any, shared_dataset: Path) -> None:
-    photos = _photos(shared_dataset, "raccoon", 60)[10:60]  # 50 images: two grid pages of 48
+    photos = dev_photos(shared_dataset, "raccoon", 60)[10:60]  # 50 images: two grid pages of 48
     specs = [{"photo": p, "tag": "raccoon", "boxes": [(f"b{n}", "raccoon", (10, 10, 100, 100), round(0.2 + n / 100, 2))]}
              for n, p in enumerate(photos)]
-    cid, _cats, ids, boxes = _collection(server, "where", specs)
+    cid, _cats, ids, boxes = make_collection(server, "where", specs)
     grid_url = f"{server.url}/review/collections/{cid}?review=unreviewed"
     page.goto(grid_url)
     page.wait_for_selector("body[data-ready='1']")
@@ -439,9 +368,9 @@ UNLABELLED_JS = """() => Array.from(document.querySelectorAll('input:not([type=h
 
 
 def test_access_narrow_screens_contrast_labels_focus_and_login(server: Server, browser: Any, page: Any, shared_dataset: Path) -> None:
-    photos = _photos(shared_dataset, "raccoon", 3)
+    photos = dev_photos(shared_dataset, "raccoon", 3)
     specs = [{"photo": p, "tag": "raccoon", "boxes": [(f"a{n}", "raccoon", (10, 10, 150, 120), 0.5 + n / 10)]} for n, p in enumerate(photos)]
-    cid, _cats, ids, _boxes = _collection(server, "a-rather-long-collection-name-for-narrow-screens", specs)
+    cid, _cats, ids, _boxes = make_collection(server, "a-rather-long-collection-name-for-narrow-screens", specs)
     pages = ["/", f"/collections/{cid}", f"/review/collections/{cid}", f"/review/images/{ids[0]}"]
     for width, height in ((390, 844), (768, 1024)):
         page.set_viewport_size({"width": width, "height": height})
@@ -508,7 +437,7 @@ def _concept_map(server: Server, image_id: int, category_id: int, cam: Any) -> N
     from worker.store.models import ConceptMap, ModelVersion
 
     key = LocalBlobStore(server.data_dir / "blobs").put_bytes(encode_map(cam), kind="maps", suffix=".npy")
-    with _sessions(server)() as s:
+    with server_sessions(server)() as s:
         version = ModelVersion(name="heat", arch="tiny", spec={}, class_names=["raccoon", "kangaroo"])
         s.add(version)
         s.flush()
@@ -544,7 +473,7 @@ def test_heatmap_is_painted_from_the_concept_map_over_the_photo(server: Server, 
 
     from camcore.concept_maps import TURBO_LUT, overlay_size, render_heatmap_png
 
-    cid, cats, ids, _boxes = _collection(server, "heatmaps", [{"photo": _grey_photo(tmp_path), "tag": "raccoon"}])
+    cid, cats, ids, _boxes = make_collection(server, "heatmaps", [{"photo": _grey_photo(tmp_path), "tag": "raccoon"}])
     ramp = torch.arange(8.0)
     cam = (ramp[:, None] + ramp[None, :]) * 0.37 - 1.0  # 8x8: coldest top left, hottest bottom right
     _concept_map(server, ids[0], cats["raccoon"], cam)

@@ -16,8 +16,9 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from tests.worker.faults import RedisServer, TcpProxy, free_port
-from tests.worker.helpers import CAMLABEL, Cli, Workers, copy_photos, wait_for
+from tests.e2e.faults import RedisServer, TcpProxy, free_port
+from tests.e2e.processes import CAMLABEL, Cli, Workers, job_row, wait_for
+from tests.prerequisites import copy_photos
 from worker.store.models import Image, Job, JobKind, JobStatus
 
 pytestmark = [pytest.mark.slow]
@@ -40,14 +41,6 @@ def db_sessions_for():  # type: ignore[no-untyped-def]
         engine.dispose()
 
 
-def _job(db_sessions, job_id: int) -> Job:  # type: ignore[no-untyped-def]
-    with db_sessions() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-        return job
-
-
 def _last_job(db_sessions, kind: JobKind) -> Job | None:  # type: ignore[no-untyped-def]
     with db_sessions() as session:
         job = session.scalars(select(Job).where(Job.kind == kind).order_by(Job.id.desc())).first()
@@ -67,9 +60,9 @@ def test_train_job_is_cancelled_inside_its_linear_fit_and_epochs_are_bounded(cli
     assert refused.returncode == 1 and "epochs must be between 1 and 20000" in refused.stderr
     job_id = int(cli("train", "rk", "--arch", "tiny_cnn", "--input-size", "64", "--epochs", "20000").stdout.strip().splitlines()[-1])
     # 8 images' features are done after 8 (+1) progress units: past them the job is in the Adam loop
-    wait_for(lambda: (j := _job(db_sessions, job_id)).status is JobStatus.running and j.done > 12, 180, "the train job inside its fit")
+    wait_for(lambda: (j := job_row(db_sessions, job_id)).status is JobStatus.running and j.done > 12, 180, "the train job inside its fit")
     cli("jobs", "cancel", str(job_id))
-    stopped = wait_for(lambda: (j := _job(db_sessions, job_id)).status.finished and j, 20, "the train job to stop after its cancel")
+    stopped = wait_for(lambda: (j := job_row(db_sessions, job_id)).status.finished and j, 20, "the train job to stop after its cancel")
     assert stopped.status is JobStatus.cancelled and stopped.done < stopped.total  # type: ignore[union-attr]
 
 
@@ -105,13 +98,13 @@ def test_killed_embedded_server_job_ends_by_itself_after_a_restart(pg_url: str, 
                                  headers={"Authorization": f"Bearer {token}"}, timeout=60)
         assert response.status_code == 202, response.text
         job_id = response.json()["job"]["id"]
-        wait_for(lambda: (j := _job(sessions, job_id)).status is JobStatus.running and j.done >= 2, 120, "the import to be under way")
+        wait_for(lambda: (j := job_row(sessions, job_id)).status is JobStatus.running and j.done >= 2, 120, "the import to be under way")
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
-        killed = _job(sessions, job_id)
+        killed = job_row(sessions, job_id)
         assert killed.status is JobStatus.running and killed.done < killed.total  # type: ignore[operator]
         server = serve()
-        ended = wait_for(lambda: (j := _job(sessions, job_id)).status.finished and j, 120, "the killed job to end after the restart")
+        ended = wait_for(lambda: (j := job_row(sessions, job_id)).status.finished and j, 120, "the killed job to end after the restart")
         assert ended.status is JobStatus.succeeded, (ended.error, logs.read_text()[-3000:])  # type: ignore[union-attr]
         result = ended.result  # type: ignore[union-attr]
         assert ended.attempts >= 2 and result["imported"] + result["duplicates"] == 40, result  # type: ignore[union-attr]
@@ -148,7 +141,7 @@ def test_infer_wait_survives_a_database_blip(cli: Cli, workers: Workers, db_sess
         time.sleep(1.0)  # the command is polling the job now
         proxy.cut()  # the database goes away for the waiting command (the worker uses its own connection)
         workers.start()
-        done = wait_for(lambda: (j := _job(db_sessions, job.id)).status.finished and j, 180, "the infer job")  # type: ignore[union-attr]
+        done = wait_for(lambda: (j := job_row(db_sessions, job.id)).status.finished and j, 180, "the infer job")  # type: ignore[union-attr]
         assert done.status is JobStatus.succeeded  # type: ignore[union-attr]
         time.sleep(2.0)
         proxy.restore()
@@ -178,13 +171,13 @@ def test_lost_messages_of_a_restarted_redis_are_sent_again_within_seconds(cli: C
         redis_server.kill()  # no persistence: the import's message is gone
         redis_server.start()
         held_id = int(own("train", "rk", "--arch", "tiny_cnn").stdout.strip().splitlines()[-1])  # sits in the gpu queue
-        held_task = _job(db_sessions, held_id).celery_task_id
+        held_task = job_row(db_sessions, held_id).celery_task_id
         pool.start(queues="cpu")
-        done = wait_for(lambda: (j := _job(db_sessions, import_id)).status.finished and j, 90, "the import whose message was lost")
+        done = wait_for(lambda: (j := job_row(db_sessions, import_id)).status.finished and j, 90, "the import whose message was lost")
         assert done.status is JobStatus.succeeded and done.result["imported"] == 8  # type: ignore[union-attr]
         assert "had no message in the broker; sent it again" in pool.log_text()
         time.sleep(3)  # more watchdog passes: a job whose message the broker holds is never re-sent
-        held = _job(db_sessions, held_id)
+        held = job_row(db_sessions, held_id)
         assert held.status is JobStatus.queued and held.celery_task_id == held_task
     finally:
         pool.stop_all()
@@ -233,7 +226,7 @@ def test_redis_down_during_an_upload_keeps_the_job_queued_and_it_runs_when_redis
     pool = Workers(env, logs)
     try:
         pool.start(queues="cpu")
-        done = wait_for(lambda: (j := _job(sessions, job_id)).status.finished and j, 90, "the upload's import once Redis is back")
+        done = wait_for(lambda: (j := job_row(sessions, job_id)).status.finished and j, 90, "the upload's import once Redis is back")
         assert done.status is JobStatus.succeeded and done.error is None and done.result["imported"] == 1  # type: ignore[union-attr]
         assert not staging.exists()
     finally:
