@@ -20,6 +20,12 @@ from worker.store.models import Base, Box, Collection, Job
 APP_TABLES = {t.name for t in Base.metadata.sorted_tables}
 
 
+
+def test_migrations_create_every_table(runtime) -> None:  # type: ignore[no-untyped-def]
+    tables = set(inspect(runtime.engine).get_table_names())
+    assert {"collections", "images", "boxes", "jobs", "users", "api_tokens"} <= tables
+
+
 def _tables(url: str) -> set[str]:
     engine = make_engine(url)
     try:
