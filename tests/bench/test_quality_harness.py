@@ -248,15 +248,15 @@ def test_review_simulation_hands_over_only_the_drawn_images_ground_truth() -> No
 
     draws = q.simulate_review(results, gt, 2, 4, [0, 1, 2], q.BoxParams(), learn=learn)
     assert len(draws) == len(calls) == 3
-    for d, (stored, reviewed) in zip(draws, calls):
+    for d, (stored, reviewed) in zip(draws, calls, strict=True):
         assert len(d.drawn) == 4 and sorted(reviewed) == d.drawn and d.scored == 8
         for i, boxes in reviewed.items():  # exactly the drawn images' ground truth, nothing else
-            assert boxes == [(int(lab), box) for box, lab in zip(gt.boxes[i].tolist(), gt.labels[i].tolist())]
+            assert boxes == [(int(lab), box) for box, lab in zip(gt.boxes[i].tolist(), gt.labels[i].tolist(), strict=True)]
         assert sorted(stored) == list(range(12))
     assert len({tuple(d.drawn) for d in draws}) > 1  # seeds give different draws ...
     assert q.simulate_review(results, gt, 2, 4, [1], q.BoxParams())[0].drawn == draws[1].drawn  # ... reproducibly
-    assert all(torch.equal(a, b) for a, b in zip(gt.boxes, before.boxes))  # the ground truth is untouched
-    assert all(torch.equal(a, b) for a, b in zip(gt.labels, before.labels))
+    assert all(torch.equal(a, b) for a, b in zip(gt.boxes, before.boxes, strict=True))  # the ground truth is untouched
+    assert all(torch.equal(a, b) for a, b in zip(gt.labels, before.labels, strict=True))
     returned = q.learn_from_review({i: r for i, r in enumerate(results)}, calls[0][1], q.BoxParams())
     assert sorted(returned) == sorted(set(range(12)) - set(calls[0][1]))  # reviewed images keep their boxes
     with pytest.raises(ValueError, match="--reviewed"):
@@ -298,7 +298,7 @@ def test_second_run_is_served_from_the_cache(coco_dir: Path, tmp_path: Path, mon
     again = q.Timing()
     cached = q.product_results(c, _cfg(tmp_path), again).results
     assert again.train_s is None and again.infer_s is None and "cached" in again.describe()
-    for a, b in zip(results, cached):
+    for a, b in zip(results, cached, strict=True):
         assert torch.equal(a.boxes, b.boxes) and a.image_size == b.image_size
         assert all(torch.equal(a.maps[k].half().float(), b.maps[k]) for k in a.maps)
     with pytest.raises(AssertionError, match="recomputed"):  # other box params: new results, same model
