@@ -166,8 +166,9 @@ def main() -> None:
 
         # camcore pipeline alone, same model and images: decode (parallel, reduced-scale JPEG
         # decoding as the job does), forward + CAM, boxes, and the float16 map bytes the job stores
+        from camcore.boxes import BoxParams
         from camcore.concept_maps import encode_map
-        from camcore.pipeline import BoxParams, Localizer
+        from camcore.pipeline import Localizer
         from worker.models_cache import load_model
         from worker.store.models import ModelVersion
 

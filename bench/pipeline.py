@@ -56,16 +56,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import torch
 
 from camcore.allocator import keep_freed_memory
+from camcore.boxes import BoxParams, boxes_from_maps
 from camcore.cam import forward_with_cams
 from camcore.concept_maps import encode_map
 from camcore.images import ImageLoadError, load_image, original_size
 from camcore.models import ModelSpec, build_model
 from camcore.objectness import fit_objectness
-from camcore.pipeline import BoxParams, ImageResult, Localizer, boxes_from_maps, resize_into
+from camcore.pipeline import ImageResult, Localizer, resize_into
 
 DATASET = Path(os.environ.get("CAMLABEL_BENCH_DATASET") or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo")
 

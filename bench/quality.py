@@ -67,8 +67,9 @@ import torch
 from torch import Tensor
 
 import camcore
+from camcore.boxes import BoxParams
 from camcore.models import GapClassifier, ModelSpec
-from camcore.pipeline import BoxParams, ImageResult
+from camcore.pipeline import ImageResult
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "camlabel-quality-cache"

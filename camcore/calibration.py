@@ -1,7 +1,7 @@
 """Calibration from review: per-class box parameters from a few reviewer-approved boxes.
 
 No model pass: everything is recomputed from the *stored* low-resolution maps
-(:func:`camcore.pipeline.boxes_from_maps`). For each class with reviewed images, calibration is
+(:func:`camcore.boxes.boxes_from_maps`). For each class with reviewed images, calibration is
 always made relative to the *uncalibrated* params (``base_params`` without its per-class table and
 box corrections), so calibrating twice from the same reviews gives the same result. Two stages:
 
@@ -16,7 +16,7 @@ box corrections), so calibrating twice from the same reviews gives the same resu
    raccoon-kangaroo set (100 draws of 5 reviewed images per class), the former one-hit margin
    without leave-one-out changed the default's rule often enough to lose 0.020 CorLoc on the
    other images on average (0.21 in the worst draw).
-2. **Box correction** (:class:`camcore.box_correction.BoxCorrection`): a class's boxes are often
+2. **Box correction** (:class:`camcore.boxes.correction.BoxCorrection`): a class's boxes are often
    biased the same way in every image (too wide where animals stand together, too high where the
    map stops at the head). For each reviewed image, the top box of the chosen rule is matched to
    the reviewed box it overlaps most; the log width and height ratios and the vertical centre
@@ -24,7 +24,7 @@ box corrections), so calibrating twice from the same reviews gives the same resu
    correction" (``sum / (n + PRIOR_IMAGES)``): the correction is shrunk toward identity with few
    reviews and approaches the observed bias with many. The horizontal offset is left at 0
    (photographs are as likely mirrored). Corrections go to
-   ``result["extra"]["box_correction"]`` (see :func:`camcore.box_correction.corrections_from_extra`);
+   ``result["extra"]["box_correction"]`` (see :func:`camcore.boxes.correction.corrections_from_extra`);
    :func:`apply` applies them.
 
 The result is a JSON-safe dict for ``BoxParams.from_dict`` (store it in
@@ -48,10 +48,10 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from camcore.box_correction import EXTRA_KEY, BoxCorrection, corrections_from_extra
-from camcore.box_score import DEFAULT_SCORER, BoxScorer, box_features, fit_scorer
-from camcore.box_score import SPEC_KEY as SCORER_KEY
-from camcore.pipeline import BoxParams, boxes_from_maps, boxes_from_normalized, normalized_map
+from camcore.boxes import BoxParams, boxes_from_maps, boxes_from_normalized, normalized_map
+from camcore.boxes.correction import EXTRA_KEY, BoxCorrection, corrections_from_extra
+from camcore.boxes.score import DEFAULT_SCORER, BoxScorer, box_features, fit_scorer
+from camcore.boxes.score import SPEC_KEY as SCORER_KEY
 
 __all__ = [
     "FIXED_THRESHOLDS",
@@ -130,7 +130,7 @@ def score_params(
 ) -> tuple[int, float]:
     """(hits, mean best IoU) of the top box of one class against ``truth`` (``Tensor[M, 4]`` per
     image), from the class's normalised working-grid maps ``norms`` (see
-    :func:`camcore.pipeline.normalized_map`; ``None`` = no evidence = a miss)."""
+    :func:`camcore.boxes.normalized_map`; ``None`` = no evidence = a miss)."""
     ious = _top_ious(params, norms, image_sizes, truth)
     return int((ious >= 0.5).sum()), (float(ious.mean()) if len(ious) else 0.0)
 
@@ -405,7 +405,7 @@ def apply(
 
     Returns:
         image key -> ``(boxes[N, 4] xyxy pixels, scores[N], labels[N])`` as
-        :func:`camcore.pipeline.boxes_from_maps` gives them.
+        :func:`camcore.boxes.boxes_from_maps` gives them.
     """
     p = _as_params(params)
     corrections_from_extra(p.extra)  # a malformed stored correction fails here, with its message

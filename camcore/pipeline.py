@@ -7,13 +7,13 @@ logits and the maps (:func:`camcore.cam.forward_with_cams`); boxes are extracted
 working resolution (:mod:`camcore.boxes`) and scaled to the original image's pixels.
 :meth:`Localizer.localize_files` streams files through these stages with every stage overlapped
 on a GPU worker (:mod:`camcore.streaming` decodes ahead in worker processes,
-:mod:`camcore.box_workers` computes boxes beside the next forward pass, and
+:mod:`camcore.boxes.workers` computes boxes beside the next forward pass, and
 :mod:`camcore.forward_choice` picks the fastest forward variant by a measured probe).
 
 Extension points (used to plug in better defaults without changing signatures):
 
 - ``BoxParams.method`` names a map method registered with :func:`camcore.cam.register_map_method`;
-- ``BoxParams.mode`` names a box rule registered with :func:`register_box_rule`
+- ``BoxParams.mode`` names a box rule registered with :func:`camcore.boxes.register_box_rule`
   (``rule(norm_map[H, W], image_size, params) -> (boxes[M, 4], scores[M])``); ``"largest"`` and
   ``"multi"`` are built in.
 """
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,263 +33,22 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from camcore import boxes as _boxes
 from camcore import objectness as _objectness
-from camcore.box_correction import BoxCorrection, corrections_from_extra
-from camcore.box_workers import BoxWorkers, MapsOfImage
-from camcore.box_score import score_boxes, scorer_from_extra
+from camcore.boxes import BoxParams, BoxWorkers, MapsOfImage
 from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
 from camcore.forward_choice import ForwardVariant, choose_forward, default_variant
-from camcore.images import ImageLoadError, ImageSource, load_images, original_size
+from camcore.images import ImageLoadError, ImageSource, load_images
 from camcore.inference import InferenceReport, example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec
 from camcore.streaming import LoadedBatch, default_loader_workers, loader_kind, stream_batches
 
 __all__ = [
-    "BoxParams",
-    "BoxRule",
     "ImageResult",
     "Normalizer",
     "Localizer",
-    "box_rules",
-    "boxes_from_maps",
-    "boxes_from_normalized",
-    "normalized_map",
     "preprocess",
-    "register_box_rule",
     "resize_into",
 ]
-
-
-@dataclass
-class BoxParams:
-    """How maps become boxes.
-
-    The defaults are camlabel's recommended method (issue 8, ``bench/quality.py``): the class CAM
-    fused with a per-class DDT objectness map (``"ddt_cam"``, :mod:`camcore.objectness`), min-max
-    normalised, thresholded at the map's own mean (no dataset constant), boxes of the components
-    ordered by activation mass (``"objects"``). ``BoxParams(method="cam", mode="largest",
-    threshold=0.2, normalize="max")`` is the CAM paper's vanilla rule.
-
-    Attributes:
-        method: map method name: ``"ddt_cam"`` (default; needs the model's objectness statistics
-            in ``spec.extra["objectness"]``, else each image's own descriptors are used) or
-            ``"cam"`` (Zhou et al.'s class activation map).
-        mode: box rule name: ``"objects"`` (default: components by activation mass, see
-            :func:`camcore.boxes.object_component_boxes`), ``"largest"`` (paper:
-            largest component above threshold) or ``"multi"`` (every component of at least
-            ``min_area``).
-        threshold: fraction of the normalised map's maximum (0..1), or ``None`` (default) for the
-            adaptive rule ``mean(normalised map) * mean_factor``.
-        mean_factor: multiplier of the adaptive threshold (used when ``threshold`` is ``None``).
-        secondary_mass: ``"objects"`` keeps a further component only if its activation mass is at
-            least this fraction of the main component's (several instances of a class).
-        per_class: ``{"<class index>": {field: value}}`` overrides per class (set by
-            :mod:`camcore.calibration`); only ``threshold``, ``mean_factor``, ``mode``,
-            ``secondary_mass``, ``min_area`` and ``box_scale`` may be overridden.
-        box_scale: width and height of every box are multiplied by this about its centre (then
-            clipped to the image); 1.0 = unchanged. Calibration learns it per class.
-        normalize: ``"max"`` (``map / max``) or ``"minmax"`` before thresholding.
-        min_area: minimum component area for ``"multi"``, as a fraction of the image area.
-        nms_iou: IoU of class-aware NMS over an image's boxes; ``>= 1`` disables NMS.
-        max_boxes_per_class: keep at most this many boxes per (image, class) map.
-        working_size: longest side in pixels of the grid boxes are extracted on.
-        extra: JSON-safe options for registered methods/rules.
-    """
-
-    method: str = "ddt_cam"
-    mode: str = "objects"
-    threshold: float | None = None
-    normalize: str = "minmax"
-    min_area: float = 0.01
-    nms_iou: float = 0.5
-    max_boxes_per_class: int = 10
-    working_size: int = 256
-    extra: dict[str, Any] = field(default_factory=dict)
-    mean_factor: float = 1.0
-    secondary_mass: float = 0.25
-    box_scale: float = 1.0
-    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.threshold is not None:
-            if not 0.0 <= float(self.threshold) <= 1.0:
-                raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
-            self.threshold = float(self.threshold)
-        if not 0.0 < float(self.mean_factor) <= 10.0:
-            raise ValueError(f"mean_factor must be in (0, 10], got {self.mean_factor}")
-        if not 0.0 <= float(self.secondary_mass) <= 1.0:
-            raise ValueError(f"secondary_mass must be in [0, 1], got {self.secondary_mass}")
-        if not 0.25 <= float(self.box_scale) <= 4.0:
-            raise ValueError(f"box_scale must be in [0.25, 4], got {self.box_scale}")
-        self.box_scale = float(self.box_scale)
-        self.mean_factor = float(self.mean_factor)
-        self.secondary_mass = float(self.secondary_mass)
-        per_class: dict[str, dict[str, Any]] = {}
-        for key, over in dict(self.per_class or {}).items():
-            if not isinstance(over, Mapping):
-                raise ValueError(f"per_class[{key!r}] must be a dict, got {over!r}")
-            bad = set(over) - _PER_CLASS_FIELDS
-            if bad:
-                raise ValueError(f"per_class[{key!r}] may only set {sorted(_PER_CLASS_FIELDS)}, got {sorted(bad)}")
-            try:
-                int(key)
-            except (TypeError, ValueError):
-                raise ValueError(f"per_class keys must be class indices, got {key!r}") from None
-            per_class[str(int(key))] = dict(over)
-        self.per_class = per_class
-        if not 0.0 <= float(self.min_area) <= 1.0:
-            raise ValueError(f"min_area must be in [0, 1], got {self.min_area}")
-        if self.normalize not in ("max", "minmax"):
-            raise ValueError(f"normalize must be 'max' or 'minmax', got {self.normalize!r}")
-        if int(self.working_size) < 8:
-            raise ValueError(f"working_size must be >= 8, got {self.working_size}")
-        if int(self.max_boxes_per_class) < 1:
-            raise ValueError(f"max_boxes_per_class must be >= 1, got {self.max_boxes_per_class}")
-        self.min_area = float(self.min_area)
-        self.nms_iou = float(self.nms_iou)
-        self.working_size = int(self.working_size)
-        self.max_boxes_per_class = int(self.max_boxes_per_class)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "BoxParams":
-        """Build from a dict; missing keys take defaults, unknown keys raise ``ValueError``."""
-        data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown BoxParams fields {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**data)
-
-    def for_class(self, cls: int) -> "BoxParams":
-        """These params with ``per_class[str(cls)]`` applied (and no per-class table)."""
-        over = self.per_class.get(str(int(cls)))
-        if not over and not self.per_class:
-            return self
-        return replace(self, per_class={}, **(over or {}))
-
-    def resolved_threshold(self, norm: Tensor) -> float:
-        """Threshold on a normalised map: ``threshold``, or ``mean(norm) * mean_factor`` (capped at 1)."""
-        if self.threshold is not None:
-            return self.threshold
-        return float(min(1.0, max(0.0, float(norm.float().mean()) * self.mean_factor)))
-
-
-_PER_CLASS_FIELDS = frozenset({"threshold", "mean_factor", "mode", "secondary_mass", "min_area", "box_scale"})
-
-
-BoxRule = Callable[[Tensor, tuple[int, int], BoxParams], tuple[Tensor, Tensor]]
-_BOX_RULES: dict[str, BoxRule] = {}
-
-
-def register_box_rule(name: str, rule: BoxRule, *, replace: bool = False) -> None:
-    """Register ``rule(norm_map[H, W] on the working grid, (width, height), params) -> (boxes[M,4], scores[M])``."""
-    if name in _BOX_RULES and not replace:
-        raise ValueError(f"box rule {name!r} is already registered")
-    _BOX_RULES[name] = rule
-
-
-def box_rules() -> tuple[str, ...]:
-    """Names of the registered box rules."""
-    return tuple(_BOX_RULES)
-
-
-def _threshold(p: BoxParams) -> float:
-    # boxes_from_maps resolves an adaptive (None) threshold before calling a rule
-    return 0.0 if p.threshold is None else p.threshold
-
-
-register_box_rule("largest", lambda m, size, p: _boxes.largest_component_box(m, size, threshold=_threshold(p)))
-register_box_rule(
-    "multi", lambda m, size, p: _boxes.component_boxes(m, size, threshold=_threshold(p), min_area=p.min_area)
-)
-register_box_rule(
-    "objects",
-    lambda m, size, p: _boxes.object_component_boxes(
-        m, size, threshold=_threshold(p), min_area=p.min_area, secondary_mass=p.secondary_mass
-    ),
-)
-
-
-def boxes_from_maps(
-    maps: Mapping[int, Tensor],
-    image_size: tuple[int, int],
-    params: BoxParams,
-    *,
-    class_scores: Mapping[int, float] | Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Boxes of one image from its stored low-resolution maps, with no model pass.
-
-    Args:
-        maps: class index -> raw map ``Tensor[h, w]`` (any device; float).
-        image_size: (width, height) of the original image in pixels.
-        params: box rule and thresholds.
-        class_scores: optional per-class probability (mapping or ``Tensor[K]``) for maps of
-            classes that are predicted rather than tagged; box scores are multiplied by it.
-
-    Box scores are :mod:`camcore.box_score` probabilities that the box is right (IoU >= 0.5 with
-    an object of its class), from the map alone; ``params.extra["box_scorer"]`` holds a scorer
-    refitted on reviewed boxes, if any.
-
-    Returns:
-        ``(boxes[N, 4] xyxy float pixels clipped to the image, scores[N], labels[N] long)`` on the
-        CPU, sorted by decreasing score, after class-aware NMS.
-    """
-    for cls in maps:
-        mode = params.for_class(int(cls)).mode
-        if mode not in _BOX_RULES:
-            raise ValueError(f"unknown box mode {mode!r}; registered: {sorted(_BOX_RULES)}")
-    grid = _boxes.working_shape(image_size, params.working_size)
-    corrections = corrections_from_extra(params.extra)  # per-class box corrections from calibration
-    scorer = scorer_from_extra(params.extra)  # the default box scorer, or one refitted on reviews
-    all_boxes: list[Tensor] = []
-    all_scores: list[Tensor] = []
-    all_labels: list[Tensor] = []
-    for cls, cam in maps.items():
-        p = params.for_class(int(cls))
-        norm = _boxes.normalize_map(_boxes.upsample_map(cam.detach().float().cpu(), grid), p.normalize)
-        if norm is None:
-            continue
-        b, s = boxes_from_normalized(norm, image_size, p)
-        if int(cls) in corrections:
-            b = corrections[int(cls)].apply(b, image_size)
-        s = score_boxes(scorer, norm, b, s, image_size)  # probability that the box is right
-        if class_scores is not None:
-            s = s * float(class_scores[int(cls)])
-        all_boxes.append(b.float())
-        all_scores.append(s.float())
-        all_labels.append(torch.full((b.shape[0],), int(cls), dtype=torch.long))
-    if not all_boxes:
-        return torch.zeros((0, 4)), torch.zeros((0,)), torch.zeros((0,), dtype=torch.long)
-    boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
-    if params.nms_iou < 1.0 and labels.unique().numel() < labels.numel():  # NMS only acts within a class
-        keep = _boxes.nms(boxes, scores, labels, params.nms_iou)
-    else:
-        keep = torch.argsort(scores, descending=True, stable=True)
-    return boxes[keep], scores[keep], labels[keep]
-
-
-def normalized_map(cam: Tensor, image_size: tuple[int, int], params: BoxParams) -> Tensor | None:
-    """A stored raw map ``Tensor[h, w]`` upsampled to the working grid and normalised (``None``:
-    no evidence). Calibration caches this to try many params per map."""
-    grid = _boxes.working_shape(image_size, params.working_size)
-    return _boxes.normalize_map(_boxes.upsample_map(cam.detach().float().cpu(), grid), params.normalize)
-
-
-def boxes_from_normalized(norm: Tensor, image_size: tuple[int, int], params: BoxParams) -> tuple[Tensor, Tensor]:
-    """One class's ``(boxes[M, 4], scores[M])`` from its normalised working-grid map with ``params``
-    (already resolved for that class: see :meth:`BoxParams.for_class`); no class scaling, no NMS."""
-    p = replace(params, threshold=params.resolved_threshold(norm))
-    if p.mode not in _BOX_RULES:
-        raise ValueError(f"unknown box mode {p.mode!r}; registered: {sorted(_BOX_RULES)}")
-    b, s = _BOX_RULES[p.mode](norm, image_size, p)
-    b, s = b[: p.max_boxes_per_class], s[: p.max_boxes_per_class]
-    if p.box_scale != 1.0 and len(b):  # scaled about the centre, clipped: a uniform box correction
-        b = BoxCorrection(width=p.box_scale, height=p.box_scale).apply(b, image_size)
-    return b, s
 
 
 @dataclass
@@ -299,7 +58,7 @@ class ImageResult:
     Attributes:
         boxes: ``Tensor[N, 4]`` xyxy float pixels of the given image.
         scores: ``Tensor[N]`` box score: estimated probability that the box is right
-            (:mod:`camcore.box_score`; times the class probability for predicted, untagged classes).
+            (:mod:`camcore.boxes.score`; times the class probability for predicted, untagged classes).
         labels: ``Tensor[N]`` long class indices into ``spec.class_names``.
         maps: class index -> raw low-resolution map ``Tensor[h, w]`` float32.
         class_scores: ``Tensor[K]`` sigmoid of the logits.
@@ -428,7 +187,7 @@ class Localizer:
             :func:`camcore.streaming.loader_kind` of the device (processes on CUDA).
         loader_workers: loader processes (default: half the cores).
         box_workers: processes computing boxes while the next batch runs
-            (:class:`camcore.box_workers.BoxWorkers`); ``0``: on the calling thread. ``None``:
+            (:class:`camcore.boxes.workers.BoxWorkers`); ``0``: on the calling thread. ``None``:
             ``0`` on a CPU (the forward pass uses every core), on CUDA the cores the loader leaves
             minus one.
 
@@ -436,7 +195,7 @@ class Localizer:
         normalize: the :class:`Normalizer` (uint8 batch -> normalised float on the device).
         executor: the host thread pool (``None`` when ``host_threads == 1``).
         variant: the :class:`camcore.forward_choice.ForwardVariant` that runs.
-        boxes: the :class:`camcore.box_workers.BoxWorkers`.
+        boxes: the :class:`camcore.boxes.workers.BoxWorkers`.
     """
 
     def __init__(

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from camcore.boxes import component_boxes, largest_component_box, nms, normalize_map, upsample_map, working_shape
-from camcore.pipeline import BoxParams, boxes_from_maps
+from camcore.boxes import (
+    BoxParams,
+    boxes_from_maps,
+    component_boxes,
+    largest_component_box,
+    nms,
+    normalize_map,
+    upsample_map,
+    working_shape,
+)
 
 
 def _blob_map(h: int = 16, w: int = 16) -> torch.Tensor:
@@ -57,7 +65,7 @@ def test_two_blobs_largest_vs_multi() -> None:
     assert torch.allclose(multi[0], torch.tensor([80.0, 80.0, 140.0, 140.0]), atol=1.5)
     assert torch.allclose(multi[1], torch.tensor([10.0, 10.0, 40.0, 40.0]), atol=2.0)
     assert scores[0] > scores[1]  # peak 1.0 vs 0.8
-    assert 0.0 < float(scores[1]) < float(scores[0]) < 1.0  # probabilities (camcore.box_score)
+    assert 0.0 < float(scores[1]) < float(scores[0]) < 1.0  # probabilities (camcore.boxes.score)
     from camcore.boxes import component_boxes, normalize_map, upsample_map
     _, rule_scores = component_boxes(normalize_map(upsample_map(_two_blobs(), (160, 160)), "max"), size, threshold=0.5, min_area=0.01)
     assert float(rule_scores[1]) == pytest.approx(0.8, abs=0.05)  # the rule's own score: the peak ratio

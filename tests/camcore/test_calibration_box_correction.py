@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from camcore.box_correction import EXTRA_KEY, BoxCorrection, corrections_from_extra
-from camcore.pipeline import BoxParams
+from camcore.boxes import BoxParams
+from camcore.boxes.correction import EXTRA_KEY, BoxCorrection, corrections_from_extra
 
 
 def test_correction_scales_about_the_shifted_centre_and_clips_to_the_image() -> None:

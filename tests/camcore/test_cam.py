@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from camcore.cam import align_maps, class_activation_maps, forward_with_cams, map_methods, register_map_method, select_pairs
+from camcore.cam import (
+    align_maps,
+    class_activation_maps,
+    forward_with_cams,
+    map_methods,
+    register_map_method,
+    select_pairs,
+)
 from camcore.models import ModelSpec, build_model
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from camcore.boxes import BoxParams, boxes_from_maps, register_box_rule
 from camcore.concept_maps import decode_map, encode_map
-from camcore.pipeline import BoxParams, Localizer, boxes_from_maps, preprocess, register_box_rule
+from camcore.pipeline import Localizer, preprocess
 
 
 def test_boxes_recomputed_from_stored_maps_match(trained_shapes) -> None:  # type: ignore[no-untyped-def]

@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from camcore.box_workers import BoxWorkers, MapsOfImage
+from camcore.boxes import BoxParams, boxes_from_maps
+from camcore.boxes.workers import BoxWorkers, MapsOfImage
 from camcore.forward_choice import _CHOICES, choose_forward, forward_candidates, probe_forward
 from camcore.images import ImageLoadError, load_image, original_size
 from camcore.models import ModelSpec, build_model
-from camcore.pipeline import BoxParams, ImageResult, Localizer, boxes_from_maps, preprocess
+from camcore.pipeline import ImageResult, Localizer, preprocess
 from camcore.streaming import LoadedBatch, stream_batches
 from tests.prerequisites import shared_datasets
 

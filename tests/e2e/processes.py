@@ -79,8 +79,8 @@ def expected_box_counts(sessions, blobs_root: Path, model_version_id: int, box_p
     camcore, no model pass): what one complete set of proposals must hold."""
     from sqlalchemy import select
 
+    from camcore.boxes import BoxParams, boxes_from_maps
     from camcore.concept_maps import decode_map
-    from camcore.pipeline import BoxParams, boxes_from_maps
     from worker.store.models import Category, ConceptMap, Image, ModelVersion
 
     params = BoxParams.from_dict(box_params)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 
-from camcore.box_correction import corrections_from_extra
-from camcore.pipeline import BoxParams
+from camcore.boxes import BoxParams
+from camcore.boxes.correction import corrections_from_extra
 from worker.store.models import Box, BoxSource, ModelVersion, ReviewStatus
 
 

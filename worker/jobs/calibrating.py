@@ -54,8 +54,8 @@ def _maps(ctx: JobContext, rows: list[tuple[int, int, str]]) -> dict[int, dict[i
 
 def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
     """Handler of ``calibrate`` jobs (see the module docstring)."""
+    from camcore.boxes import BoxParams
     from camcore.calibration import apply, calibrate
-    from camcore.pipeline import BoxParams
 
     if ctx.collection_id is None:
         raise JobFailed("a calibrate job needs a collection")

@@ -35,7 +35,7 @@ from worker.store.models import Category, ConceptMap, Image, ImageStatus, ImageT
 
 def _box_params(chosen: dict[str, Any] | None, version: ModelVersion) -> Any:
     """camcore ``BoxParams`` from ``chosen`` fields, else from the model version's calibration."""
-    from camcore.pipeline import BoxParams
+    from camcore.boxes import BoxParams
 
     if chosen is None and isinstance(version.calibration, dict) and version.calibration:
         # camcore.calibration stores BoxParams.to_dict() itself; a wrapped {"box_params": ...} works too

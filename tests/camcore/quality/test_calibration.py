@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from camcore.box_correction import BoxCorrection, corrections_from_extra
+from camcore.boxes import BoxParams
+from camcore.boxes.correction import BoxCorrection, corrections_from_extra
 from camcore.calibration import PRIOR_IMAGES, apply, calibrate
-from camcore.pipeline import BoxParams
 from tests.camcore.quality.synth import pyramid_map
 
 SIZE = (240, 180)
@@ -143,7 +143,7 @@ def test_apply_corrects_every_box_of_the_class_before_nms() -> None:
         cls = next(iter(m))
         expected = plain[key][0] if cls == 1 else BoxCorrection(width=0.5, height=2.0, shift_y=0.1).apply(plain[key][0], SIZE)
         assert torch.allclose(corrected[key][0], expected, atol=1e-4)
-        # the score is the corrected box's own estimate (camcore.box_score), the class is unchanged
+        # the score is the corrected box's own estimate (camcore.boxes.score), the class is unchanged
         assert torch.equal(corrected[key][2], plain[key][2])
         assert bool(((corrected[key][1] > 0) & (corrected[key][1] < 1)).all())
 

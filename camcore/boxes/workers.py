@@ -1,6 +1,6 @@
 """The box rule of many images off the caller's thread: worker processes fed one batch at a time.
 
-:class:`BoxWorkers` runs :func:`camcore.pipeline.boxes_from_maps` (the same function, the same
+:class:`BoxWorkers` runs :func:`camcore.boxes.from_maps.boxes_from_maps` (the same function, the same
 parameters, hence the same boxes) for the images of a batch, split over ``processes`` worker
 processes, while the caller goes on with the next batch's forward pass. With ``processes=0`` the
 boxes are computed on the caller's thread when submitted (the CPU-only setting: there the forward
@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from camcore.boxes.from_maps import boxes_from_maps
+from camcore.boxes.params import BoxParams
 
 __all__ = ["BoxJob", "BoxWorkers", "ImageBoxes", "MapsOfImage"]
 
@@ -47,8 +50,6 @@ _Wire = tuple[dict[int, np.ndarray], tuple[int, int], "np.ndarray | None"]
 
 
 def _boxes_of(params_dict: Mapping[str, object], items: Sequence[_Wire]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    from camcore.pipeline import BoxParams, boxes_from_maps
-
     params = BoxParams.from_dict(params_dict)
     out = []
     for maps, size, scores in items:
@@ -92,12 +93,10 @@ class BoxWorkers:
         self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
 
-    def submit(self, params: "object", images: Sequence[MapsOfImage]) -> BoxJob:
-        """Start the boxes of ``images`` with ``params`` (a :class:`camcore.pipeline.BoxParams`)."""
-        from camcore.pipeline import boxes_from_maps
-
+    def submit(self, params: BoxParams, images: Sequence[MapsOfImage]) -> BoxJob:
+        """Start the boxes of ``images`` with ``params``."""
         if self.processes == 0 or not images:
-            return BoxJob(done=[boxes_from_maps(im.maps, im.image_size, params, class_scores=im.class_scores)  # type: ignore[arg-type]
+            return BoxJob(done=[boxes_from_maps(im.maps, im.image_size, params, class_scores=im.class_scores)
                                 for im in images])
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("fork"),
@@ -105,7 +104,7 @@ class BoxWorkers:
         wire: list[_Wire] = [({c: m.detach().float().cpu().numpy() for c, m in im.maps.items()}, im.image_size,
                               None if im.class_scores is None else im.class_scores.detach().float().cpu().numpy())
                              for im in images]
-        params_dict = params.to_dict()  # type: ignore[attr-defined]
+        params_dict = params.to_dict()
         bounds = np.linspace(0, len(wire), min(self.processes, len(wire)) + 1).round().astype(int).tolist()
         return BoxJob(parts=[self._pool.submit(_boxes_of, params_dict, wire[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
 
