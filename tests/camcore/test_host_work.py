@@ -126,6 +126,7 @@ def _faults(env_switch: str) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # EfficientNet-Lite0 passes in two fresh processes
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc setting (no-op elsewhere)")
 def test_keep_freed_memory_stops_page_faults_of_forward_passes() -> None:
     kept, released = _faults("1"), _faults("0")

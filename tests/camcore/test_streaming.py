@@ -97,6 +97,7 @@ def photo_model() -> tuple[torch.nn.Module, ModelSpec]:
     return build_model(spec, weights="imagenet").eval(), spec
 
 
+@pytest.mark.slow  # starts box worker processes
 @needs_photos
 def test_box_worker_processes_give_the_boxes_of_the_rule_inline(photo_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, spec = photo_model
@@ -145,6 +146,7 @@ def test_box_workers_split_a_batch_and_keep_its_order(trained_shapes) -> None:  
         BoxWorkers(-1)
 
 
+@pytest.mark.slow  # times each forward variant
 def test_forward_probe_keeps_the_function_and_is_cached_per_process(trained_shapes) -> None:  # type: ignore[no-untyped-def]
     ts = trained_shapes
     device = torch.device("cpu")

@@ -16,6 +16,7 @@ def _tiny_spec() -> ModelSpec:
     return ModelSpec(arch="tiny_cnn", class_names=list(SHAPES), input_size=48)
 
 
+@pytest.mark.slow  # trains two models
 def test_linear_probe_is_deterministic_and_reports_progress(tmp_path: Path) -> None:
     images, tags, _ = make_dataset(30, seed=5, size=48, negatives=6)
     calls: list[tuple[int, int]] = []

@@ -17,6 +17,9 @@ from camcore.boxes.correction import corrections_from_extra
 from worker.store.models import Box, BoxSource, ModelVersion, ReviewStatus
 
 
+pytestmark = pytest.mark.slow  # trains a model and runs the camlabel CLI in processes
+
+
 @pytest.fixture
 def run(sqlite_runtime):  # type: ignore[no-untyped-def]
     """``camlabel`` in its own process against the migrated SQLite runtime, as users run it (no

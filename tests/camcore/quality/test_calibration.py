@@ -40,6 +40,7 @@ def _hits(pred: dict, truth: dict) -> int:
     return hits
 
 
+@pytest.mark.slow  # searches the box rule over generated maps
 def test_calibration_picks_per_class_thresholds_that_beat_the_default_on_other_images() -> None:
     maps, sizes, truth = _collection(10, seed=1)  # 5 reviewed images per class
     held_maps, held_sizes, held_truth = _collection(30, seed=2)

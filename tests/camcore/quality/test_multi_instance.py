@@ -13,6 +13,7 @@ from camcore.pipeline import Localizer
 from tests.camcore.quality.synth import planted_images
 
 
+@pytest.mark.slow  # trains the planted-object model
 def test_default_method_localises_several_planted_objects(planted) -> None:  # type: ignore[no-untyped-def]
     stats = fit_objectness(planted.model, planted.spec, planted.train_images, planted.train_tags)
     planted.spec.extra = {**planted.spec.extra, SPEC_KEY: stats.to_dict()}

@@ -27,6 +27,7 @@ def _inside_mask(boxes: list, size: int) -> torch.Tensor:
     return m
 
 
+@pytest.mark.slow  # trains the planted-object model
 def test_ddt_map_highlights_the_planted_common_object(planted) -> None:  # type: ignore[no-untyped-def]
     stats = fit_objectness(planted.model, planted.spec, planted.train_images, planted.train_tags, batch_size=16)
     assert bool(stats.valid[0]) and abs(float(stats.direction[0].norm()) - 1.0) < 1e-4
