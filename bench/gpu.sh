@@ -58,9 +58,10 @@ echo "== 1. forward variants (EfficientNet-Lite0, 448 px) =="
 timeout 45 "$PY" - <<'EOF' 2>&1 | tee "$LOG/variants.txt"
 import torch
 from camcore.forward_choice import ForwardVariant, probe_forward
-from camcore.inference import example_batch, prepare_for_inference
+from camcore.prepare import example_batch, prepare_for_inference
 from camcore.models import ModelSpec, build_model
-from camcore.pipeline import Localizer, Normalizer
+from camcore.localizer import Localizer
+from camcore.transforms import Normalizer
 
 torch.backends.cudnn.benchmark = True
 spec = ModelSpec(class_names=["raccoon", "kangaroo"], input_size=448)

@@ -44,7 +44,7 @@ def _reachable(port: int) -> bool:
 
 
 def _results(ids: list[int], boxes_per_image: int, generator: torch.Generator) -> dict[int, Any]:
-    """Model results shaped as ``camcore.pipeline`` gives them: per image a 14x14 map of class
+    """Model results shaped as ``camcore.localizer.Localizer`` gives them: per image a 14x14 map of class
     ``i % 2`` and ``boxes_per_image`` boxes of that class on a 640x480 image."""
     results = {}
     for image_id in ids:

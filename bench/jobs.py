@@ -4,7 +4,7 @@ End to end = an ``infer`` job submitted through the queue to a real ``camlabel w
 (Redis + PostgreSQL when reachable, else the embedded worker on SQLite), which reads the images
 from blob storage, runs the model, writes maps (float16 ``.npy``), boxes and progress per
 chunk; timed from ``submit`` until the job row says ``succeeded``. Pipeline alone = the same
-model (``camcore.pipeline.Localizer``: parallel decoding, forward + CAM, boxes, the float16 map
+model (``camcore.localizer.Localizer``: parallel decoding, forward + CAM, boxes, the float16 map
 bytes of each map) over the same image files, in this process. The worker is warmed
 first (one small job) so both sides have the model loaded.
 
@@ -168,7 +168,7 @@ def main() -> None:
         # decoding as the job does), forward + CAM, boxes, and the float16 map bytes the job stores
         from camcore.boxes import BoxParams
         from camcore.concept_maps import encode_map
-        from camcore.pipeline import Localizer
+        from camcore.localizer import Localizer
         from worker.models_cache import load_model
         from worker.store.models import ModelVersion
 

@@ -16,7 +16,7 @@ ImageNet weights and a 2-class GAP head) and the same batches, in one run, it me
 2. ``pipeline``: decode -> resize -> forward + CAM -> boxes -> float16 map per map (the blob an
    infer job stores), from the files, as deployed: (a) per batch, phased, interleaved with the
    other methods (``pipeline_serial_vs_forward``); (b) whole runs over all images through
-   :meth:`camcore.pipeline.Localizer.localize_files` (the streaming loader of the device:
+   :meth:`camcore.localizer.Localizer.localize_files` (the streaming loader of the device:
    worker processes decoding ahead on CUDA, phased host threads on a CPU; boxes in worker
    processes while the next batch runs on CUDA), alternated with whole bare-forward runs
    (``pipeline_vs_forward``);
@@ -24,7 +24,7 @@ ImageNet weights and a 2-class GAP head) and the same batches, in one run, it me
 4. ``torchcam CAM`` and ``grad-cam GradCAM``: the same maps with those libraries, given the model
    as loaded (NCHW, BatchNorm unfolded); torch-cam also once on camlabel's prepared network.
 
-The model is prepared as :class:`camcore.pipeline.Localizer` prepares it (on a CPU an inference
+The model is prepared as :class:`camcore.localizer.Localizer` prepares it (on a CPU an inference
 copy with BatchNorm folded into the convolutions, channels-last; on CUDA the variant its measured
 probe picks, printed as ``variant=``); "forward" is the bare forward pass of that same network, so
 ``pipeline_vs_forward`` measures only what the pipeline adds.
@@ -63,9 +63,10 @@ from camcore.boxes import BoxParams, boxes_from_maps
 from camcore.cam import forward_with_cams
 from camcore.concept_maps import encode_map
 from camcore.images import ImageLoadError, load_image, original_size
+from camcore.localizer import ImageResult, Localizer
 from camcore.models import ModelSpec, build_model
 from camcore.objectness import fit_objectness
-from camcore.pipeline import ImageResult, Localizer, resize_into
+from camcore.transforms import resize_into
 
 DATASET = Path(os.environ.get("CAMLABEL_BENCH_DATASET") or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon-kangaroo")
 

@@ -19,7 +19,7 @@ internals when the jobs change):
 - :func:`train` -- the train job (``worker/jobs/training.py``): ``train_head`` (linear, frozen
   backbone) on the tagged images, then the objectness statistics it stores in ``spec.extra``;
 - :func:`infer` -- the infer job (``worker/jobs/inferring.py``): a
-  :class:`camcore.pipeline.Localizer` with the job's ``BoxParams`` localising each image for its
+  :class:`camcore.localizer.Localizer` with the job's ``BoxParams`` localising each image for its
   tags (an untagged image: its top predicted class);
 - :func:`learn_from_review` -- the calibrate job (``worker/jobs/calibrating.py``):
   ``camcore.calibration.calibrate`` on the reviewed images' stored maps, then ``apply`` to the
@@ -68,8 +68,8 @@ from torch import Tensor
 
 import camcore
 from camcore.boxes import BoxParams
+from camcore.localizer import ImageResult
 from camcore.models import GapClassifier, ModelSpec
-from camcore.pipeline import ImageResult
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "camlabel-quality-cache"
@@ -335,7 +335,7 @@ def infer(model: GapClassifier, spec: ModelSpec, paths: Sequence[Path], tags: Se
         it failed).
     """
     from camcore.images import ImageLoadError
-    from camcore.pipeline import Localizer
+    from camcore.localizer import Localizer
 
     if len(paths) != len(tags):
         raise ValueError(f"{len(tags)} tag lists for {len(paths)} images")

@@ -4,12 +4,14 @@ Pure PyTorch (torch, torchvision, numpy, PIL, scipy; pycocotools for metrics). M
 
 - ``camcore.images``: ``load_image`` (robust to real files), ``ImageLoadError``
 - ``camcore.models``: ``ModelSpec``, ``GapClassifier``, ``build_model``, checkpoints, ImageNet
+- ``camcore.transforms``: ``preprocess`` / ``resize_into`` (uint8 batches), ``Normalizer``
+- ``camcore.prepare``: ``prepare_for_inference`` (BN folded, in-place activations; same function)
 - ``camcore.cam``: CAM in the same forward pass as the logits
-- ``camcore.boxes``: box rules on maps, class-aware NMS
-- ``camcore.inference``: ``prepare_for_inference`` (BN folded, in-place activations; same function)
-- ``camcore.pipeline``: ``Localizer``, ``BoxParams``, ``boxes_from_maps``
 - ``camcore.objectness``: per-class DDT objectness fused with the CAM (the default map method)
-- ``camcore.calibration`` / ``camcore.box_correction``: per-class rules and box corrections from reviewed boxes
+- ``camcore.boxes``: the box rule (``BoxParams``, rules, corrections, box score, ``boxes_from_maps``)
+- ``camcore.streaming`` / ``camcore.forward_choice``: files decoded ahead; the forward variant
+- ``camcore.localizer``: ``Localizer`` (images or files in, ``ImageResult`` out)
+- ``camcore.calibration``: per-class rules and box corrections from reviewed boxes
 - ``camcore.concept_maps``: float16 map storage and Turbo heatmap PNGs
 - ``camcore.training``: ``train_head`` (linear probe / fine-tune, multi-label)
 - ``camcore.metrics``: CorLoc, MaxBoxAccV2, COCO AP

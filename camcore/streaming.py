@@ -4,7 +4,7 @@
 ``batch_size`` consecutive sources each. Every file goes through
 :func:`camcore.images.load_image` (EXIF rotation, CMYK/PNG/16-bit modes, truncated JPEGs, the
 decompression-bomb guards, reduced-scale JPEG decoding no smaller than the network input) and
-:func:`camcore.pipeline.resize_into`, so a batch holds the same bytes whichever way it was built;
+:func:`camcore.transforms.resize_into`, so a batch holds the same bytes whichever way it was built;
 a file that cannot be loaded is reported in ``failures`` at its position, never fatal.
 
 Two ways to build the batches (:func:`loader_kind` picks one per device):
@@ -44,6 +44,7 @@ from camcore.images import (
     load_images,
     original_size,
 )
+from camcore.transforms import preprocess, resize_into
 
 __all__ = ["LOADER_KINDS", "LoadedBatch", "default_loader_workers", "loader_kind", "stream_batches"]
 
@@ -92,8 +93,6 @@ class _ResizedSources(Dataset[Any]):
         return self.__getitems__([index])
 
     def __getitems__(self, indices: list[int]) -> LoadedBatch:
-        from camcore.pipeline import resize_into
-
         loaded: list[tuple[int, Image.Image]] = []
         failures: list[tuple[int, ImageLoadError]] = []
         for i in indices:
@@ -144,8 +143,6 @@ def loader_kind(device: str | torch.device) -> str:
 def _threaded_batches(sources: Sequence[ImageSource | Image.Image], input_size: int, batch_size: int,
                       executor: Executor | None, parts: int, max_pixels: int | None,
                       max_decode_bytes: int | None) -> Iterator[LoadedBatch]:
-    from camcore.pipeline import preprocess
-
     for start in range(0, len(sources), batch_size):
         outcomes = load_images(sources[start : start + batch_size], max_pixels=max_pixels, min_size=input_size,
                                executor=executor, max_decode_bytes=max_decode_bytes)

@@ -39,10 +39,10 @@ from torch import Tensor
 
 from camcore.images import load_image
 from camcore.limits import MAX_EPOCHS, check_epochs
-from camcore.inference import example_batch, prepare_for_inference
 from camcore.models import GapClassifier, ModelSpec, WeightsArg, build_model
-from camcore.pipeline import Normalizer, preprocess
+from camcore.prepare import example_batch, prepare_for_inference
 from camcore.streaming import loader_kind, stream_batches
+from camcore.transforms import Normalizer, preprocess
 
 __all__ = ["MAX_EPOCHS", "ProgressFn", "TrainResult", "average_precision", "check_epochs", "train_head"]
 

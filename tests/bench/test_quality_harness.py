@@ -290,11 +290,11 @@ def test_second_run_is_served_from_the_cache(coco_dir: Path, tmp_path: Path, mon
     def fail(*a: Any, **kw: Any) -> Any:
         raise AssertionError("recomputed although cached")
 
-    import camcore.pipeline
+    import camcore.localizer
     import camcore.training
 
     monkeypatch.setattr(camcore.training, "train_head", fail)  # what train() and infer() call
-    monkeypatch.setattr(camcore.pipeline, "Localizer", fail)
+    monkeypatch.setattr(camcore.localizer, "Localizer", fail)
     again = q.Timing()
     cached = q.product_results(c, _cfg(tmp_path), again).results
     assert again.train_s is None and again.infer_s is None and "cached" in again.describe()

@@ -66,7 +66,7 @@ def test_cams_under_cuda_autocast(dtype: torch.dtype, shared_dataset) -> None:  
     """Maps of normal magnitude (ImageNet weights, real photos) stay float32-exact within tolerance."""
     from camcore.images import load_image
     from camcore.models import imagenet_classifier
-    from camcore.pipeline import Normalizer, preprocess
+    from camcore.transforms import Normalizer, preprocess
 
     model, spec = imagenet_classifier(input_size=224)
     model = model.cuda()

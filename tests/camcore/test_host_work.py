@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from camcore.images import ImageLoadError, load_image, load_images
+from camcore.localizer import Localizer
 from camcore.models import ModelSpec, build_model
-from camcore.pipeline import Localizer, Normalizer, preprocess
+from camcore.transforms import Normalizer, preprocess
 
 
 def _photos(shared_dataset: Path, n: int) -> list[Path]:

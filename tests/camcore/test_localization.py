@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from camcore.boxes import BoxParams
-from camcore.metrics import coco_ap, corloc
 
 # The CAM paper's rule (vanilla CAM, largest component), at 30% of the max: camlabel's default
-from camcore.pipeline import Localizer
+from camcore.localizer import Localizer
+from camcore.metrics import coco_ap, corloc
 
 # method may change (camcore.objectness); these tests pin the plain CAM path.
 PAPER_RULE = BoxParams(method="cam", mode="largest", threshold=0.3, normalize="max")

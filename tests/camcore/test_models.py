@@ -19,7 +19,7 @@ from camcore.models import (
     load_checkpoint,
     save_checkpoint,
 )
-from camcore.pipeline import preprocess
+from camcore.transforms import preprocess
 
 
 def test_spec_round_trip_and_validation() -> None:

@@ -16,9 +16,10 @@ from camcore.boxes import BoxParams, boxes_from_maps
 from camcore.boxes.workers import BoxWorkers, MapsOfImage
 from camcore.forward_choice import _CHOICES, choose_forward, forward_candidates, probe_forward
 from camcore.images import ImageLoadError, load_image, original_size
+from camcore.localizer import ImageResult, Localizer
 from camcore.models import ModelSpec, build_model
-from camcore.pipeline import ImageResult, Localizer, preprocess
 from camcore.streaming import LoadedBatch, stream_batches
+from camcore.transforms import preprocess
 from tests.prerequisites import shared_datasets
 
 DATASET = shared_datasets() / "raccoon-kangaroo"

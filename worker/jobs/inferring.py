@@ -168,7 +168,7 @@ def run_infer_job(ctx: JobContext) -> dict[str, Any]:
     The model pass of chunk ``i + 1`` overlaps the storage writes of chunk ``i`` (one writer
     thread, one chunk in flight, chunks committed in order).
     """
-    from camcore.pipeline import Localizer
+    from camcore.localizer import Localizer
 
     if ctx.collection_id is None:
         raise JobFailed("an infer job needs a collection")

@@ -7,9 +7,9 @@ from torchvision.ops import box_iou
 
 from camcore.boxes import BoxParams
 from camcore.calibration import apply
+from camcore.localizer import Localizer
 from camcore.metrics import coco_ap
 from camcore.objectness import SPEC_KEY, fit_objectness
-from camcore.pipeline import Localizer
 from tests.camcore.quality.synth import planted_images
 
 

@@ -17,7 +17,7 @@ from camcore.objectness import (
     fuse_maps,
     objectness_maps,
 )
-from camcore.pipeline import preprocess
+from camcore.transforms import preprocess
 
 
 def _inside_mask(boxes: list, size: int) -> torch.Tensor:

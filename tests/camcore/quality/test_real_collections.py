@@ -18,10 +18,10 @@ from torchvision.ops import box_iou
 from camcore.boxes import BoxParams
 from camcore.calibration import apply, calibrate
 from camcore.images import load_image
+from camcore.localizer import ImageResult, Localizer
 from camcore.metrics import corloc
 from camcore.models import ModelSpec
 from camcore.objectness import SPEC_KEY, fit_objectness
-from camcore.pipeline import ImageResult, Localizer
 from camcore.training import train_head
 from tests.prerequisites import dev_dataset
 

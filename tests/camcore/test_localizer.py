@@ -7,7 +7,8 @@ import torch
 
 from camcore.boxes import BoxParams, boxes_from_maps, register_box_rule
 from camcore.concept_maps import decode_map, encode_map
-from camcore.pipeline import Localizer, preprocess
+from camcore.localizer import Localizer
+from camcore.transforms import preprocess
 
 
 def test_boxes_recomputed_from_stored_maps_match(trained_shapes) -> None:  # type: ignore[no-untyped-def]

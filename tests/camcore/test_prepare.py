@@ -8,9 +8,9 @@ from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 from torch import nn
 
 from camcore.boxes import BoxParams
-from camcore.inference import SamePadConv2d, fold_batchnorm, prepare_for_inference, use_symmetric_same_padding
+from camcore.localizer import Localizer
 from camcore.models import ModelSpec, build_model
-from camcore.pipeline import Localizer
+from camcore.prepare import SamePadConv2d, fold_batchnorm, prepare_for_inference, use_symmetric_same_padding
 
 
 def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
