@@ -60,10 +60,10 @@ import torch
 
 from camcore.allocator import keep_freed_memory
 from camcore.boxes import BoxParams, boxes_from_maps
-from camcore.cam import forward_with_cams
 from camcore.concept_maps import encode_map
 from camcore.images import ImageLoadError, load_image, original_size
 from camcore.localizer import ImageResult, Localizer
+from camcore.methods import forward_with_cams
 from camcore.models import ModelSpec, build_model
 from camcore.objectness import fit_objectness
 from camcore.transforms import resize_into

@@ -12,46 +12,18 @@ second forward; everything stays on the model's device and works under ``torch.a
 Maps are produced per *(image, class) pair*: ``image_index: Tensor[P]``, ``class_index: Tensor[P]``
 so that each image can ask for a different number of classes (its tags, or its top-k).
 
-Map methods are pluggable: :func:`register_map_method` adds a named function
-``(features, logits, model, image_index, class_index) -> Tensor[P, h, w]``; ``"cam"`` is built in.
+The map methods that run this forward pass (:mod:`camcore.methods`) build on these functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from camcore.models import GapClassifier
-
-__all__ = [
-    "CamOutput",
-    "align_maps",
-    "MapMethod",
-    "class_activation_maps",
-    "forward_with_cams",
-    "map_methods",
-    "register_map_method",
-    "select_pairs",
-]
-
-MapMethod = Callable[[Tensor, Tensor, GapClassifier, Tensor, Tensor], Tensor]
-_MAP_METHODS: dict[str, MapMethod] = {}
-
-
-def register_map_method(name: str, fn: MapMethod, *, replace: bool = False) -> None:
-    """Register ``fn(features[N,C,h,w], logits[N,K], model, image_index[P], class_index[P]) -> maps[P,h,w]``."""
-    if name in _MAP_METHODS and not replace:
-        raise ValueError(f"map method {name!r} is already registered")
-    _MAP_METHODS[name] = fn
-
-
-def map_methods() -> tuple[str, ...]:
-    """Names of the registered map methods."""
-    return tuple(_MAP_METHODS)
-
+__all__ = ["CamOutput", "align_maps", "class_activation_maps", "select_pairs"]
 
 def class_activation_maps(features: Tensor, weight: Tensor, image_index: Tensor, class_index: Tensor) -> Tensor:
     """CAM for each (image, class) pair.
@@ -98,13 +70,6 @@ def align_maps(maps: Tensor, shift_cells: float) -> Tensor:
     return m[:, :, x0] * (1 - fx) + m[:, :, x1] * fx
 
 
-def _cam_method(features: Tensor, logits: Tensor, model: GapClassifier, image_index: Tensor, class_index: Tensor) -> Tensor:
-    return class_activation_maps(features, model.classifier.weight, image_index, class_index)
-
-
-register_map_method("cam", _cam_method)
-
-
 def select_pairs(
     logits: Tensor, classes: Sequence[Sequence[int]] | None, *, top_k: int = 1
 ) -> tuple[Tensor, Tensor]:
@@ -146,7 +111,7 @@ def select_pairs(
 
 @dataclass
 class CamOutput:
-    """Result of :func:`forward_with_cams` (all tensors on the model's device).
+    """Result of a map method's forward pass (:mod:`camcore.methods`; tensors on the model's device).
 
     Attributes:
         logits: ``Tensor[N, K]`` float32.
@@ -161,39 +126,3 @@ class CamOutput:
     image_index: Tensor
     class_index: Tensor
     features: Tensor | None = None
-
-
-@torch.no_grad()
-def forward_with_cams(
-    model: GapClassifier,
-    x: Tensor,
-    classes: Sequence[Sequence[int]] | None = None,
-    *,
-    top_k: int = 1,
-    method: str = "cam",
-    keep_features: bool = False,
-) -> CamOutput:
-    """One forward pass giving logits and the maps of the chosen (image, class) pairs.
-
-    Args:
-        model: a GAP classifier (put it in eval mode yourself).
-        x: ``Tensor[N, 3, H, W]`` normalised input on the model's device.
-        classes: per image the classes to map, or ``None`` for the ``top_k`` predicted ones.
-        method: a registered map method name (see :func:`map_methods`).
-        keep_features: also return the feature map.
-
-    Works under ``torch.autocast``; logits and maps are returned as float32.
-    """
-    if method not in _MAP_METHODS:
-        raise ValueError(f"unknown map method {method!r}; registered: {sorted(_MAP_METHODS)}")
-    feats = model.features(x)
-    logits = model.head(feats)
-    image_index, class_index = select_pairs(logits, classes, top_k=top_k)
-    maps = _MAP_METHODS[method](feats, logits, model, image_index, class_index)
-    return CamOutput(
-        logits=logits.float(),
-        maps=maps.float(),
-        image_index=image_index,
-        class_index=class_index,
-        features=feats if keep_features else None,
-    )

@@ -2,8 +2,9 @@
 
 Images are resized into a uint8 batch and normalised on the device (:mod:`camcore.transforms`),
 the network runs as its inference copy (:mod:`camcore.prepare`). One forward pass gives the
-logits and the maps (:func:`camcore.cam.forward_with_cams`); boxes are extracted per map at a
-working resolution (:mod:`camcore.boxes`) and scaled to the original image's pixels.
+logits and the maps (the map method ``params.method``, :mod:`camcore.methods`); boxes are
+extracted per map at a working resolution (:mod:`camcore.boxes`) and scaled to the original
+image's pixels.
 :meth:`Localizer.localize_files` streams files through these stages with every stage overlapped
 on a GPU worker (:mod:`camcore.streaming` decodes ahead in worker processes,
 :mod:`camcore.boxes.workers` computes boxes beside the next forward pass, and
@@ -11,10 +12,12 @@ on a GPU worker (:mod:`camcore.streaming` decodes ahead in worker processes,
 
 Extension points (used to plug in better defaults without changing signatures):
 
-- ``BoxParams.method`` names a map method registered with :func:`camcore.cam.register_map_method`;
+- ``BoxParams.method`` names a map method (a :class:`camcore.methods.MapMethod` subclass)
+  registered with :func:`camcore.methods.register_map_method`; ``"ddt_cam"`` and ``"cam"`` are
+  built in;
 - ``BoxParams.mode`` names a box rule registered with :func:`camcore.boxes.register_box_rule`
-  (``rule(norm_map[H, W], image_size, params) -> (boxes[M, 4], scores[M])``); ``"largest"`` and
-  ``"multi"`` are built in.
+  (``rule(norm_map[H, W], image_size, params) -> (boxes[M, 4], scores[M])``); ``"objects"``,
+  ``"largest"`` and ``"multi"`` are built in.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from camcore import objectness as _objectness
 from camcore.boxes import BoxParams, BoxWorkers, MapsOfImage
-from camcore.cam import CamOutput, align_maps, forward_with_cams, map_methods
+from camcore.cam import align_maps
 from camcore.forward_choice import ForwardVariant, choose_forward, default_variant
 from camcore.images import ImageLoadError, ImageSource, load_images
+from camcore.methods import map_method
 from camcore.models import GapClassifier, ModelSpec
 from camcore.prepare import InferenceReport, example_batch, prepare_for_inference
 from camcore.streaming import LoadedBatch, default_loader_workers, loader_kind, stream_batches
@@ -111,6 +114,8 @@ class Localizer:
         executor: the host thread pool (``None`` when ``host_threads == 1``).
         variant: the :class:`camcore.forward_choice.ForwardVariant` that runs.
         boxes: the :class:`camcore.boxes.workers.BoxWorkers`.
+        map_method: the :class:`camcore.methods.MapMethod` of ``params.method`` bound to
+            :attr:`model` (its hooks are registered only while a batch runs).
     """
 
     def __init__(
@@ -136,8 +141,7 @@ class Localizer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.params = params or BoxParams()
-        if self.params.method not in map_methods():
-            raise ValueError(f"unknown map method {self.params.method!r}; registered: {sorted(map_methods())}")
+        method = map_method(self.params.method)  # an unknown name fails here, before any work
         self.host_threads = host_threads
         self.executor: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=host_threads, thread_name_prefix="camcore-host") if host_threads > 1 else None)
@@ -172,8 +176,7 @@ class Localizer:
         if box_workers is None:
             box_workers = max(1, default_loader_workers() * 2 - self.loader_workers - 1) if self.device.type == "cuda" else 0
         self.boxes = BoxWorkers(box_workers)
-        raw_stats = (spec.extra or {}).get(_objectness.SPEC_KEY)
-        self._objectness_stats = _objectness.ObjectnessStats.from_dict(raw_stats) if raw_stats else None
+        self.map_method = method(self.model, spec)  # hooks only while a batch runs
         self.autocast_dtype = self.variant.autocast_dtype
         self.shift_cells = -spec.map_shift / spec.feature_stride if align else 0.0
 
@@ -196,21 +199,6 @@ class Localizer:
             self.host_threads = 1
         self.boxes.close()
 
-    def _ddt_cam(self, x: Tensor, tags: Sequence[Sequence[int]] | None, top_k: int) -> CamOutput:
-        """CAM fused with the DDT objectness map of the same class (see :mod:`camcore.objectness`)."""
-        with _objectness.capture_descriptors(self.model) as cap:
-            out = forward_with_cams(self.model, x, tags, top_k=top_k, method="cam", keep_features=True)
-        assert out.features is not None
-        desc = cap.get("features", out.features)
-        stats = self._objectness_stats
-        if stats is not None and stats.channels == desc.shape[1]:
-            obj = _objectness.objectness_maps(desc, stats, out.image_index, out.class_index)
-        else:  # no fitted statistics: each image's own descriptors (batch-independent)
-            obj = _objectness.per_image_objectness(desc, out.maps, out.image_index)
-        out.maps = _objectness.fuse_maps(out.maps.float(), obj.float())
-        out.features = None
-        return out
-
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -222,16 +210,13 @@ class Localizer:
         n = batch.shape[0]
         x = self.normalize(batch)
         with self._autocast():
-            if self.params.method == "ddt_cam":
-                out = self._ddt_cam(x, tags, top_k)
-            else:
-                out = forward_with_cams(self.model, x, tags, top_k=top_k, method=self.params.method)
+            out = self.map_method(x, tags, top_k=top_k)
         probs = torch.sigmoid(out.logits).cpu()
         maps = align_maps(out.maps, self.shift_cells).cpu()
         img_idx = out.image_index.cpu().tolist()
         cls_idx = out.class_index.cpu().tolist()
         per_image: list[dict[int, Tensor]] = [{} for _ in range(n)]
-        for p, (i, c) in enumerate(zip(img_idx, cls_idx)):
+        for p, (i, c) in enumerate(zip(img_idx, cls_idx, strict=True)):
             per_image[i][c] = maps[p]
         return probs, per_image
 

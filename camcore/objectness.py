@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camcore.cam import class_activation_maps, map_methods, register_map_method
+from camcore.cam import class_activation_maps
 from camcore.prepare import example_batch, prepare_for_inference
 from camcore.streaming import loader_kind, stream_batches
 from camcore.transforms import Normalizer
@@ -39,6 +39,7 @@ __all__ = [
     "ObjectnessStats",
     "SPEC_KEY",
     "capture_descriptors",
+    "descriptor_layer",
     "fit_objectness",
     "fuse_maps",
     "minmax",
@@ -66,7 +67,7 @@ def fuse_maps(cams: Tensor, objectness: Tensor) -> Tensor:
     return 0.5 * (minmax(cams) + minmax(objectness))
 
 
-def _descriptor_layer(model: nn.Module) -> nn.Module | None:
+def descriptor_layer(model: nn.Module) -> nn.Module | None:
     """Module whose *input* is the descriptor map (EfficientNet-Lite's head conv), or ``None``."""
     net = getattr(getattr(model, "backbone", None), "net", None)
     head = getattr(net, "_conv_head", None)
@@ -82,7 +83,7 @@ def capture_descriptors(model: nn.Module) -> Iterator[dict[str, Tensor]]:
     The hook is always removed on exit.
     """
     store: dict[str, Tensor] = {}
-    layer = _descriptor_layer(model)
+    layer = descriptor_layer(model)
     if layer is None:
         yield store
         return
@@ -131,7 +132,7 @@ class ObjectnessStats:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ObjectnessStats":
+    def from_dict(cls, data: dict[str, Any]) -> ObjectnessStats:
         try:
             mean = torch.tensor(data["mean"], dtype=torch.float32)
             direction = torch.tensor(data["direction"], dtype=torch.float32)
@@ -256,22 +257,6 @@ def per_image_objectness(descriptors: Tensor, cams: Tensor, image_index: Tensor)
     return out
 
 
-def _ddt_cam_method(features: Tensor, logits: Tensor, model: Any, image_index: Tensor, class_index: Tensor) -> Tensor:
-    """Map method ``"ddt_cam"`` for :func:`camcore.cam.forward_with_cams` without fitted statistics:
-    CAM fused with each image's own DDT map on the final features. :class:`camcore.localizer.Localizer`
-    uses the model's fitted statistics and descriptor layer instead when it has them."""
-    cams = class_activation_maps(features, model.classifier.weight, image_index, class_index)
-    return fuse_maps(cams.float(), per_image_objectness(features, cams, image_index))
-
-
-def _register() -> None:
-    if "ddt_cam" not in map_methods():
-        register_map_method("ddt_cam", _ddt_cam_method)
-
-
-_register()
-
-
 @torch.no_grad()
 def fit_objectness(
     model: nn.Module,
@@ -323,14 +308,14 @@ def fit_objectness(
     return acc.finalize()
 
 
-def _accumulate(acc: "DdtAccumulator | None", spec: Any, net: nn.Module, feats: Tensor, desc: Tensor,
-                chunk_tags: list[list[int]], dev: torch.device) -> "DdtAccumulator":
+def _accumulate(acc: DdtAccumulator | None, spec: Any, net: nn.Module, feats: Tensor, desc: Tensor,
+                chunk_tags: list[list[int]], dev: torch.device) -> DdtAccumulator:
     """Add one batch (``feats[N, C, h, w]``, descriptors ``desc[N, D, h', w']``) to ``acc``."""
     img = torch.tensor([i for i, t in enumerate(chunk_tags) for _ in t], dtype=torch.long, device=dev)
     cls = torch.tensor([c for t in chunk_tags for c in t], dtype=torch.long, device=dev)
     cams = class_activation_maps(feats, net.classifier.weight, img, cls)
     per_image: list[dict[int, Tensor]] = [{} for _ in chunk_tags]
-    for p, (i, c) in enumerate(zip(img.tolist(), cls.tolist())):
+    for p, (i, c) in enumerate(zip(img.tolist(), cls.tolist(), strict=True)):
         per_image[i][c] = cams[p]
     if acc is None:
         acc = DdtAccumulator(spec.num_classes, desc.shape[1])

@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from camcore.cam import (
-    align_maps,
-    class_activation_maps,
-    forward_with_cams,
-    map_methods,
-    register_map_method,
-    select_pairs,
-)
+from camcore.cam import align_maps, class_activation_maps, select_pairs
+from camcore.methods import DdtCam, MapMethod, forward_with_cams, map_methods, register_map_method
 from camcore.models import ModelSpec, build_model
+from camcore.objectness import descriptor_layer
 
 
 @pytest.mark.parametrize("arch", ["tiny_cnn", "resnet18", "efficientnet_lite0"])
@@ -95,16 +90,37 @@ def test_align_maps_shifts_by_sub_cell_amounts() -> None:
 
 
 def test_custom_map_methods_plug_in() -> None:
-    def ones(features, logits, model, image_index, class_index):  # type: ignore[no-untyped-def]
-        return features.new_ones((len(image_index), features.shape[2], features.shape[3]))
+    class Ones(MapMethod):
+        def maps(self, features: torch.Tensor, logits: torch.Tensor, image_index: torch.Tensor,
+                 class_index: torch.Tensor) -> torch.Tensor:
+            return features.new_ones((len(image_index), features.shape[2], features.shape[3]))
 
-    register_map_method("test_ones", ones, replace=True)
+    register_map_method("test_ones", Ones, replace=True)
     assert "test_ones" in map_methods() and "cam" in map_methods()
     with pytest.raises(ValueError, match="already registered"):
-        register_map_method("cam", ones)
+        register_map_method("cam", Ones)
     spec = ModelSpec(arch="tiny_cnn", class_names=["a", "b"], input_size=32)
     model = build_model(spec).eval()
     out = forward_with_cams(model, torch.randn(2, 3, 32, 32), [[0], [1]], method="test_ones")
     assert torch.equal(out.maps, torch.ones(2, 8, 8))
     with pytest.raises(ValueError, match="unknown map method"):
         forward_with_cams(model, torch.randn(1, 3, 32, 32), method="nope")
+
+
+def test_a_map_method_hooks_the_model_only_while_it_runs() -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec(arch="efficientnet_lite0", class_names=["a", "b"], input_size=64)
+    model = build_model(spec).eval()
+    layer = descriptor_layer(model)
+    assert layer is not None
+    method = DdtCam(model, spec)
+    assert not layer._forward_pre_hooks
+    out = method(torch.randn(2, 3, 64, 64), [[0], [1]])
+    assert out.maps.shape[0] == 2 and float(out.maps.min()) >= 0.0 and float(out.maps.max()) <= 1.0
+    assert not layer._forward_pre_hooks and not method.captured  # removed after the call
+    with method:
+        assert len(layer._forward_pre_hooks) == 1
+        method(torch.randn(1, 3, 64, 64), [[0]])
+        # a call inside the block keeps the block's hook and what it kept (320 descriptor channels)
+        assert len(layer._forward_pre_hooks) == 1 and method.captured["descriptors"].shape[1] == 320
+    assert not layer._forward_pre_hooks and not method.captured
