@@ -34,7 +34,7 @@ class Settings:
         return not self.redis_url
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
         """Read settings from ``env`` (default ``os.environ``); keyword overrides win."""
         env = dict(os.environ if env is None else env)
         data_dir = Path(str(overrides.pop("data_dir", None) or env.get("CAMLABEL_DATA_DIR") or "instance")).resolve()

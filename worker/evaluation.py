@@ -26,7 +26,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from torchvision.ops import box_iou
 
-from worker.formats.selection import IMAGE_OK, FormatError, box_filter, category_map, image_filter, load_collection, stream
+from worker.formats.selection import (
+    IMAGE_OK,
+    FormatError,
+    box_filter,
+    category_map,
+    image_filter,
+    load_collection,
+    stream,
+)
 from worker.store.blobs import LocalBlobStore
 from worker.store.models import Box, ConceptMap, Evaluation
 from worker.store.models import Image as ImageRow
@@ -36,6 +44,8 @@ IOU_THRESHOLD = 0.5
 EVAL_BOX_STATUSES = ("all", "accepted", "reviewed")
 
 Boxes = dict[tuple[int, int], list[tuple[float, float, float, float]]]  # (image id, category id) -> xyxy pixel boxes
+# (image id, category id, x1, y1, x2, y2, score, model version id): a predicted box, xyxy pixels
+Prediction = tuple[int, int, float, float, float, float, float, int | None]
 
 
 def _selection(box_status: str) -> str:
@@ -57,7 +67,7 @@ def _load_ground_truth(session: Session, collection_id: int, *, reviewed_only: b
     return gt, sizes
 
 
-def _load_predictions(session: Session, collection_id: int, box_status: str, model_version_id: int | None) -> list[tuple[int, int, float, float, float, float, float, int | None]]:
+def _load_predictions(session: Session, collection_id: int, box_status: str, model_version_id: int | None) -> list[Prediction]:
     """``(image id, category id, x1, y1, x2, y2, score, model version id)`` of the selected boxes."""
     stmt = (
         select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score, Box.model_version_id)
@@ -70,7 +80,7 @@ def _load_predictions(session: Session, collection_id: int, box_status: str, mod
     return [(r[0], r[1], r[2], r[3], r[4], r[5], 1.0 if r[6] is None else float(r[6]), r[7]) for r in stream(session, stmt)]
 
 
-def corloc(gt: Boxes, predictions: list[tuple[int, int, float, float, float, float, float, int | None]], *, iou_threshold: float = IOU_THRESHOLD) -> tuple[float | None, dict[int, float], int]:
+def corloc(gt: Boxes, predictions: list[Prediction], *, iou_threshold: float = IOU_THRESHOLD) -> tuple[float | None, dict[int, float], int]:
     """CorLoc over (image, class) pairs of ``gt``; returns ``(overall, per category id, pairs)``."""
     top: dict[tuple[int, int], tuple[float, tuple[float, float, float, float]]] = {}
     for image_id, category_id, x1, y1, x2, y2, score, _mv in predictions:
@@ -91,19 +101,21 @@ def corloc(gt: Boxes, predictions: list[tuple[int, int, float, float, float, flo
     return overall, {cid: sum(v) / len(v) for cid, v in hits.items()}, pairs
 
 
-def coco_ap(gt: Boxes, sizes: dict[int, tuple[int, int]], predictions: list[tuple[int, int, float, float, float, float, float, int | None]]) -> tuple[float | None, float | None, dict[int, float]]:
+def coco_ap(gt: Boxes, sizes: dict[int, tuple[int, int]], predictions: list[Prediction]) -> tuple[float | None, float | None, dict[int, float]]:
     """``(AP, AP50, per category id AP50)`` of predictions on the images with ground truth (pycocotools)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     if not gt:
         return None, None, {}
-    annotations = []
-    for n, ((image_id, category_id), boxes) in enumerate(gt.items()):
+    annotations: list[dict[str, Any]] = []
+    for (image_id, category_id), boxes in gt.items():
         for x1, y1, x2, y2 in boxes:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
     category_ids = sorted({cid for _iid, cid in gt})
-    dataset = {"images": [{"id": i, "width": w, "height": h} for i, (w, h) in sizes.items()], "categories": [{"id": c, "name": str(c)} for c in category_ids], "annotations": annotations}
+    dataset = {"images": [{"id": i, "width": w, "height": h} for i, (w, h) in sizes.items()],
+               "categories": [{"id": c, "name": str(c)} for c in category_ids], "annotations": annotations}
     dets = [(i, x1, y1, x2 - x1, y2 - y1, s, c) for i, c, x1, y1, x2, y2, s, _mv in predictions if i in sizes and c in category_ids and x2 > x1 and y2 > y1]
     if not dets:
         return 0.0, 0.0, {c: 0.0 for c in category_ids}
@@ -127,7 +139,8 @@ def coco_ap(gt: Boxes, sizes: dict[int, tuple[int, int]], predictions: list[tupl
     return max(0.0, float(evaluator.stats[0])), max(0.0, float(evaluator.stats[1])), per_class
 
 
-def _max_box_acc_v2(session: Session, blobs: LocalBlobStore | None, collection_id: int, model_version_id: int | None, gt: Boxes, sizes: dict[int, tuple[int, int]]) -> tuple[dict[str, Any] | None, str | None]:
+def _max_box_acc_v2(session: Session, blobs: LocalBlobStore | None, collection_id: int, model_version_id: int | None, gt: Boxes,
+                    sizes: dict[int, tuple[int, int]]) -> tuple[dict[str, Any] | None, str | None]:
     """MaxBoxAccV2 of the (image, class) pairs with ground truth and a stored concept map of
     ``model_version_id`` (``camcore.metrics.max_box_acc_v2``): ``({"value", "per_iou",
     "best_threshold", "pairs"}, None)``, or ``(None, reason)`` when it cannot be computed."""
@@ -169,7 +182,8 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else round(float(value), 6)
 
 
-def compute_metrics(session: Session, blobs: LocalBlobStore | None, collection_id: int, box_status: str, model_version_id: int | None, gt: Boxes, sizes: dict[int, tuple[int, int]], names: dict[int, str]) -> dict[str, Any]:
+def compute_metrics(session: Session, blobs: LocalBlobStore | None, collection_id: int, box_status: str, model_version_id: int | None,
+                    gt: Boxes, sizes: dict[int, tuple[int, int]], names: dict[int, str]) -> dict[str, Any]:
     """Metrics of one set of predictions (see the module docstring) as a JSON-serialisable dict."""
     all_predictions = _load_predictions(session, collection_id, box_status, model_version_id)
     predictions = [p for p in all_predictions if p[0] in sizes]
@@ -177,7 +191,8 @@ def compute_metrics(session: Session, blobs: LocalBlobStore | None, collection_i
     ap, ap50, ap50_per_class = coco_ap(gt, sizes, predictions)
     mba, mba_reason = _max_box_acc_v2(session, blobs, collection_id, model_version_id, gt, sizes)
     per_class = {
-        names.get(cid, str(cid)): {"corloc": _finite(loc_per_class.get(cid)), "ap50": _finite(ap50_per_class.get(cid)), "gt_boxes": sum(len(b) for (i, c), b in gt.items() if c == cid)}
+        names.get(cid, str(cid)): {"corloc": _finite(loc_per_class.get(cid)), "ap50": _finite(ap50_per_class.get(cid)),
+                                   "gt_boxes": sum(len(b) for (_i, c), b in gt.items() if c == cid)}
         for cid in sorted({c for _i, c in gt})
     }
     out: dict[str, Any] = {
@@ -228,7 +243,7 @@ def evaluate_collection(
         raise FormatError(f"unknown box status {box_status!r}; expected one of {EVAL_BOX_STATUSES}")
     load_collection(session, collection_id)
     categories = category_map(session, collection_id)
-    names = dict(zip(categories.ids, categories.names))
+    names = dict(zip(categories.ids, categories.names, strict=True))
     gt, sizes = _load_ground_truth(session, collection_id, reviewed_only=box_status == "reviewed")
     if not gt:
         if box_status == "reviewed":

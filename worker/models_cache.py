@@ -16,7 +16,7 @@ from worker.store.models import ModelVersion
 IMAGENET_PREFIX = "imagenet-"
 _CACHE_SIZE = 2
 _lock = threading.Lock()
-_cache: "OrderedDict[tuple[int, str], tuple[Any, Any]]" = OrderedDict()
+_cache: OrderedDict[tuple[int, str], tuple[Any, Any]] = OrderedDict()
 
 
 class ModelVersionMissing(LookupError):

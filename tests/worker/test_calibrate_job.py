@@ -16,7 +16,6 @@ from camcore.boxes import BoxParams
 from camcore.boxes.correction import corrections_from_extra
 from worker.store.models import Box, BoxSource, ModelVersion, ReviewStatus
 
-
 pytestmark = pytest.mark.slow  # trains a model and runs the camlabel CLI in processes
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.queue.app import celery_config, queue_for
 from worker.config import Settings
 from worker.device import select_device
+from worker.queue.app import celery_config, queue_for
 from worker.store.models import JobKind
 
 

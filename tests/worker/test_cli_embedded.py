@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 
-
 def test_collections_create_and_list(run) -> None:  # type: ignore[no-untyped-def]
     assert "created collection" in run("collections", "create", "birds").output
     duplicate = run("collections", "create", "birds", code=1)

@@ -15,13 +15,10 @@ from sqlalchemy.exc import OperationalError
 
 from tests.worker.helpers import detached_job, new_collection
 from worker.jobs import importing
-from worker.staging import STAGING_MIN_AGE_S
 from worker.queue.execution import execute
-from worker.staging import remove_staging, staging_root, sweep_staging
 from worker.queue.submit import request_cancel, submit
+from worker.staging import STAGING_MIN_AGE_S, remove_staging, staging_root, sweep_staging
 from worker.store.models import Image, ImageStatus, JobStatus
-
-
 
 
 def _stage(runtime, shared_dataset: Path, n: int = 3, name: str = "upload1") -> Path:  # type: ignore[no-untyped-def]

@@ -48,9 +48,8 @@ def test_only_one_worker_claims_a_job_until_its_lease_expires(runtime) -> None: 
         assert not lease.renew(session, job_id, "a")
     ctx = JobContext(runtime=runtime, job_id=job_id, kind=row.kind, collection_id=row.collection_id, params={}, worker_id="a",
                      device="cpu", chunk_size=2, done=0, total=None)
-    with pytest.raises(lease.LeaseLost):
-        with ctx.chunk(done=2, state={"cursor": 9}):
-            pass
+    with pytest.raises(lease.LeaseLost), ctx.chunk(done=2, state={"cursor": 9}):
+        pass
     with pytest.raises(lease.LeaseLost):
         ctx.check()
     assert detached_job(runtime, job_id).done == 0

@@ -27,6 +27,7 @@ from worker.store.bulk import (
     refresh_image_box_stats,
     update_box,
 )
+from worker.store.db import rows_matched
 from worker.store.models import Box, BoxSource, Image, ReviewOperation, ReviewStatus
 from worker.store.review_ops import OperationError
 from worker.store.review_ops import bulk_accept as accept_by_score
@@ -115,9 +116,9 @@ def delete_box(session: Session, box_id: int, version: int, *, user_id: int | No
     """Delete a box if it is still at ``version`` (``Conflict`` otherwise); its image counts as reviewed."""
     box = _editable_box(session, box_id)
     image_id = box.image_id
-    result = session.execute(delete(Box).where(Box.id == box_id, Box.version == version, Box.source != BoxSource.ground_truth)
-                             .execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    deleted = rows_matched(session, delete(Box).where(Box.id == box_id, Box.version == version, Box.source != BoxSource.ground_truth)
+                           .execution_options(synchronize_session=False))
+    if deleted != 1:
         session.rollback()
         if session.get(Box, box_id) is None:
             raise _deleted(box_id)

@@ -7,7 +7,7 @@ it; annotation ids are the box row ids (unique, non-zero, stable); image ids the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -41,7 +41,8 @@ def _write_array(fh: TextIO, items: Iterable[str | None], counts: dict[str, int]
             counts[key] += len(good)
 
 
-def _annotations(session: Session, collection_id: int, selection: str, coco_ids: dict[int, int], model_version_id: int | None, with_meta: bool, reviewed_only: bool):  # type: ignore[no-untyped-def]
+def _annotations(session: Session, collection_id: int, selection: str, coco_ids: dict[int, int], model_version_id: int | None,
+                 with_meta: bool, reviewed_only: bool) -> Iterator[str | None]:
     """Yield the JSON text of every selected box, clipped inside its image; ``None`` for a box
     left out (degenerate after clipping, or of a category not in the collection)."""
     for box_id, category_id, x1, y1, x2, y2, score, source, status, image_id, width, height in stream(

@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from worker.formats.sink import ExportSink
 from worker.store.blobs import LocalBlobStore
 from worker.store.models import Box, Job, JobKind, ModelVersion
 from worker.store.models import Image as ImageRow
+
 
 @dataclass(frozen=True)
 class ExportFormat:
@@ -62,7 +63,7 @@ def download_name(collection_name: str, fmt: str, day: date | None = None) -> st
     (characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``)."""
     suffix = export_format(fmt).suffix
     safe = _UNSAFE_NAME.sub("_", collection_name).strip("._") or "collection"
-    day = day or datetime.now(timezone.utc).date()
+    day = day or datetime.now(UTC).date()
     return f"{safe}-{fmt}-{day:%Y%m%d}{suffix}"
 
 
@@ -200,7 +201,7 @@ def export_collection(
         out_path.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {}
     if fmt == "coco":
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         what = "ground-truth boxes" if source == "ground_truth" else f"{status} boxes of {'all' if include_unreviewed else 'reviewed'} images"
         info = {
             "description": f"camlabel export of collection {collection.name}: {what}",

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from worker.formats.matching import ImageMatcher, ImageRef
 from worker.formats.readers import GtRecord, read_coco, read_voc, read_yolo, yolo_class_names
 from worker.formats.selection import FormatError, load_collection
+from worker.store.db import rows_matched
 from worker.store.models import Box, BoxSource, Category, ReviewStatus
 
 #: Ground-truth formats and the files an upload of each may be (a zip holds the format's folder layout).
@@ -131,7 +132,8 @@ def _boxes_of(record: GtRecord, image: ImageRef, report: GtImportReport) -> list
         if fw <= 0 or fh <= 0:
             report.warnings.append(FileIssue(record.source, f"file gives image size {fw}x{fh}; used the image's size {width}x{height}"))
         else:
-            report.warnings.append(FileIssue(record.source, f"file gives image size {fw}x{fh} but {image.rel_path} is {width}x{height} as displayed; boxes kept in pixels"))
+            report.warnings.append(FileIssue(
+                record.source, f"file gives image size {fw}x{fh} but {image.rel_path} is {width}x{height} as displayed; boxes kept in pixels"))
     if not width or not height:
         if record.size and record.size[0] > 0 and record.size[1] > 0:
             width, height = record.size
@@ -167,8 +169,8 @@ def _boxes_of(record: GtRecord, image: ImageRef, report: GtImportReport) -> list
 
 def _flush(session: Session, image_ids: list[int], rows: list[dict[str, Any]], report: GtImportReport) -> None:
     if image_ids:
-        result = session.execute(delete(Box).where(Box.source == BoxSource.ground_truth, Box.image_id.in_(image_ids)).execution_options(synchronize_session=False))
-        report.boxes_replaced += result.rowcount or 0
+        replaced = delete(Box).where(Box.source == BoxSource.ground_truth, Box.image_id.in_(image_ids)).execution_options(synchronize_session=False)
+        report.boxes_replaced += rows_matched(session, replaced) or 0
     if rows:
         session.execute(insert(Box), rows)
     image_ids.clear()
@@ -226,7 +228,8 @@ def import_ground_truth(session: Session, collection_id: int, path: Path | str, 
                 report.files_failed += 1
                 continue
             if not image.ok:
-                report.errors.append(FileIssue(record.source, f"image {image.rel_path} failed to import ({image.failure_reason or 'unreadable'}); no ground truth stored"))
+                report.errors.append(FileIssue(
+                    record.source, f"image {image.rel_path} failed to import ({image.failure_reason or 'unreadable'}); no ground truth stored"))
                 report.files_failed += 1
                 continue
             if image.id in claimed:

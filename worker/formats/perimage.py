@@ -209,7 +209,7 @@ def write_voc(
     is in ``train`` and ``val`` is empty) and ``labels.txt`` (class names)."""
     split = split or Split(0.0, 0, frozenset())
     counts = _counts()
-    names = dict(zip(categories.ids, categories.names))
+    names = dict(zip(categories.ids, categories.names, strict=True))
     taken: set[str] = set()
     subsets: dict[str, list[str]] = {"train": [], "val": []}
     for image in iter_images(session, collection_id, selection, counts, model_version_id=model_version_id, reviewed_only=reviewed_only):

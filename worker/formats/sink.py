@@ -74,7 +74,7 @@ class ExportSink:
             self._zip.close()
             self._zip = None
 
-    def __enter__(self) -> "ExportSink":
+    def __enter__(self) -> ExportSink:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -123,7 +123,7 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         rows = [
             {"image_id": image_id, "category_id": reverse[int(label)], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "score": score}
             for image_id, (boxes, scores, labels) in recomputed.items()
-            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist())
+            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True)
             if (image_id, reverse[int(label)]) not in acted_on
         ]
         with ctx.chunk(done=start + len(chunk)) as session:
@@ -141,8 +141,12 @@ def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: b
     collection = report.get("collection", {})
     classes = {k: v for k, v in report.items() if k.isdigit()}
     rule = collection.get("params", "base")
-    rule_text = ("the threshold rule is kept" if rule == "base" else
-                 f"collection threshold {'mean x %g' % rule['mean_factor'] if rule.get('threshold') is None else '%g of the maximum' % rule['threshold']}")
+    if rule == "base":
+        rule_text = "the threshold rule is kept"
+    elif rule.get("threshold") is None:
+        rule_text = f"collection threshold mean x {rule['mean_factor']:g}"
+    else:
+        rule_text = f"collection threshold {rule['threshold']:g} of the maximum"
     gain = int(collection.get("rule_loo_hits_gain", 0) if rule != "base" else 0)
     gain += sum(int(v.get("rule_loo_hits_gain", 0)) for v in classes.values() if v.get("params") != "base")
     corrected = sum(1 for v in classes.values() if v.get("correction", {}).get("images"))

@@ -166,7 +166,7 @@ def _import(ctx: JobContext, params: ImportParams) -> dict[str, Any]:
             category_ids = get_or_create_categories(session, collection_id, sorted(tag_names))
             result = insert_images_detailed(session, [row for _entry, row in prepared])
             pairs = []
-            for (entry, row), image_id, created in zip(prepared, result.ids, result.created):
+            for (entry, row), image_id, created in zip(prepared, result.ids, result.created, strict=True):
                 if not created:
                     state["duplicates"] += 1
                     continue

@@ -120,11 +120,11 @@ def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk
         for cls, cam in result.maps.items():
             map_rows.append({"image_id": image_id, "class": class_names[cls]})
             payloads.append(encode_map(cam))
-        for box, score, label in zip(result.boxes.tolist(), result.scores.tolist(), result.labels.tolist()):
+        for box, score, label in zip(result.boxes.tolist(), result.scores.tolist(), result.labels.tolist(), strict=True):
             box_rows.append({"image_id": image_id, "class": class_names[label], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
                              "score": score})
     clock.lap("encode")
-    for row, key in zip(map_rows, ctx.runtime.blobs.put_many(payloads, kind="maps", suffix=".npy")):
+    for row, key in zip(map_rows, ctx.runtime.blobs.put_many(payloads, kind="maps", suffix=".npy"), strict=True):
         row["raw_key"] = key
     clock.lap("blob_puts")
     state = {"cursor": cursor, "images_failed": int(ctx.state.get("images_failed", 0)) + len(chunk.failed),

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from worker.queue import lease
 from worker.runtime import Runtime
-from worker.store.db import session_scope
+from worker.store.db import rows_matched, session_scope
 from worker.store.models import Job, JobKind, JobStatus
 from worker.store.models.base import utcnow
 
@@ -122,7 +122,7 @@ class JobContext:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        if session.execute(stmt).rowcount != 1:
+        if rows_matched(session, stmt) != 1:
             raise lease.LeaseLost(f"job {self.job_id}: lease lost before writing progress")
         self.done = done
         if state is not None:

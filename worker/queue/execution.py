@@ -6,6 +6,7 @@ handler of each kind is looked up in :mod:`worker.jobs.registry`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import traceback
@@ -95,10 +96,8 @@ def execute(job_id: int, *, worker_id: str | None = None, runtime: Runtime | Non
             return "failed"
         except Exception as exc:  # noqa: BLE001
             if is_transient(exc):
-                try:
+                with contextlib.suppress(Exception):  # unreleased, the lease expires and the watchdog requeues the job
                     lease.release(runtime.sessions, job_id, worker_id)
-                except Exception:  # noqa: BLE001 - the lease expires and the watchdog requeues it
-                    pass
                 raise
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
             _finish(ctx, JobStatus.failed, result=ctx.state or None, error=f"{type(exc).__name__}: {exc}")

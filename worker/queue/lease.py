@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.store.db import rows_matched
 from worker.store.models import Job, JobStatus
 from worker.store.models.base import utcnow
 
@@ -59,7 +60,7 @@ def claim(sessions: sessionmaker[Session], job_id: int, worker_id: str, lease_s:
         .execution_options(synchronize_session=False)
     )
     with sessions() as session:
-        claimed = session.execute(stmt).rowcount == 1
+        claimed = rows_matched(session, stmt) == 1
         session.commit()
     return claimed
 
@@ -82,7 +83,7 @@ def cancel_if_requested(sessions: sessionmaker[Session], job_id: int, lease_s: f
         .execution_options(synchronize_session=False)
     )
     with sessions() as session:
-        changed = session.execute(stmt).rowcount == 1
+        changed = rows_matched(session, stmt) == 1
         session.commit()
     return changed
 
@@ -95,7 +96,7 @@ def renew(session: Session, job_id: int, worker_id: str) -> bool:
         .values(heartbeat_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return session.execute(stmt).rowcount == 1
+    return rows_matched(session, stmt) == 1
 
 
 def release(sessions: sessionmaker[Session], job_id: int, worker_id: str) -> None:
@@ -129,7 +130,7 @@ def requeue_expired(session: Session, job_id: int, lease_s: float, task_id: str)
         .values(status=JobStatus.queued, worker_id=None, heartbeat_at=None, celery_task_id=task_id)
         .execution_options(synchronize_session=False)
     )
-    return session.execute(stmt).rowcount == 1
+    return rows_matched(session, stmt) == 1
 
 
 DEFAULT_REQUEUE_QUEUED_S = 900.0
@@ -180,7 +181,7 @@ def mark_resent(session: Session, job_id: int, age_s: float, task_id: str, *, pr
         .values(heartbeat_at=utcnow(), celery_task_id=task_id, error=None)
         .execution_options(synchronize_session=False)
     )
-    return session.execute(stmt).rowcount == 1
+    return rows_matched(session, stmt) == 1
 
 
 class Heartbeat:
@@ -199,7 +200,7 @@ class Heartbeat:
         self.lost = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"camlabel-heartbeat-{job_id}", daemon=True)
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

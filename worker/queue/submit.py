@@ -27,6 +27,7 @@ from worker.queue.embedded import ensure_worker
 from worker.queue.send import send
 from worker.runtime import get_runtime
 from worker.staging import remove_staging
+from worker.store.db import rows_matched
 from worker.store.models import Collection, Job, JobKind, JobStatus
 from worker.store.models.base import utcnow
 
@@ -96,11 +97,12 @@ def request_cancel(session: Session, job_id: int) -> Job:
     if job.status.finished:
         return job
     now = utcnow()
-    revoked = session.execute(
+    revoked = rows_matched(
+        session,
         update(Job).where(Job.id == job_id, Job.status == JobStatus.queued)
         .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
+        .execution_options(synchronize_session=False),
+    ) == 1
     if not revoked:
         session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
                         .values(cancel_requested=True).execution_options(synchronize_session=False))

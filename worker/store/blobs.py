@@ -71,7 +71,7 @@ class LocalBlobStore:
         written on up to :data:`PUT_THREADS` threads (a write is a few system calls, which run
         without the GIL)."""
         keys = [self.key_for(hashlib.sha256(data).hexdigest(), kind=kind, suffix=suffix) for data in payloads]
-        wanted = {self._path(key): data for key, data in zip(keys, payloads)}  # the same content once
+        wanted = {self._path(key): data for key, data in zip(keys, payloads, strict=True)}  # the same content once
         missing = [(path, data) for path, data in wanted.items() if not path.exists()]
         threads = min(PUT_THREADS, len(missing))
         if threads <= 1:

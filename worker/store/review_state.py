@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.util import identity_key
 
 from worker.store.bulk import StaleEditError, refresh_image_box_stats
+from worker.store.db import rows_matched
 from worker.store.models import Box, BoxSource, Image, ImageReviewState, ReviewStatus
 from worker.store.models.base import utcnow
 
@@ -83,12 +84,13 @@ def set_no_objects(session: Session, image_id: int, *, user_id: int | None, vers
         expected = version if versions is None else versions.get(box_id)
         if expected is None:  # a box the caller never saw (drawn or proposed since)
             raise StaleEditError(box_id, 0, version)
-        result = session.execute(
+        matched = rows_matched(
+            session,
             update(Box).where(Box.id == box_id, Box.version == int(expected))
             .values(status=ReviewStatus.rejected.value, reviewer_id=user_id, version=Box.version + 1, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if matched != 1:
             raise StaleEditError(box_id, int(expected), version)
         rejected.append(box_id)
     session.execute(

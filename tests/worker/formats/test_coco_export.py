@@ -52,7 +52,7 @@ def test_coco_export_loads_in_pycocotools_and_follows_the_rules(runtime, scene: 
     for ann in data["annotations"]:
         img = by_image[ann["image_id"]]
         x, y, w, h = ann["bbox"]
-        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= img["width"] and y + h <= img["height"]
+        assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= img["width"] and y + h <= img["height"]
         assert ann["area"] == pytest.approx(w * h, abs=0.01)
         assert ann["iscrowd"] == 0 and isinstance(ann["iscrowd"], int)
         assert 0 < ann["score"] <= 1

@@ -1,6 +1,15 @@
 """All tables, importable from one place (Alembic's ``target_metadata`` is ``Base.metadata``)."""
 
-from worker.store.models.base import Base, BoxSource, ImageReviewState, ImageStatus, JobKind, JobStatus, ReviewStatus, Role
+from worker.store.models.base import (
+    Base,
+    BoxSource,
+    ImageReviewState,
+    ImageStatus,
+    JobKind,
+    JobStatus,
+    ReviewStatus,
+    Role,
+)
 from worker.store.models.boxes import Box
 from worker.store.models.collections import Category, Collection
 from worker.store.models.images import Image, ImageTag

@@ -19,7 +19,7 @@ class Collection(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    categories: Mapped[list["Category"]] = relationship(
+    categories: Mapped[list[Category]] = relationship(
         back_populates="collection", cascade="all, delete-orphan", passive_deletes=True, order_by="Category.id"
     )
 
