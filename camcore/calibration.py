@@ -252,7 +252,7 @@ def calibrate(
     base_extra = {k: v for k, v in given.extra.items() if k not in (EXTRA_KEY, "calibration", SCORER_KEY)}
     base = replace(given, per_class={}, extra=base_extra)
     truth_by_class = _reviewed_by_class(reviewed_boxes)
-    for cls, truth in truth_by_class.items():
+    for truth in truth_by_class.values():
         missing = [k for k in truth if k not in image_sizes]
         if missing:
             raise ValueError(f"no image size for reviewed images {missing!r}")

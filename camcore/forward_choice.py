@@ -27,7 +27,7 @@ __all__ = ["ForwardVariant", "ProbeTiming", "choose_forward", "default_variant",
 #: Largest accepted ``|logit - float32 logit| / (1 + |float32 logit|)`` of a variant.
 LOGIT_TOLERANCE = 0.05
 
-_CHOICES: dict[tuple[Any, ...], "ForwardVariant"] = {}
+_CHOICES: dict[tuple[Any, ...], ForwardVariant] = {}
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,8 @@ def forward_candidates(device: torch.device, batch_size: int, autocast_dtype: to
 
     On CUDA: prepared or loaded, NCHW or channels-last, in ``autocast_dtype`` if given, else in
     bfloat16 and float16 (tensor cores; the maps stay float32, see :mod:`camcore.cam`)."""
-    dtypes: Sequence[torch.dtype | None]
-    if device.type == "cuda":
-        dtypes = [autocast_dtype] if autocast_dtype is not None else [torch.bfloat16, torch.float16]
-    else:
-        dtypes = [autocast_dtype]
+    on_cuda_unset = device.type == "cuda" and autocast_dtype is None
+    dtypes: Sequence[torch.dtype | None] = [torch.bfloat16, torch.float16] if on_cuda_unset else [autocast_dtype]
     return [ForwardVariant(prepared=p, channels_last=cl, autocast_dtype=d, batch_size=batch_size)
             for d in dtypes for p in (True, False) for cl in (True, False)]
 

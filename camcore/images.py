@@ -76,7 +76,7 @@ class ImageLoadError(Exception):
         self.source = source
         super().__init__(f"{source}: {reason}" if source else reason)
 
-    def __reduce__(self) -> tuple[type["ImageLoadError"], tuple[str, str | None]]:
+    def __reduce__(self) -> tuple[type[ImageLoadError], tuple[str, str | None]]:
         # pickled as (reason, source): the error crosses from loader processes unchanged
         return (type(self), (self.reason, self.source))
 

@@ -149,9 +149,9 @@ class Localizer:
         self.spec = spec
         model = model.to(self.device).eval()
         self.inference_report: InferenceReport | None = None
-        prepared: dict[str, torch.nn.Module] = {}
+        prepared: dict[str, GapClassifier] = {}
 
-        def network(variant: ForwardVariant) -> torch.nn.Module:
+        def network(variant: ForwardVariant) -> GapClassifier:
             # the network of a variant: the inference copy (made once) or the model as loaded
             if not variant.prepared:
                 return model.to(memory_format=variant.memory_format)

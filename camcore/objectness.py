@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from camcore.cam import class_activation_maps
+from camcore.models import GapClassifier, ModelSpec
 from camcore.prepare import example_batch, prepare_for_inference
 from camcore.streaming import loader_kind, stream_batches
 from camcore.transforms import Normalizer
@@ -259,8 +260,8 @@ def per_image_objectness(descriptors: Tensor, cams: Tensor, image_index: Tensor)
 
 @torch.no_grad()
 def fit_objectness(
-    model: nn.Module,
-    spec: Any,
+    model: GapClassifier,
+    spec: ModelSpec,
     images: Sequence[Any],
     tags: Sequence[Sequence[int]],
     *,
@@ -308,7 +309,7 @@ def fit_objectness(
     return acc.finalize()
 
 
-def _accumulate(acc: DdtAccumulator | None, spec: Any, net: nn.Module, feats: Tensor, desc: Tensor,
+def _accumulate(acc: DdtAccumulator | None, spec: ModelSpec, net: GapClassifier, feats: Tensor, desc: Tensor,
                 chunk_tags: list[list[int]], dev: torch.device) -> DdtAccumulator:
     """Add one batch (``feats[N, C, h, w]``, descriptors ``desc[N, D, h', w']``) to ``acc``."""
     img = torch.tensor([i for i, t in enumerate(chunk_tags) for _ in t], dtype=torch.long, device=dev)

@@ -29,11 +29,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 __all__ = [
     "InferenceReport",
@@ -190,12 +193,12 @@ def fold_batchnorm(model: nn.Module, example: Tensor) -> int:
 
 @torch.no_grad()
 def prepare_for_inference(
-    model: nn.Module,
+    model: ModuleT,
     example: Tensor,
     *,
     memory_format: torch.memory_format = torch.channels_last,
     tolerance: float = 1e-3,
-) -> tuple[nn.Module, InferenceReport]:
+) -> tuple[ModuleT, InferenceReport]:
     """An eval-mode copy of ``model`` with BN folded, symmetric "same" padding done in the
     convolutions and ``memory_format`` weights; ``model`` itself is not modified.
 

@@ -71,7 +71,7 @@ class LoadedBatch:
     sizes: list[tuple[int, int]]
     failures: list[tuple[int, ImageLoadError]] = field(default_factory=list)
 
-    def pin_memory(self) -> "LoadedBatch":
+    def pin_memory(self) -> LoadedBatch:
         """A copy with ``pixels`` in page-locked memory (the DataLoader calls this)."""
         return replace(self, pixels=self.pixels.pin_memory())
 
@@ -114,7 +114,8 @@ class _ResizedSources(Dataset[Any]):
                            sizes=[original_size(img) for _, img in loaded], failures=failures)
 
 
-def _as_is(batch: LoadedBatch) -> LoadedBatch:
+def _as_is(batch: Any) -> Any:
+    """DataLoader collate: the dataset's ``__getitems__`` already built the :class:`LoadedBatch`."""
     return batch
 
 

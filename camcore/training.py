@@ -330,7 +330,7 @@ def train_head(
     dev = torch.device(device)
     torch.manual_seed(seed)
     # channels-last convolutions: ~1.8x faster for EfficientNet-Lite0 on CPU
-    model = build_model(spec, weights=weights).to(dev, memory_format=torch.channels_last).eval()
+    model = build_model(spec, weights=weights).to(dev).to(memory_format=torch.channels_last).eval()
 
     iters = epochs if epochs is not None else (300 if mode == "linear" else 5)
     finetune_steps = iters * ((n + batch_size - 1) // batch_size) if mode == "finetune" else 0

@@ -64,7 +64,7 @@ def preprocess(images: Sequence[Image.Image], input_size: int, *, executor: Exec
         fill(0, len(images))
         return batch
     bounds = np.linspace(0, len(images), min(parts, len(images)) + 1).round().astype(int).tolist()
-    for future in [executor.submit(fill, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+    for future in [executor.submit(fill, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]:
         future.result()
     return batch
 

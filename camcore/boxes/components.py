@@ -115,7 +115,7 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(count)
 
 
-def _scale_boxes(slices: list[tuple[slice, slice]], grid: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
+def _scale_boxes(slices: list[tuple[slice, ...]], grid: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
     gh, gw = grid
     w, h = image_size
     if not slices:
@@ -186,7 +186,7 @@ def component_boxes(
     keep = keep[np.argsort(-peaks[keep], kind="stable")]
     objects = ndimage.find_objects(labels)
     slices = [objects[i] for i in keep]
-    boxes = _scale_boxes(slices, arr.shape, image_size)  # type: ignore[arg-type]
+    boxes = _scale_boxes(slices, arr.shape, image_size)
     return boxes, torch.from_numpy(peaks[keep].astype(np.float32))
 
 
@@ -229,7 +229,7 @@ def object_component_boxes(
     ratio = mass / max(mass[main], 1e-12)
     keep = [int(main)] + [int(i) for i in order[1:] if areas[i] >= min_area * arr.size and ratio[i] >= secondary_mass]
     objects = ndimage.find_objects(labels)
-    boxes = _scale_boxes([objects[i] for i in keep], arr.shape, image_size)  # type: ignore[misc]
+    boxes = _scale_boxes([objects[i] for i in keep], arr.shape, image_size)
     scores = torch.tensor([1.0] + [float(ratio[i]) for i in keep[1:]], dtype=torch.float32)
     return boxes, scores
 

@@ -109,7 +109,7 @@ class BoxParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "BoxParams":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> BoxParams:
         """Build from a dict; missing keys take defaults, unknown keys raise ``ValueError``."""
         data = dict(data or {})
         names = {f.name for f in fields(cls)}
@@ -118,7 +118,7 @@ class BoxParams:
             raise ValueError(f"unknown BoxParams fields {sorted(unknown)}; known: {sorted(names)}")
         return cls(**data)
 
-    def for_class(self, cls: int) -> "BoxParams":
+    def for_class(self, cls: int) -> BoxParams:
         """These params with ``per_class[str(cls)]`` applied (and no per-class table)."""
         over = self.per_class.get(str(int(cls)))
         if not over and not self.per_class:

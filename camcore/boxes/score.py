@@ -67,7 +67,7 @@ class BoxScorer:
                 "fitted_on": int(self.fitted_on)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BoxScorer":
+    def from_dict(cls, data: Mapping[str, Any]) -> BoxScorer:
         try:
             return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]), int(data.get("fitted_on", 0)))
         except (KeyError, TypeError, ValueError) as exc:

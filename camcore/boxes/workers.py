@@ -106,7 +106,7 @@ class BoxWorkers:
                              for im in images]
         params_dict = params.to_dict()
         bounds = np.linspace(0, len(wire), min(self.processes, len(wire)) + 1).round().astype(int).tolist()
-        return BoxJob(parts=[self._pool.submit(_boxes_of, params_dict, wire[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+        return BoxJob(parts=[self._pool.submit(_boxes_of, params_dict, wire[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
     def close(self) -> None:
         """Stop the worker processes (boxes are computed inline afterwards)."""
