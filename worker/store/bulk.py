@@ -26,8 +26,18 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.store.blobs import validate_key
-from worker.store.dialect import chunked, copy_rows, in_values, insert_rows
-from worker.store.models import Box, BoxSource, Category, ConceptMap, Image, ImageStatus, ImageTag, ReviewStatus
+from worker.store.dialect import chunked, copy_rows, in_values, insert_rows, rows_of
+from worker.store.models import (
+    Box,
+    BoxSource,
+    Category,
+    ConceptMap,
+    Image,
+    ImageStatus,
+    ImageTag,
+    ReviewStatus,
+    table_of,
+)
 from worker.store.models.base import utcnow
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -39,10 +49,10 @@ _GEOMETRY = ("x1", "y1", "x2", "y2")
 #: (IoU) is not written: re-running inference never proposes a box a reviewer already decided.
 REVIEWED_IOU = 0.5
 
-images_t = Image.__table__
-boxes_t = Box.__table__
-tags_t = ImageTag.__table__
-maps_t = ConceptMap.__table__
+images_t = table_of(Image)
+boxes_t = table_of(Box)
+tags_t = table_of(ImageTag)
+maps_t = table_of(ConceptMap)
 
 
 class StaleEditError(Exception):
@@ -144,7 +154,7 @@ def insert_images_detailed(session: Session, rows: Sequence[Mapping[str, Any]]) 
             query = select(images_t.c.id, images_t.c.sha256).where(
                 images_t.c.collection_id == collection_id, in_values(session, images_t.c.sha256, chunk)
             )
-            for image_id, sha in session.execute(query):
+            for image_id, sha in rows_of(session.execute(query)):
                 found[(collection_id, sha)] = image_id
     ids: list[int] = []
     created: list[bool] = []
@@ -300,13 +310,13 @@ def _without_reviewed_duplicates(session: Session, image_ids: list[int], rows: l
         return rows
     reviewed: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {}
     for chunk in chunked(image_ids):
-        for image_id, category_id, x1, y1, x2, y2 in session.execute(
+        for image_id, category_id, x1, y1, x2, y2 in rows_of(session.execute(
             select(boxes_t.c.image_id, boxes_t.c.category_id, boxes_t.c.x1, boxes_t.c.y1, boxes_t.c.x2, boxes_t.c.y2).where(
                 _ids_in(session, boxes_t.c.image_id, chunk),
                 boxes_t.c.source != BoxSource.ground_truth.value,
                 boxes_t.c.status != ReviewStatus.proposed.value,
             )
-        ):
+        )):
             reviewed.setdefault((image_id, category_id), []).append((x1, y1, x2, y2))
     if not reviewed:
         return rows
@@ -381,7 +391,8 @@ def update_box(session: Session, box_id: int, expected_version: int, **changes: 
     ).first()
     if located is None:
         raise BoxNotFoundError(f"box {box_id} does not exist")
-    image_id, collection_id = located
+    image_id: int = located[0]
+    collection_id: int = located[1]
     if "category_id" in changes:
         check_category(session, changes["category_id"], collection_id)
         values["category_id"] = changes["category_id"]
@@ -421,7 +432,7 @@ def _box_row(row: Mapping[str, Any], index: int) -> dict[str, Any]:
     status = _STATUS_VALUES.get(row.get("status") or "proposed")
     if source is None or status is None:
         raise ValueError(f"box row {index}: bad source {row.get('source')!r} or status {row.get('status')!r}")
-    out = _check_geometry(row, index)
+    out: dict[str, Any] = _check_geometry(row, index)
     score = row.get("score")
     if score is not None:
         score = _check_score(score, f"box row {index}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, exists, func, select
@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from worker.store.blob_refs import keys_in_json, unreferenced_keys
 from worker.store.blobs import LocalBlobStore, is_blob_key
-from worker.store.dialect import chunked, upsert_insert
-from worker.store.models import Box, Category, Collection, ConceptMap, Evaluation, Image, Job, ModelVersion
+from worker.store.dialect import chunked, rows_of, upsert_insert
+from worker.store.models import Box, Category, Collection, ConceptMap, Evaluation, Image, Job, ModelVersion, table_of
 
 _MAX_NAME = 200
 
@@ -44,7 +44,7 @@ def get_or_create_categories(session: Session, collection_id: int, names: Sequen
     if not cleaned:
         return {}
     _require_collection(session, collection_id)
-    table = Category.__table__
+    table = table_of(Category)
     stmt = upsert_insert(session, table).on_conflict_do_nothing(index_elements=["collection_id", "name"])
     ids: dict[str, int] = {}
     for chunk in chunked(cleaned):
@@ -58,9 +58,9 @@ def get_or_create_categories(session: Session, collection_id: int, names: Sequen
 
 
 def _ids_by_name(session: Session, collection_id: int, names: Sequence[str]) -> dict[str, int]:
-    table = Category.__table__
+    table = table_of(Category)
     query = select(table.c.name, table.c.id).where(table.c.collection_id == collection_id, table.c.name.in_(names))
-    return {name: category_id for name, category_id in session.execute(query)}
+    return {name: category_id for name, category_id in rows_of(session.execute(query))}
 
 
 def get_or_create_category(session: Session, collection_id: int, name: str) -> Category:
@@ -104,13 +104,14 @@ def delete_collection(session: Session, blobs: LocalBlobStore, collection_id: in
     """
     _require_collection(session, collection_id)
     report = CollectionDeleteReport(collection_id=collection_id)
-    images_t, boxes_t, maps_t = Image.__table__, Box.__table__, ConceptMap.__table__
+    images_t, boxes_t, maps_t = table_of(Image), table_of(Box), table_of(ConceptMap)
     in_collection = select(images_t.c.id).where(images_t.c.collection_id == collection_id)
 
     candidates: set[str] = set()
-    for storage_key, thumb_key in session.execute(select(images_t.c.storage_key, images_t.c.thumb_key).where(images_t.c.collection_id == collection_id)):
+    image_keys = select(images_t.c.storage_key, images_t.c.thumb_key).where(images_t.c.collection_id == collection_id)
+    for storage_key, thumb_key in rows_of(session.execute(image_keys)):
         candidates.update(key for key in (storage_key, thumb_key) if key)
-    for raw_key, overlay_key in session.execute(select(maps_t.c.raw_key, maps_t.c.overlay_key).where(maps_t.c.image_id.in_(in_collection))):
+    for raw_key, overlay_key in rows_of(session.execute(select(maps_t.c.raw_key, maps_t.c.overlay_key).where(maps_t.c.image_id.in_(in_collection)))):
         candidates.update(key for key in (raw_key, overlay_key) if key)
     for params, result in session.execute(select(Job.params, Job.result).where(Job.collection_id == collection_id)):
         candidates.update(keys_in_json(params))
@@ -119,9 +120,9 @@ def delete_collection(session: Session, blobs: LocalBlobStore, collection_id: in
         candidates.update(keys_in_json(metrics))
 
     to_delete: list[int] = []
-    for mv_id, checkpoint_key, spec, metrics in session.execute(
+    for mv_id, checkpoint_key, spec, metrics in rows_of(session.execute(
         select(ModelVersion.id, ModelVersion.checkpoint_key, ModelVersion.spec, ModelVersion.metrics).where(ModelVersion.collection_id == collection_id)
-    ):
+    )):
         if _used_elsewhere(session, mv_id, collection_id):
             report.model_versions_kept.append(mv_id)
             continue
@@ -137,8 +138,8 @@ def delete_collection(session: Session, blobs: LocalBlobStore, collection_id: in
     report.jobs = session.execute(select(func.count()).select_from(Job).where(Job.collection_id == collection_id)).scalar_one()
 
     for chunk in chunked(to_delete):
-        session.execute(delete(ModelVersion.__table__).where(ModelVersion.__table__.c.id.in_(chunk)))
-    session.execute(delete(Collection.__table__).where(Collection.__table__.c.id == collection_id))
+        session.execute(delete(table_of(ModelVersion)).where(table_of(ModelVersion).c.id.in_(chunk)))
+    session.execute(delete(table_of(Collection)).where(table_of(Collection).c.id == collection_id))
     report.model_versions_deleted = len(to_delete)
     session.commit()
     session.expire_all()
@@ -153,22 +154,22 @@ def delete_collection(session: Session, blobs: LocalBlobStore, collection_id: in
 
 def _used_elsewhere(session: Session, model_version_id: int, collection_id: int) -> bool:
     """True when boxes or concept maps of another collection's images come from this model version."""
-    images_t = Image.__table__
+    images_t = table_of(Image)
     other_images = select(images_t.c.id).where(images_t.c.collection_id != collection_id)
-    box_use = exists().where(Box.__table__.c.model_version_id == model_version_id, Box.__table__.c.image_id.in_(other_images))
-    map_use = exists().where(ConceptMap.__table__.c.model_version_id == model_version_id, ConceptMap.__table__.c.image_id.in_(other_images))
+    box_use = exists().where(table_of(Box).c.model_version_id == model_version_id, table_of(Box).c.image_id.in_(other_images))
+    map_use = exists().where(table_of(ConceptMap).c.model_version_id == model_version_id, table_of(ConceptMap).c.image_id.in_(other_images))
     return bool(session.execute(select(box_use | map_use)).scalar())
 
 
 def _require_collection(session: Session, collection_id: int) -> None:
-    found = session.execute(select(Collection.__table__.c.id).where(Collection.__table__.c.id == collection_id)).first()
+    found = session.execute(select(table_of(Collection).c.id).where(table_of(Collection).c.id == collection_id)).first()
     if found is None:
         raise CollectionNotFoundError(f"collection {collection_id} does not exist")
 
 
 def collection_blob_keys(session: Session, collection_id: int) -> set[str]:
     """Keys of the image, thumbnail, map and overlay blobs of a collection (for checks and exports)."""
-    images_t, maps_t = Image.__table__, ConceptMap.__table__
+    images_t, maps_t = table_of(Image), table_of(ConceptMap)
     keys: set[str] = set()
     for row in session.execute(select(images_t.c.storage_key, images_t.c.thumb_key).where(images_t.c.collection_id == collection_id)):
         keys.update(key for key in row if key)
@@ -178,7 +179,7 @@ def collection_blob_keys(session: Session, collection_id: int) -> set[str]:
     return keys
 
 
-__all__: Iterable[str] = (
+__all__: Sequence[str] = (
     "CollectionDeleteReport", "CollectionNotFoundError", "clean_category_name", "collection_blob_keys",
     "delete_collection", "get_or_create_categories", "get_or_create_category",
 )

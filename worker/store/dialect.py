@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Enum, Row, String, Table, any_, bindparam, func, select
+from sqlalchemy import Enum, Executable, String, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -62,7 +62,7 @@ def insert_rows(
     *,
     on_conflict: Callable[[Any], Any] | None = None,
     returning: Sequence[Any] = (),
-) -> list[Row[Any]]:
+) -> list[Sequence[Any]]:
     """Insert many rows with few statements; returns the ``returning`` rows (all chunks).
 
     Every row must have every name in ``columns``, with values already in database form
@@ -74,32 +74,36 @@ def insert_rows(
     SQL text in Python, and a 10,000-placeholder VALUES list costs more than the insert).
     SQLite: ``executemany`` of one prepared statement (the sqlite3 module loops in C).
     """
-    out: list[Row[Any]] = []
+    out: list[Sequence[Any]] = []
     if not rows:
         return out
     if dialect_name(session) == "postgresql":
         params = [bindparam(f"p_{name}", type_=ARRAY(_array_item_type(table.c[name].type))) for name in columns]
         values = func.unnest(*params).table_valued(*columns).render_derived()
-        stmt = postgresql.insert(table).from_select(list(columns), select(*[values.c[name] for name in columns]))
+        pg_insert = postgresql.insert(table).from_select(list(columns), select(*[values.c[name] for name in columns]))
         if on_conflict is not None:
-            stmt = on_conflict(stmt)
-        if returning:
-            stmt = stmt.returning(*returning)
+            pg_insert = on_conflict(pg_insert)
+        pg_stmt: Executable = pg_insert.returning(*returning) if returning else pg_insert
         for chunk in chunked(rows, PG_CHUNK):
-            result = session.execute(stmt, {f"p_{name}": [row[name] for row in chunk] for name in columns})
+            result = session.execute(pg_stmt, {f"p_{name}": [row[name] for row in chunk] for name in columns})
             if returning:
                 out.extend(result.all())
         return out
-    stmt = sqlite.insert(table)
+    lite_insert = sqlite.insert(table)
     if on_conflict is not None:
-        stmt = on_conflict(stmt)
-    if returning:
-        stmt = stmt.returning(*returning)
+        lite_insert = on_conflict(lite_insert)
+    lite_stmt: Executable = lite_insert.returning(*returning) if returning else lite_insert
     for chunk in chunked(rows):
-        result = session.execute(stmt, [{name: row[name] for name in columns} for row in chunk])
+        result = session.execute(lite_stmt, [{name: row[name] for name in columns} for row in chunk])
         if returning:
             out.extend(result.all())
     return out
+
+
+def rows_of(result: Iterable[Any]) -> Iterator[Sequence[Any]]:
+    """The rows of a select over columns of unknown type (Core ``Table`` columns), typed as
+    sequences of ``Any``: mypy unpacks a ``Row`` of unknown length to ``object``."""
+    return iter(result)
 
 
 def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> int:

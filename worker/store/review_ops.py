@@ -22,15 +22,15 @@ from sqlalchemy.orm import Session
 
 from worker.store.bulk import refresh_image_box_stats
 from worker.store.dialect import chunked
-from worker.store.models import Box, BoxSource, Category, Image, ImageReviewState, ReviewStatus
+from worker.store.models import Box, BoxSource, Category, Image, ImageReviewState, ReviewStatus, table_of
 from worker.store.models.base import utcnow
 from worker.store.models.review import ReviewOperation, ReviewOperationBox, ReviewOperationImage
 from worker.store.review_state import mark_reviewed, reviewed_box_exists
 
-boxes_t = Box.__table__
-images_t = Image.__table__
-op_boxes_t = ReviewOperationBox.__table__
-op_images_t = ReviewOperationImage.__table__
+boxes_t = table_of(Box)
+images_t = table_of(Image)
+op_boxes_t = table_of(ReviewOperationBox)
+op_images_t = table_of(ReviewOperationImage)
 
 #: Statuses a bulk write may set.
 BULK_STATUSES = (ReviewStatus.accepted, ReviewStatus.rejected)
@@ -175,7 +175,7 @@ def undo_operation(session: Session, operation_id: int, *, collection_id: int | 
     if operation.undone_at is not None:
         raise OperationError(f"review operation {operation_id} was already undone")
     recorded = op_boxes_t.c
-    image_ids = sorted(session.scalars(
+    image_ids: list[int] = sorted(session.scalars(
         select(boxes_t.c.image_id).join(op_boxes_t, recorded.box_id == boxes_t.c.id)
         .where(recorded.operation_id == operation_id).distinct()))
     for chunk in chunked(image_ids):
@@ -186,7 +186,7 @@ def undo_operation(session: Session, operation_id: int, *, collection_id: int | 
                 .correlate(boxes_t).scalar_subquery())
 
     still = select(recorded.box_id).where(recorded.operation_id == operation_id, recorded.version_after == boxes_t.c.version).correlate(boxes_t)
-    restored = session.execute(
+    restored: Sequence[int] = session.execute(
         update(boxes_t).where(boxes_t.c.id.in_(still))
         .values(status=_previous(recorded.previous_status), reviewer_id=_previous(recorded.previous_reviewer_id),
                 version=boxes_t.c.version + 1, updated_at=utcnow())

@@ -9,6 +9,7 @@ from worker.store.models.base import (
     JobStatus,
     ReviewStatus,
     Role,
+    table_of,
 )
 from worker.store.models.boxes import Box
 from worker.store.models.collections import Category, Collection
@@ -21,5 +22,5 @@ from worker.store.models.users import ApiToken, User
 __all__ = [
     "ApiToken", "Base", "Box", "BoxSource", "Category", "Collection", "ConceptMap", "Evaluation", "Image",
     "ImageReviewState", "ImageStatus", "ImageTag", "Job", "JobKind", "JobStatus", "ModelVersion", "ReviewOperation", "ReviewOperationBox",
-    "ReviewOperationImage", "ReviewStatus", "Role", "User",
+    "ReviewOperationImage", "ReviewStatus", "Role", "User", "table_of",
 ]

@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, MetaData
+from sqlalchemy import JSON, DateTime, Dialect, MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -113,6 +113,15 @@ class ImageReviewState(str, enum.Enum):
 class Role(str, enum.Enum):
     admin = "admin"
     reviewer = "reviewer"
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core ``Table`` a mapped class is declared on (its ``__table__``, which the ORM types as
+    any ``FromClause``), for bulk statements that bypass the ORM."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a single table")
+    return table
 
 
 def enum_values(enum_cls: type[enum.Enum]) -> list[str]:
