@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ MIN_GAIN = 0.05  # a rule must beat the base objective (hits + mean IoU) by this
 MIN_EXTRA_HITS = 2  # ... localise this many more reviewed images, with no lower mean IoU, and pass leave-one-out
 PRIOR_IMAGES = 10.0  # weight, in reviewed images, of the "no correction" prior on a class's box correction
 
-Key = Hashable
+Key = TypeVar("Key", bound=Hashable)  # an image key: an id in the jobs, an index in the benches
 ReviewedBoxes = Mapping[Key, Sequence[tuple[int, Sequence[float]]]]
 
 
@@ -81,7 +81,7 @@ def _as_params(params: BoxParams | Mapping[str, Any] | None) -> BoxParams:
     return BoxParams.from_dict(params)
 
 
-def _reviewed_by_class(reviewed: ReviewedBoxes) -> dict[int, dict[Key, Tensor]]:
+def _reviewed_by_class(reviewed: ReviewedBoxes[Key]) -> dict[int, dict[Key, Tensor]]:
     out: dict[int, dict[Key, list[list[float]]]] = {}
     for key, items in reviewed.items():
         for entry in items:
@@ -223,7 +223,7 @@ def fit_correction(
 def calibrate(
     maps_by_image: Mapping[Key, Mapping[int, Tensor]],
     image_sizes: Mapping[Key, tuple[int, int]],
-    reviewed_boxes: ReviewedBoxes,
+    reviewed_boxes: ReviewedBoxes[Key],
     base_params: BoxParams | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pick per-class threshold rules and box corrections from reviewed boxes.
@@ -312,15 +312,16 @@ def _collection_rule(
     mostly a property of the collection (cards on a table, fish behind glass, animals in the
     wild), and pooling lets 20 reviewed images in total decide it where 20 images over 26 classes
     could never decide a rule per class."""
-    norms: dict[Key, Tensor | None] = {}
-    sizes: dict[Key, tuple[int, int]] = {}
-    truth: dict[Key, Tensor] = {}
+    norms: dict[tuple[Key, int], Tensor | None] = {}
+    sizes: dict[tuple[Key, int], tuple[int, int]] = {}
+    truth: dict[tuple[Key, int], Tensor] = {}
     for cls, per_image in sorted(truth_by_class.items()):
         for key, boxes in per_image.items():
             if cls not in maps_by_image.get(key, {}):
                 continue
             pair = (key, cls)
-            sizes[pair] = tuple(image_sizes[key])  # type: ignore[assignment]
+            width, height = image_sizes[key]
+            sizes[pair] = (width, height)
             norms[pair] = normalized_map(maps_by_image[key][cls], sizes[pair], base)
             truth[pair] = boxes
     if not truth:

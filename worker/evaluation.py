@@ -256,7 +256,7 @@ def evaluate_collection(
             .where(ImageRow.collection_id == collection_id, IMAGE_OK, box_filter(_selection(box_status)), Box.model_version_id.is_not(None))
             .distinct()
         )
-        versions = sorted(v for (v,) in session.execute(versions_stmt).all())
+        versions = sorted(v for (v,) in session.execute(versions_stmt).all() if v is not None)  # NULLs are filtered out above
     else:
         versions = [model_version_id]
     main_version = model_version_id if model_version_id is not None else (versions[0] if len(versions) == 1 else None)

@@ -13,7 +13,9 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -65,7 +67,8 @@ def sweep_staging(session: Session, data_dir: Path | str, *, min_age_s: float = 
     old = [p for p in root.iterdir() if p.is_dir() and now - p.stat().st_mtime > min_age_s]
     if not old:
         return []
-    params = session.scalars(select(Job.params).where(Job.kind == JobKind.import_, Job.status.in_((JobStatus.queued, JobStatus.running))))
+    params: Iterable[dict[str, Any] | None] = session.scalars(
+        select(Job.params).where(Job.kind == JobKind.import_, Job.status.in_((JobStatus.queued, JobStatus.running))))
     in_use = {Path(p["staging"]).resolve() for p in params if p and p.get("staging")}
     removed = [p for p in old if p.resolve() not in in_use and remove_staging(data_dir, p)]
     for path in removed:

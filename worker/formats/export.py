@@ -128,7 +128,7 @@ def model_versions_info(session: Session, collection_id: int, selection: str, mo
     )
     if model_version_id is not None:
         stmt = stmt.where(Box.model_version_id == model_version_id)
-    ids = sorted(v for (v,) in session.execute(stmt).all())
+    ids = sorted(v for (v,) in session.execute(stmt).all() if v is not None)  # NULLs are filtered out above
     if not ids:
         return []
     infer_params: dict[int, dict[str, Any]] = {}

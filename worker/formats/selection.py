@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy import ColumnElement, Select, String, and_, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
@@ -93,7 +94,7 @@ def category_map(session: Session, collection_id: int) -> CategoryMap:
     return CategoryMap(ids=tuple(r[0] for r in rows), names=tuple(r[1] for r in rows))
 
 
-def stream(session: Session, stmt: Select[Any], chunk: int = STREAM_CHUNK) -> Iterator[Sequence[Any]]:
+def stream(session: Session, stmt: Select[*tuple[Any, ...]], chunk: int = STREAM_CHUNK) -> Iterator[Sequence[Any]]:
     """Rows of ``stmt`` (a Core select) as plain tuples, fetched ``chunk`` at a time, on the
     session's connection and transaction, bypassing ORM loading.
 
@@ -106,7 +107,7 @@ def stream(session: Session, stmt: Select[Any], chunk: int = STREAM_CHUNK) -> It
     if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
         compiled = stmt.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
         raw = connection.connection.dbapi_connection
-        assert raw is not None
+        assert isinstance(raw, psycopg.Connection)
         cursor = raw.cursor(name=f"camlabel_stream_{uuid.uuid4().hex[:12]}", binary=True)
         try:
             cursor.itersize = chunk
@@ -130,7 +131,7 @@ def image_filter(collection_id: int, *, reviewed_only: bool = False) -> ColumnEl
     return and_(condition, is_reviewed()) if reviewed_only else condition
 
 
-def images_stmt(collection_id: int, *, reviewed_only: bool = False) -> Select[Any]:
+def images_stmt(collection_id: int, *, reviewed_only: bool = False) -> Select[*tuple[Any, ...]]:
     """``(id, rel_path, width, height, storage_key)`` of the collection's usable images, by id."""
     return (
         select(ImageRow.id, ImageRow.rel_path, ImageRow.width, ImageRow.height, ImageRow.storage_key)
@@ -143,7 +144,7 @@ def images_stmt(collection_id: int, *, reviewed_only: bool = False) -> Select[An
 BOX_COLUMNS = (Box.id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2, Box.score, _SOURCE, _STATUS)
 
 
-def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None, reviewed_only: bool = False) -> Select[Any]:
+def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None, reviewed_only: bool = False) -> Select[*tuple[Any, ...]]:
     """``(box id, category id, x1, y1, x2, y2, score, source, status, image id, width, height)``
     of the selected boxes on usable images, ordered by box id."""
     # an accepted, edited or drawn box is itself a person's decision: its image is reviewed, so
@@ -160,7 +161,7 @@ def boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | No
     return stmt
 
 
-def images_with_boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None, reviewed_only: bool = False) -> Select[Any]:
+def images_with_boxes_stmt(collection_id: int, selection: str, *, model_version_id: int | None = None, reviewed_only: bool = False) -> Select[*tuple[Any, ...]]:
     """Every usable image left-joined with its selected boxes, ordered by image then box:
     ``(image id, rel_path, width, height, storage_key, box id or None, category id, x1, y1, x2, y2, score, source, status)``."""
     on = and_(Box.image_id == ImageRow.id, box_filter(selection))

@@ -77,7 +77,7 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
                        ConceptMap.model_version_id == version.id)
                 .order_by(ConceptMap.image_id)
             )
-            if cat_id in category_class
+            if cat_id in category_class and width is not None and height is not None  # an ok image has its size
         ]
         reviewed_rows = session.execute(
             select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2).join(Image, Image.id == Box.image_id)
@@ -106,7 +106,10 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         return {"model_version_id": version_id, "reviewed_images": len(reviewed), "preview": True, "summary": summary,
                 "calibration": params.get("extra", {}).get("calibration", {})}
     with ctx.session() as session:
-        session.get(ModelVersion, version_id).calibration = params
+        stored = session.get(ModelVersion, version_id)
+        if stored is None:
+            raise JobFailed(f"model version {version_id} was deleted while the job ran")
+        stored.calibration = params
 
     by_image: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
     for image_id, cls, key, _size in map_rows:

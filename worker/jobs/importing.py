@@ -164,9 +164,9 @@ def _import(ctx: JobContext, params: ImportParams) -> dict[str, Any]:
         with ctx.chunk(done=len(skipped) + position, state={}) as session:
             tag_names = {tag for entry, row in prepared if row["status"] == "ok" for tag in entry.tags}
             category_ids = get_or_create_categories(session, collection_id, sorted(tag_names))
-            result = insert_images_detailed(session, [row for _entry, row in prepared])
-            pairs = []
-            for (entry, row), image_id, created in zip(prepared, result.ids, result.created, strict=True):
+            inserted = insert_images_detailed(session, [row for _entry, row in prepared])
+            pairs: list[tuple[int, int]] = []
+            for (entry, row), image_id, created in zip(prepared, inserted.ids, inserted.created, strict=True):
                 if not created:
                     state["duplicates"] += 1
                     continue

@@ -129,6 +129,7 @@ def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk
     clock.lap("blob_puts")
     state = {"cursor": cursor, "images_failed": int(ctx.state.get("images_failed", 0)) + len(chunk.failed),
              "boxes": int(ctx.state.get("boxes", 0)) + len(box_rows)}
+    assert ctx.collection_id is not None  # the handler refuses a job without a collection
     with ctx.chunk(done=done, state=state) as session:
         category = get_or_create_categories(session, ctx.collection_id, sorted({r["class"] for r in map_rows} | {r["class"] for r in box_rows}))
         for image_id, reason in chunk.failed:

@@ -50,6 +50,7 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     keys: dict[int, str] = {}
     targets: dict[int, list[int]] = {}
     for image_id, key, category_id, _name in rows:
+        assert key is not None  # selected with storage_key IS NOT NULL
         keys[image_id] = key
         targets.setdefault(image_id, []).append(index[category_id])
     image_ids = sorted(keys)

@@ -100,6 +100,7 @@ def configure_celery(settings: Settings) -> Celery:
         # close the old broker's connections and forget the pools, so the next send builds a pool
         # for the new broker (a closed pool left in kombu's registry fails with "Acquire on closed pool")
         kombu_pools.reset()
-        celery._pool = None
-        celery.amqp._producer_pool = None  # as Celery's own after-fork reset does
+        # private attributes (no public reset; celery-types leaves them out), as Celery's own after-fork reset does
+        celery._pool = None  # type: ignore[attr-defined]
+        celery.amqp._producer_pool = None  # type: ignore[attr-defined]
     return celery

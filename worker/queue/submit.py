@@ -54,12 +54,13 @@ def submit(session: Session, *, kind: JobKind | str, collection_id: int | None, 
     if collection_id is not None and session.get(Collection, collection_id) is None:
         raise ValueError(f"collection {collection_id} does not exist")
     checked = parse_params(kind, params or {})
+    task_id = str(uuid.uuid4())
     job = Job(kind=kind, collection_id=collection_id, params=checked.to_dict(), queue=queue_for(kind), status=JobStatus.queued,
-              done=0, attempts=0, cancel_requested=False, created_by_id=user_id, celery_task_id=str(uuid.uuid4()))
+              done=0, attempts=0, cancel_requested=False, created_by_id=user_id, celery_task_id=task_id)
     session.add(job)
     session.commit()
     if not inline:
-        enqueue(job.id, job.queue, job.celery_task_id)
+        enqueue(job.id, job.queue, task_id)
     return job
 
 

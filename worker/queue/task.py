@@ -23,7 +23,7 @@ from worker.queue.transient import TRANSIENT_ERRORS
 from worker.runtime import get_runtime
 
 
-class RuntimeTask(Task):  # type: ignore[misc]
+class RuntimeTask(Task):
     """Base of camlabel tasks: makes sure the runtime (database, blobs) is configured first."""
 
     abstract = True

@@ -46,7 +46,7 @@ _PRIORITIES = (0, 3, 6, 9)
 _UNACKED = "unacked"
 
 
-def _message_task_id(raw: bytes, *, unacked: bool) -> str | None:
+def _message_task_id(raw: bytes | str, *, unacked: bool) -> str | None:
     try:
         data = json.loads(raw)
         message = data[0] if unacked else data
@@ -71,8 +71,7 @@ def broker_task_ids(settings: Settings) -> set[str] | None:
         held.update(_message_task_id(raw, unacked=True) for raw in client.hvals(_UNACKED))
     finally:
         client.close()
-    held.discard(None)
-    return held  # type: ignore[return-value]
+    return {task_id for task_id in held if task_id is not None}
 
 
 def _requeue_expired(runtime: Runtime, lease_s: float) -> list[int]:
