@@ -64,7 +64,7 @@ from camcore.concept_maps import encode_map
 from camcore.images import ImageLoadError, load_image, original_size
 from camcore.localizer import ImageResult, Localizer
 from camcore.methods import forward_with_cams
-from camcore.models import ModelSpec, build_model
+from camcore.models import GapClassifier, ModelSpec, build_model
 from camcore.objectness import fit_objectness
 from camcore.transforms import resize_into
 
@@ -74,7 +74,7 @@ DATASET = Path(os.environ.get("CAMLABEL_BENCH_DATASET") or Path(__file__).resolv
 def _files(n: int) -> list[Path]:
     raccoon = sorted((DATASET / "raccoon" / "images").glob("*.jpg"))
     kangaroo = sorted((DATASET / "kangaroo" / "images").glob("*.jpg"))
-    mixed = [f for pair in zip(raccoon, kangaroo) for f in pair] + raccoon[len(kangaroo):]
+    mixed = [f for pair in zip(raccoon, kangaroo, strict=False) for f in pair] + raccoon[len(kangaroo):]
     if not mixed:
         sys.exit(f"no images under {DATASET}")
     return mixed[:n]
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
         from torchcam.methods import CAM
 
-        def torchcam_on(target: torch.nn.Module, contiguous: bool) -> Callable[[int], None]:
+        def torchcam_on(target: GapClassifier, contiguous: bool) -> Callable[[int], None]:
             def run(i: int) -> None:
                 with CAM(target, target_layer=target.backbone, fc_layer=target.classifier) as extractor:
                     with torch.no_grad(), loc._autocast():

@@ -35,7 +35,7 @@ def make_shape_image(rng: np.random.Generator, cls: int, size: int = 96) -> tupl
     x1, y1 = x0 + side, y0 + side
     shape = SHAPES[cls]
     jitter = rng.integers(-25, 26, size=3)
-    colour = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[shape], jitter))
+    colour = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[shape], jitter, strict=True))
     if shape == "square":
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=colour)
     elif shape == "disc":

@@ -60,7 +60,8 @@ def test_two_blobs_largest_vs_multi() -> None:
     assert largest.shape == (1, 4)
     assert torch.allclose(largest[0], torch.tensor([80.0, 80.0, 140.0, 140.0]), atol=1.5)
 
-    multi, scores, labels = boxes_from_maps({0: _two_blobs()}, size, BoxParams(method="cam", normalize="max", mode="multi", threshold=0.5, working_size=160, min_area=0.01))
+    multi, scores, labels = boxes_from_maps(
+        {0: _two_blobs()}, size, BoxParams(method="cam", normalize="max", mode="multi", threshold=0.5, working_size=160, min_area=0.01))
     assert multi.shape == (2, 4) and labels.tolist() == [0, 0]
     assert torch.allclose(multi[0], torch.tensor([80.0, 80.0, 140.0, 140.0]), atol=1.5)
     assert torch.allclose(multi[1], torch.tensor([10.0, 10.0, 40.0, 40.0]), atol=2.0)
@@ -71,7 +72,8 @@ def test_two_blobs_largest_vs_multi() -> None:
     assert float(rule_scores[1]) == pytest.approx(0.8, abs=0.05)  # the rule's own score: the peak ratio
 
     # min_area above the small blob's share (30x30 of 160x160 = 3.5%) drops it
-    big_only, _, _ = boxes_from_maps({0: _two_blobs()}, size, BoxParams(method="cam", normalize="max", mode="multi", threshold=0.5, working_size=160, min_area=0.05))
+    big_only, _, _ = boxes_from_maps(
+        {0: _two_blobs()}, size, BoxParams(method="cam", normalize="max", mode="multi", threshold=0.5, working_size=160, min_area=0.05))
     assert big_only.shape == (1, 4)
 
 
@@ -94,7 +96,8 @@ def test_no_maps_and_several_classes() -> None:
     boxes, scores, labels = boxes_from_maps({}, (10, 10), BoxParams())
     assert boxes.shape == (0, 4)
     maps = {0: _blob_map(), 2: _two_blobs()}
-    boxes, scores, labels = boxes_from_maps(maps, (160, 160), BoxParams(method="cam", mode="largest", normalize="max", threshold=0.5), class_scores=torch.tensor([0.9, 0.0, 0.3]))
+    boxes, scores, labels = boxes_from_maps(maps, (160, 160), BoxParams(method="cam", mode="largest", normalize="max", threshold=0.5),
+                                            class_scores=torch.tensor([0.9, 0.0, 0.3]))
     assert sorted(labels.tolist()) == [0, 2]
     assert labels.tolist() == [0, 2]  # sorted by score: class 0 box scaled by 0.9, class 2 by 0.3
     assert (scores[:-1] >= scores[1:]).all()

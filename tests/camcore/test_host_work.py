@@ -37,7 +37,7 @@ def test_load_images_in_parallel_keeps_order_and_puts_errors_in_place(shared_dat
     serial = load_images(sources, min_size=448)
     assert isinstance(parallel[3], ImageLoadError) and "not a recognised image format" in str(parallel[3])
     assert load_images([serial[0], broken])[0] is serial[0]  # an image already loaded passes through
-    for a, b in zip(parallel[:3] + parallel[4:], serial[:3] + serial[4:]):
+    for a, b in zip(parallel[:3] + parallel[4:], serial[:3] + serial[4:], strict=True):
         assert isinstance(a, Image.Image) and isinstance(b, Image.Image)
         assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
 
@@ -81,7 +81,7 @@ def test_localizer_host_threads_change_nothing_but_speed(shared_dataset: Path) -
     assert all(isinstance(im, Image.Image) for im in images)
     a = threaded.localize(images)  # type: ignore[arg-type]
     b = single.localize([load_image(p, min_size=64) for p in paths])
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         assert torch.equal(ra.boxes, rb.boxes) and torch.equal(ra.class_scores, rb.class_scores)
     threaded.close()
     assert threaded.executor is None and len(threaded.localize(images[:1])) == 1  # type: ignore[arg-type]

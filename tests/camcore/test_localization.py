@@ -15,7 +15,7 @@ PAPER_RULE = BoxParams(method="cam", mode="largest", threshold=0.3, normalize="m
 
 
 def _ground_truth(boxes, tags):  # type: ignore[no-untyped-def]
-    return [(torch.tensor([b]), torch.tensor(t)) for b, t in zip(boxes, tags)]
+    return [(torch.tensor([b]), torch.tensor(t)) for b, t in zip(boxes, tags, strict=True)]
 
 
 def test_tiny_model_localises_shapes_with_corloc_above_0_9(trained_shapes, device) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +30,7 @@ def test_tiny_model_localises_shapes_with_corloc_above_0_9(trained_shapes, devic
     gt = _ground_truth(ts.test_boxes, ts.test_tags)
     score = corloc(results, gt)
     assert score >= 0.9, score
-    for r, tags in zip(results, ts.test_tags):
+    for r, tags in zip(results, ts.test_tags, strict=True):
         assert r.labels.tolist() == tags  # one box, for the tag asked for
         assert set(r.maps) == set(tags)
         assert r.boxes.shape == (1, 4)
@@ -48,7 +48,7 @@ def test_without_alignment_boxes_sit_off_the_shapes(trained_shapes) -> None:  # 
 
     def centre_error(results):  # type: ignore[no-untyped-def]
         errs = []
-        for r, (g, _) in zip(results, gt):
+        for r, (g, _) in zip(results, gt, strict=True):
             c = (r.boxes[0, :2] + r.boxes[0, 2:]) / 2 - (g[0, :2] + g[0, 2:]) / 2
             errs.append(c)
         return torch.stack(errs).mean(0)
@@ -64,7 +64,7 @@ def test_top_k_localises_predicted_classes(trained_shapes) -> None:  # type: ign
     results = loc.localize(ts.test_images[:12], None, top_k=1)
     predicted = [int(r.class_scores.argmax()) for r in results]
     assert [list(r.maps) for r in results] == [[p] for p in predicted]
-    assert sum(p == t[0] for p, t in zip(predicted, ts.test_tags[:12])) >= 11
+    assert sum(p == t[0] for p, t in zip(predicted, ts.test_tags[:12], strict=True)) >= 11
     two = loc.localize(ts.test_images[:4], None, top_k=2)
     for r in two:
         assert len(r.maps) == 2

@@ -39,7 +39,7 @@ def test_batching_and_image_sizes(trained_shapes, device) -> None:  # type: igno
     assert [r.image_size for r in one_batch] == [(128, 64), (64, 64), (50, 90)]
     assert one_batch[1].boxes.shape == (0, 4) and one_batch[1].maps == {}
     assert set(one_batch[2].maps) == {1, 2}
-    for a, b in zip(one_batch, by_one):
+    for a, b in zip(one_batch, by_one, strict=True):
         assert torch.allclose(a.boxes, b.boxes, atol=1e-3)
         assert a.boxes.device.type == "cpu"
         w, h = a.image_size

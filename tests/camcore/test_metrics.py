@@ -176,7 +176,7 @@ def test_box_acc_table_matches_a_plain_reference() -> None:
     gts = [_t([[10, 10, 60, 50], [70, 40, 110, 85]]), _t([[0, 0, 45, 60]]), _t([[20, 30, 90, 95]]), _t([[5, 5, 30, 40]])]
     ts = [i / 20 for i in range(20)]
     table = box_acc_table(maps, gts, sizes, thresholds=ts, working_size=64)
-    for p, (cam, gt, size) in enumerate(zip(maps, gts, sizes)):
+    for p, (cam, gt, size) in enumerate(zip(maps, gts, sizes, strict=True)):
         arr = normalize_map(upsample_map(cam, working_shape(size, 64)), "minmax").numpy()
         gh, gw = arr.shape
         for ti, t in enumerate(ts):

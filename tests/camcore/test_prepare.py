@@ -97,7 +97,7 @@ def test_localizer_prepared_and_unprepared_agree(trained_shapes) -> None:  # typ
     plain = Localizer(ts.model, ts.spec, params=params, prepare=False)
     assert fast.inference_report is not None and fast.inference_report.folded_batchnorms > 0
     assert plain.inference_report is None
-    for a, b in zip(fast.localize(ts.test_images[:8], ts.test_tags[:8]), plain.localize(ts.test_images[:8], ts.test_tags[:8])):
+    for a, b in zip(fast.localize(ts.test_images[:8], ts.test_tags[:8]), plain.localize(ts.test_images[:8], ts.test_tags[:8]), strict=True):
         assert torch.allclose(a.class_scores, b.class_scores, atol=1e-4)
         for c in a.maps:
             assert torch.allclose(a.maps[c], b.maps[c], atol=1e-3, rtol=1e-3)

@@ -29,7 +29,7 @@ needs_photos = pytest.mark.usefixtures("shared_dataset")  # skipped without the 
 def _photos(n: int) -> list[Path]:
     raccoons = sorted((DATASET / "raccoon" / "images").glob("*.jpg"))[: n - n // 2]
     kangaroos = sorted((DATASET / "kangaroo" / "images").glob("*.jpg"))[: n // 2]
-    return [p for pair in zip(raccoons, kangaroos) for p in pair] + raccoons[len(kangaroos):]
+    return [p for pair in zip(raccoons, kangaroos, strict=False) for p in pair] + raccoons[len(kangaroos):]
 
 
 def _awkward_files(tmp_path: Path) -> list[Path]:
@@ -114,7 +114,7 @@ def test_box_worker_processes_give_the_boxes_of_the_rule_inline(photo_model, tmp
             assert [p for p, _ in a] == [p for p, _ in b] == list(range(len(sources)))
             assert isinstance(a[-1][1], ImageLoadError) and isinstance(b[-1][1], ImageLoadError)
             boxes = 0
-            for (_, ra), (_, rb) in zip(a[:-1], b[:-1]):
+            for (_, ra), (_, rb) in zip(a[:-1], b[:-1], strict=True):
                 assert isinstance(ra, ImageResult) and isinstance(rb, ImageResult)
                 assert ra.image_size == rb.image_size
                 assert torch.equal(ra.boxes, rb.boxes) and torch.equal(ra.labels, rb.labels)
@@ -140,7 +140,7 @@ def test_box_workers_split_a_batch_and_keep_its_order(trained_shapes) -> None:  
         pooled = workers.submit(params, images).result()
     finally:
         workers.close()
-    for im, (b, s, lab) in zip(images, pooled):
+    for im, (b, s, lab) in zip(images, pooled, strict=True):
         eb, es, el = boxes_from_maps(im.maps, im.image_size, params, class_scores=im.class_scores)
         assert torch.equal(b, eb) and torch.equal(lab, el) and torch.allclose(s, es, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="processes"):
@@ -175,7 +175,7 @@ def test_forward_probe_keeps_the_function_and_is_cached_per_process(trained_shap
     plain = Localizer(ts.model, ts.spec)
     a = probed_loc.localize(ts.test_images[:6], ts.test_tags[:6])
     b = plain.localize(ts.test_images[:6], ts.test_tags[:6])
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         assert torch.allclose(ra.class_scores, rb.class_scores, atol=1e-4)
         assert torch.allclose(ra.boxes, rb.boxes, atol=1.0)
 
@@ -199,7 +199,7 @@ def test_streaming_on_cuda_matches_float32_on_real_photos(photo_model, tmp_path:
         fast.close()
     assert [p for p, _ in a] == [p for p, _ in b] == list(range(len(sources)))
     agree = 0
-    for (_, ra), (_, rb) in zip(a, b):
+    for (_, ra), (_, rb) in zip(a, b, strict=True):
         assert type(ra) is type(rb)
         if isinstance(ra, ImageResult) and isinstance(rb, ImageResult):
             assert ra.image_size == rb.image_size

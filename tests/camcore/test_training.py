@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,11 @@ def test_linear_probe_is_deterministic_and_reports_progress(tmp_path: Path) -> N
     calls: list[tuple[int, int]] = []
     a = train_head(_tiny_spec(), images, tags, weights=None, seed=7, progress=lambda d, t: calls.append((d, t)))
     b = train_head(_tiny_spec(), images, tags, weights=None, seed=7)
-    for pa, pb in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+    for pa, pb in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
     c = train_head(_tiny_spec(), images, tags, weights=None, seed=8)
     assert not torch.equal(c.model.classifier.weight, a.model.classifier.weight)
-    assert calls and calls[-1][0] == calls[-1][1] and all(x[0] <= y[0] for x, y in zip(calls, calls[1:]))
+    assert calls and calls[-1][0] == calls[-1][1] and all(x[0] <= y[0] for x, y in pairwise(calls))
     m = a.metrics
     assert m["mode"] == "linear" and m["n_train"] + m["n_val"] == 36 and m["n_val"] == 7
     assert set(m["train"]["per_class"]) == set(SHAPES)

@@ -62,7 +62,8 @@ def planted_images(
     return images, tags, boxes
 
 
-def pyramid_map(box_at_level: tuple[float, float, float, float], level: float, size: tuple[int, int], grid: int = 24) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+def pyramid_map(box_at_level: tuple[float, float, float, float], level: float, size: tuple[int, int],
+                grid: int = 24) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
     """A map whose ``level`` set (fraction of its max) is exactly ``box_at_level`` (image pixels).
 
     ``map(x, y) = max(0, 1 - max(|x - cx| / a, |y - cy| / b))`` on a ``grid x grid`` map, with the

@@ -23,7 +23,7 @@ def test_default_method_localises_several_planted_objects(planted) -> None:  # t
     results = Localizer(planted.model, planted.spec).localize(images, tags)
     found = total = multi = 0
     preds, gts = [], []
-    for r, boxes in zip(results, truth):
+    for r, boxes in zip(results, truth, strict=True):
         gt = torch.tensor(boxes, dtype=torch.float32)
         total += len(gt)
         found += int((box_iou(r.boxes, gt).max(dim=0).values >= 0.5).sum()) if len(r.boxes) else 0

@@ -44,7 +44,7 @@ def test_ddt_map_highlights_the_planted_common_object(planted) -> None:  # type:
     n = len(planted.train_images)
     maps = objectness_maps(feats, restored, torch.arange(n), torch.zeros(n, dtype=torch.long))
     peak_inside, contrast = 0, []
-    for m, boxes in zip(maps, planted.train_boxes):
+    for m, boxes in zip(maps, planted.train_boxes, strict=True):
         up = upsample_map(m, (96, 96))
         inside = _inside_mask(boxes, 96)
         peak_inside += bool(inside.flatten()[int(up.argmax())])

@@ -64,12 +64,12 @@ def test_tags_the_classifier_cannot_tell_apart_still_give_boxes_better_than_a_ce
     tags = [[rng.randrange(2)] for _ in paths]  # "a" / "b", independent of what is in the photo
     results = _localize(paths, tags, ["a", "b"], tmp_path / "features")
     truth = []
-    for p, t in zip(paths, tags):
+    for p, t in zip(paths, tags, strict=True):
         boxes = _voc_boxes(p.parent.parent / "annotations" / f"{p.stem}.xml")
         truth.append((boxes, torch.full((len(boxes),), t[0], dtype=torch.long)))
     ours = corloc(results, truth)
     sizes = [r.image_size for r in results]
-    centred = max(corloc([(_centre(s, f), torch.ones(1), torch.tensor(t)) for s, t in zip(sizes, tags)], truth)
+    centred = max(corloc([(_centre(s, f), torch.ones(1), torch.tensor(t)) for s, t in zip(sizes, tags, strict=True)], truth)
                   for f in (0.4, 0.6, 0.8))
     assert ours >= centred + 0.1, (ours, centred)
 
@@ -89,7 +89,7 @@ def test_twenty_reviewed_images_teach_the_box_size_of_playing_cards(tmp_path: Pa
     tags = [sorted({class_names.index(t) for t in r["tags"].split(";") if t}) for r in rows]
     results = _localize(paths, tags, class_names, tmp_path / "features")
     truth = []
-    for r, res in zip(rows, results):
+    for r, res in zip(rows, results, strict=True):
         im = by_file[r["file_name"]]
         anns = [a for a in gt["annotations"] if a["image_id"] == im["id"]]
         sx, sy = res.image_size[0] / im["width"], res.image_size[1] / im["height"]
@@ -99,7 +99,7 @@ def test_twenty_reviewed_images_teach_the_box_size_of_playing_cards(tmp_path: Pa
     maps = {i: r.maps for i, r in enumerate(results)}
     sizes = {i: r.image_size for i, r in enumerate(results)}
     reviewed_ids = random.Random(1).sample(sorted(maps), 20)
-    reviewed = {i: [(int(c), b.tolist()) for b, c in zip(*truth[i])] for i in reviewed_ids}
+    reviewed = {i: [(int(c), b.tolist()) for b, c in zip(*truth[i], strict=True)] for i in reviewed_ids}
     params = calibrate({i: maps[i] for i in reviewed_ids}, sizes, reviewed, BoxParams())
     rest = [i for i in sorted(maps) if i not in set(reviewed_ids)]
     after = apply({i: maps[i] for i in rest}, sizes, params)
@@ -110,7 +110,7 @@ def test_twenty_reviewed_images_teach_the_box_size_of_playing_cards(tmp_path: Pa
     right, wrong = [], []
     for i in rest:
         boxes, scores, labels = after[i]
-        for b, s, c in zip(boxes, scores, labels):
+        for b, s, c in zip(boxes, scores, labels, strict=True):
             g = truth[i][0][truth[i][1] == c]
             (right if len(g) and float(box_iou(b[None], g).max()) >= 0.5 else wrong).append(float(s))
     assert right and wrong
