@@ -107,7 +107,7 @@ def _open(source: ImageSource) -> Image.Image:
         fp = source
     try:
         with warnings.catch_warnings():
-            # We apply our own, explicit pixel limit below; Pillow's warning would be an error
+            # The explicit pixel limit below applies instead; Pillow's warning would be an error
             # under strict warning filters and its hard error has a less useful message.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(fp)

@@ -410,7 +410,7 @@ def update_box(session: Session, box_id: int, expected_version: int, **changes: 
         raise StaleEditError(box_id, expected_version, current)
     refresh_image_box_stats(session, [image_id])
     box = session.get(Box, box_id, populate_existing=True)
-    assert box is not None and box.version == new_version  # the row is locked by our UPDATE
+    assert box is not None and box.version == new_version  # the row is locked by the UPDATE above
     return box
 
 
