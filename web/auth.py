@@ -231,4 +231,4 @@ def admin_required(view: F) -> F:
             abort(403, description="this needs the admin role")
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the view's signature, which mypy does not follow

@@ -17,7 +17,7 @@ from flask import Flask, Response, jsonify, redirect, render_template, request, 
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
 from web.services.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unavailable
@@ -113,8 +113,8 @@ def init_app(app: Flask) -> None:
         if exc.code == 401 and not wants_json():
             return redirect(url_for("dashboard.login", next=request.full_path if request.query_string else request.path))
         response = error_response(exc.code or 500, _code_for(exc), exc.description or exc.name)
-        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
     @app.errorhandler(Exception)

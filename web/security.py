@@ -45,7 +45,7 @@ def configure_https(app: Flask) -> None:
     if hops < 0:
         raise ValueError(f"CAMLABEL_PROXY_FIX must be 0 or more, not {hops}")
     if hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware
     app.session_interface = HttpsAwareSessionInterface()
     if app.config.get("SESSION_COOKIE_SECURE"):
         app.config["REMEMBER_COOKIE_SECURE"] = True

@@ -43,7 +43,7 @@ def model_version_for(session: Session, collection_id: int, ref: object) -> Mode
         text = str(ref)
         return builtin_imagenet_version(session, arch=text.split(":", 1)[1]) if ":" in text else builtin_imagenet_version(session)
     try:
-        version_id = int(ref)  # type: ignore[call-overload]
+        version_id = int(ref)  # type: ignore[call-overload]  # ref is a JSON value; a non-number is refused below
     except (TypeError, ValueError):
         raise ModelVersionMissing(f"model {ref!r} is neither a model version id nor 'imagenet'") from None
     found_by_id = session.get(ModelVersion, version_id)

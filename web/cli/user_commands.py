@@ -90,7 +90,7 @@ def run(host: str, port: int) -> None:
     in-process worker is started too, so jobs run with no Redis and no separate worker."""
     from werkzeug.serving import make_server
 
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the LocalProxy's own method, absent from Flask's types
     runtime = app.extensions["camlabel"]
     if runtime.settings.embedded:
         from worker.queue.embedded import ensure_worker

@@ -142,7 +142,8 @@ def accept_seen_boxes(session: Session, image_id: int, versions: Mapping[int, in
         try:
             accepted.append(edit_box(session, box_id, {"version": version, "status": "accepted"}, user_id=user_id))
         except Conflict as exc:
-            conflicts.append(exc.extra.get("current"))  # type: ignore[arg-type]
+            current = exc.extra.get("current")
+            conflicts.append(current if isinstance(current, dict) else None)
     return accepted, conflicts
 
 

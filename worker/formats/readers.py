@@ -94,7 +94,7 @@ def read_coco(path: Path) -> Iterator[GtRecord]:
                 continue
             bbox = ann.get("bbox")
             try:
-                x, y, w, h = (float(v) for v in bbox)  # type: ignore[union-attr]
+                x, y, w, h = (float(v) for v in bbox)  # type: ignore[union-attr]  # not four numbers: reported below
             except (TypeError, ValueError):
                 record.problems.append(f"annotation {ann.get('id')}: bad bbox {bbox!r}")
                 continue
@@ -163,7 +163,7 @@ def read_voc(root: Path) -> Iterator[GtRecord]:
             except ValueError:
                 record.problems.append(f"object {index + 1} ({name}): bad <bndbox> values")
                 continue
-            record.boxes.append(GtBox(name, coords))  # type: ignore[arg-type]
+            record.boxes.append(GtBox(name, coords))  # type: ignore[arg-type]  # four values, one per tag read
         yield record
 
 
@@ -242,5 +242,5 @@ def read_yolo(root: Path, names: list[str] | None) -> Iterator[GtRecord]:
             name = names[cls] if names is not None and cls < len(names) else str(cls)
             if names is not None and cls >= len(names):
                 record.notes.append(f"line {number}: class {cls} has no name in data.yaml; imported as category {name!r}")
-            record.boxes.append(GtBox(name, coords, normalised=True))  # type: ignore[arg-type]
+            record.boxes.append(GtBox(name, coords, normalised=True))  # type: ignore[arg-type]  # four values: the line's length is checked above
         yield record

@@ -85,7 +85,8 @@ def _requeue_expired(runtime: Runtime, lease_s: float) -> list[int]:
         task_id = str(uuid.uuid4())
         with runtime.sessions() as session:
             won = lease.requeue_expired(session, job_id, lease_s, task_id)
-            queue = session.get(Job, job_id).queue if won else None  # type: ignore[union-attr]
+            job = session.get(Job, job_id) if won else None
+            queue = job.queue if job is not None else None
             session.commit()
         if not won:
             continue
@@ -118,7 +119,8 @@ def _resend_lost(runtime: Runtime) -> list[int]:
         new_id = str(uuid.uuid4())
         with runtime.sessions() as session:
             won = lease.mark_resent(session, job_id, grace_s, new_id, previous_task_id=task_id)
-            queue = session.get(Job, job_id).queue if won else None  # type: ignore[union-attr]
+            job = session.get(Job, job_id) if won else None
+            queue = job.queue if job is not None else None
             session.commit()
         if won:
             send(job_id, queue or queue_for(kind), new_id, runtime=runtime)

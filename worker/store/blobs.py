@@ -12,10 +12,10 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeGuard
 
 KINDS = ("images", "thumbs", "maps", "overlays", "checkpoints", "exports")
 _KEY_RE = re.compile(
@@ -30,7 +30,7 @@ class BlobKeyError(ValueError):
     """A key or suffix that this store did not make and will not resolve."""
 
 
-def is_blob_key(value: object) -> bool:
+def is_blob_key(value: object) -> TypeGuard[str]:
     """True when ``value`` has the exact shape of a key this store makes (``kind/aa/bb/<sha256><suffix>``)."""
     if not isinstance(value, str):
         return False
@@ -46,7 +46,7 @@ def validate_key(value: object) -> str:
     """``value`` itself when it is a well-formed blob key; :class:`BlobKeyError` otherwise."""
     if not is_blob_key(value):
         raise BlobKeyError(f"not a blob key: {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 class LocalBlobStore:
@@ -165,7 +165,7 @@ class LocalBlobStore:
             tmp.unlink(missing_ok=True)
             raise
 
-    def _atomic_write(self, path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    def _atomic_write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:

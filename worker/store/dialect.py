@@ -121,8 +121,9 @@ def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], co
     for name in columns:
         table.c[name]  # noqa: B018 - KeyError for a column the table lacks, before any SQL is built
     driver_connection = session.connection().connection.driver_connection
+    assert driver_connection is not None  # the session's connection is open
     quoted = ", ".join(f'"{name}"' for name in columns)
-    with driver_connection.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:  # type: ignore[union-attr]
+    with driver_connection.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
         for row in rows:
             copy.write_row(tuple(row[name] for name in columns))
     return len(rows)
