@@ -75,6 +75,12 @@ Key = TypeVar("Key", bound=Hashable)  # an image key: an id in the jobs, an inde
 ReviewedBoxes = Mapping[Key, Sequence[tuple[int, Sequence[float]]]]
 
 
+def _pair(size: Sequence[int]) -> tuple[int, int]:
+    """An image size ``(width, height)`` as a tuple (one read back from JSON is a list)."""
+    width, height = size
+    return width, height
+
+
 def _as_params(params: BoxParams | Mapping[str, Any] | None) -> BoxParams:
     if isinstance(params, BoxParams):
         return params
@@ -114,10 +120,10 @@ def _top_ious(
     in ``truth`` order."""
     out = []
     for key, gt in truth.items():
-        size = tuple(image_sizes[key])
-        top = _top_box(params, norms[key], size)  # type: ignore[arg-type]
+        size = _pair(image_sizes[key])
+        top = _top_box(params, norms[key], size)
         if correction is not None:
-            top = correction.apply(top, size)  # type: ignore[arg-type]
+            top = correction.apply(top, size)
         out.append(float(box_iou(top, gt).max()) if len(top) else 0.0)
     return np.asarray(out, dtype=np.float64)
 
@@ -199,7 +205,7 @@ def fit_correction(
         raise ValueError(f"prior_images must be >= 0, got {prior_images}")
     samples = []
     for key, gt in truth.items():
-        top = _top_box(params, norms[key], tuple(image_sizes[key]))  # type: ignore[arg-type]
+        top = _top_box(params, norms[key], _pair(image_sizes[key]))
         if not len(top):
             continue
         ious = box_iou(top, gt)[0]
@@ -265,7 +271,7 @@ def calibrate(
         usable = {k: v for k, v in truth.items() if cls in maps_by_image.get(k, {})}
         if not usable:
             continue
-        norms = {k: normalized_map(maps_by_image[k][cls], tuple(image_sizes[k]), base) for k in usable}  # type: ignore[arg-type]
+        norms = {k: normalized_map(maps_by_image[k][cls], _pair(image_sizes[k]), base) for k in usable}
         # a class's own rule (chosen against the uncalibrated rule, as strict as ever) wins;
         # otherwise the collection's rule, unless it localises fewer of this class's images
         rule, loo_gain = _choose_rule(uncalibrated, norms, image_sizes, usable)
@@ -378,16 +384,16 @@ def _refit_scorer(
         for key, boxes in per_image.items():
             if cls not in maps_by_image.get(key, {}):
                 continue
-            size = tuple(image_sizes[key])
-            norm = normalized_map(maps_by_image[key][cls], size, p)  # type: ignore[arg-type]
+            size = _pair(image_sizes[key])
+            norm = normalized_map(maps_by_image[key][cls], size, p)
             if norm is None:
                 continue
-            b, s = boxes_from_normalized(norm, size, p)  # type: ignore[arg-type]
+            b, s = boxes_from_normalized(norm, size, p)
             if cls in corrections:
-                b = corrections[cls].apply(b, size)  # type: ignore[arg-type]
+                b = corrections[cls].apply(b, size)
             if not len(b):
                 continue
-            feats.append(box_features(norm, b, s, size))  # type: ignore[arg-type]
+            feats.append(box_features(norm, b, s, size))
             labels.append(box_iou(b.float(), boxes.float()).amax(dim=1) >= 0.5)
     if not feats:
         return DEFAULT_SCORER
@@ -415,5 +421,5 @@ def apply(
         if key not in image_sizes:
             raise ValueError(f"no image size for image {key!r}")
         cs = None if class_scores is None else class_scores.get(key)
-        out[key] = boxes_from_maps(maps, tuple(image_sizes[key]), p, class_scores=cs)  # type: ignore[arg-type]
+        out[key] = boxes_from_maps(maps, _pair(image_sizes[key]), p, class_scores=cs)
     return out

@@ -331,4 +331,4 @@ class Localizer:
             raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
         batches = stream_batches(images, self.spec.input_size, self.batch_size, kind="threads", executor=self.executor,
                                  parts=self.host_threads)
-        return [result for _position, result in self._stream(batches, tags, top_k)]  # type: ignore[misc]
+        return [result for _position, result in self._stream(batches, tags, top_k)]  # type: ignore[misc]  # decoded images: no ImageLoadError here

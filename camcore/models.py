@@ -91,8 +91,8 @@ class ModelSpec:
         self.class_names = [str(c) for c in self.class_names]
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"mean/std need 3 values, got {self.mean!r} / {self.std!r}")
-        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
-        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]  # 3 values, checked above
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]  # 3 values, checked above
 
     @property
     def num_classes(self) -> int:
@@ -251,14 +251,14 @@ def _make_resnet(depth: int) -> Callable[[], nn.Module]:
 def _load_effnet(backbone: nn.Module, state: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
     state = dict(state)
     fc = (state.pop("_fc.weight"), state.pop("_fc.bias")) if "_fc.weight" in state else None
-    backbone.net.load_state_dict(state, strict=True)  # type: ignore[union-attr]
+    backbone.net.load_state_dict(state, strict=True)  # type: ignore[union-attr]  # a trunk's submodule, which nn.Module's typing cannot name
     return fc
 
 
 def _load_resnet(backbone: nn.Module, state: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
     state = dict(state)
     fc = (state.pop("fc.weight"), state.pop("fc.bias")) if "fc.weight" in state else None
-    backbone.net.load_state_dict(state, strict=True)  # type: ignore[union-attr]
+    backbone.net.load_state_dict(state, strict=True)  # type: ignore[union-attr]  # a trunk's submodule, which nn.Module's typing cannot name
     return fc
 
 
@@ -266,7 +266,7 @@ def _load_vgg(backbone: nn.Module, state: dict[str, Tensor]) -> tuple[Tensor, Te
     conv = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     if not conv:
         raise ValueError("state dict has no 'features.*' entries of a torchvision VGG16")
-    backbone.features.load_state_dict(conv, strict=True)  # type: ignore[union-attr]
+    backbone.features.load_state_dict(conv, strict=True)  # type: ignore[union-attr]  # a trunk's submodule, which nn.Module's typing cannot name
     return None  # the 1024-unit conv and the head are new in VGG16-GAP
 
 
