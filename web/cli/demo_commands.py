@@ -9,6 +9,15 @@ from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from web.auth import create_user, set_password
+from web.cli import formats_commands, job_commands, user_commands
+from web.demo_data import generate_shapes_collection
+from worker.runtime import get_runtime
+from worker.store.db import session_scope
+from worker.store.migrate import upgrade
+from worker.store.models import Box, BoxSource, Collection, Image, User
 
 DEMO_EMAIL = "demo@camlabel.local"
 SHARED_DATASET = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "raccoon-kangaroo"
@@ -24,10 +33,6 @@ SHARED_DATASET = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "
 @with_appcontext
 def demo(ctx: click.Context, host: str, port: int, dataset: Path | None, serve: bool) -> None:
     """Set up a demo on this machine's database (SQLite by default) and the embedded worker."""
-    from web.cli import formats_commands, job_commands, user_commands
-    from worker.runtime import get_runtime
-    from worker.store.migrate import upgrade
-
     runtime = get_runtime()
     upgrade(runtime.settings.database_url)
     password = _reset_demo_user()
@@ -36,8 +41,6 @@ def demo(ctx: click.Context, host: str, port: int, dataset: Path | None, serve: 
     if dataset is None and SHARED_DATASET.is_dir():
         dataset = SHARED_DATASET
     if dataset is None:
-        from web.demo_data import generate_shapes_collection
-
         generated = Path(tempfile.mkdtemp(prefix="camlabel-demo-"))
         dataset = generate_shapes_collection(generated / "shapes")
     name = dataset.name
@@ -63,13 +66,6 @@ def demo(ctx: click.Context, host: str, port: int, dataset: Path | None, serve: 
 
 def _reset_demo_user() -> str:
     """Create the demo admin (or give it a fresh password); returns the password to print."""
-    from sqlalchemy import select
-
-    from web.auth import create_user, set_password
-    from worker.runtime import get_runtime
-    from worker.store.db import session_scope
-    from worker.store.models import User
-
     password = secrets.token_urlsafe(9)
     with session_scope(get_runtime().sessions) as session:
         user = session.scalar(select(User).where(User.email == DEMO_EMAIL))
@@ -82,21 +78,11 @@ def _reset_demo_user() -> str:
 
 
 def _collection_exists(name: str) -> bool:
-    from sqlalchemy import select
-
-    from worker.runtime import get_runtime
-    from worker.store.models import Collection
-
     with get_runtime().sessions() as session:
         return session.scalar(select(Collection.id).where(Collection.name == name)) is not None
 
 
 def _collection_has_boxes(name: str) -> bool:
-    from sqlalchemy import select
-
-    from worker.runtime import get_runtime
-    from worker.store.models import Box, BoxSource, Collection, Image
-
     with get_runtime().sessions() as session:
         query = (
             select(Box.id).join(Image, Image.id == Box.image_id).join(Collection, Collection.id == Image.collection_id)

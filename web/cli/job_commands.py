@@ -12,6 +12,7 @@ on in its worker meanwhile.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -27,8 +28,14 @@ from web.services.collections import collection_by_name, create_collection, imag
 from web.services.errors import NotFound
 from web.services.jobs import submit_job
 from worker.formats import BOX_STATUSES, EXPORT_FORMATS, save_export
+from worker.import_sources import ImportSourceError, list_source
 from worker.jobs.params import EVALUATE_BOX_STATUSES, TRAIN_MODES
+from worker.queue.app import configure_celery
+from worker.queue.embedded import run_inline
+from worker.queue.submit import request_cancel
+from worker.queue.transient import is_transient
 from worker.runtime import Runtime, get_runtime
+from worker.store.models import Collection, Job, JobStatus
 
 POLL_S = 0.5
 #: Backoff between reads of a job while the database is unreachable: first and longest wait, seconds.
@@ -63,8 +70,6 @@ def _submit(kind: str, name: str, params: Mapping[str, Any]) -> tuple[int, bool]
 
 
 def _read_job(job_id: int) -> Any:
-    from worker.store.models import Job
-
     with _runtime().sessions() as session:
         job = session.get(Job, job_id)
         if job is not None:
@@ -76,10 +81,6 @@ def _job_row(job_id: int) -> Any:
     """Job ``job_id`` as stored now (detached), or ``None``. A lost database connection is retried
     with exponential backoff (:data:`RETRY_FIRST_S` .. :data:`RETRY_MAX_S`) for up to
     ``CAMLABEL_WAIT_DB_RETRY_S`` seconds, saying so once on stderr; then a clear error."""
-    import os
-
-    from worker.queue.transient import is_transient
-
     limit = float(os.environ.get("CAMLABEL_WAIT_DB_RETRY_S", DEFAULT_WAIT_DB_RETRY_S))
     deadline = time.monotonic() + limit
     delay = RETRY_FIRST_S
@@ -108,8 +109,6 @@ def _job_row(job_id: int) -> Any:
 
 def _run_and_wait(job_id: int, *, inline: bool, wait: bool, quiet: bool = False) -> Any:
     """Run (inline) and/or wait for a job with a progress bar; exits 1 if it did not succeed."""
-    from worker.store.models import JobStatus
-
     if not quiet:
         click.echo(f"job {job_id} submitted" + (" (running in-process: no REDIS_URL)" if inline else ""), err=True)
     if not inline and not wait:
@@ -118,8 +117,6 @@ def _run_and_wait(job_id: int, *, inline: bool, wait: bool, quiet: bool = False)
     errors: list[BaseException] = []
     thread = None
     if inline:
-        from worker.queue.embedded import run_inline
-
         def target() -> None:
             try:
                 run_inline(job_id)
@@ -131,8 +128,6 @@ def _run_and_wait(job_id: int, *, inline: bool, wait: bool, quiet: bool = False)
     try:
         job = _poll(job_id, thread, show=not quiet)
     except KeyboardInterrupt:
-        from worker.queue.submit import request_cancel
-
         with _runtime().sessions() as session:
             request_cancel(session, job_id)
         raise click.ClickException(f"interrupted: cancel of job {job_id} requested (it stops at its next chunk)") from None
@@ -196,8 +191,6 @@ def collections_create(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def collections_list(as_json: bool) -> None:
     """List collections with their image counts."""
-    from worker.store.models import Collection
-
     with _runtime().sessions() as session:
         counts = image_counts(session)
         rows = [(i, n, counts.get(i, 0)) for i, n in session.execute(select(Collection.id, Collection.name).order_by(Collection.id)).all()]
@@ -216,8 +209,6 @@ def collections_list(as_json: bool) -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the import (with Redis).")
 def import_command(name: str, path: Path, manifest: Path | None, wait: bool) -> None:
     """Import images from PATH (a folder ROOT/<tag>/..., a .zip of one, or files listed in --manifest)."""
-    from worker.import_sources import ImportSourceError, list_source
-
     path = path.resolve()
     try:
         listing = list_source(path, manifest.resolve() if manifest else None)
@@ -326,9 +317,6 @@ def _job_dict(job: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, kind, status, done, total, error}.")
 def jobs_command(name: str, job_id: int | None, as_json: bool) -> None:
     """List the jobs of collection NAME, or `jobs cancel ID` to cancel job ID."""
-    from worker.queue.submit import request_cancel
-    from worker.store.models import Job
-
     runtime = _runtime()
     if name == "cancel" and job_id is not None:
         with runtime.sessions() as session:
@@ -363,10 +351,6 @@ def jobs_command(name: str, job_id: int | None, as_json: bool) -> None:
 @click.option("--hostname", default=None, help="Celery node name (default camlabel-<pid>@<host>).")
 def worker_command(queues: str, pool: str, concurrency: int, loglevel: str, hostname: str | None) -> None:
     """Run a Celery worker for camlabel jobs (needs REDIS_URL)."""
-    import os
-
-    from worker.queue.app import configure_celery
-
     runtime = _runtime()
     if runtime.settings.embedded:
         raise click.ClickException("REDIS_URL is not set: in embedded mode jobs run in-process; a separate worker needs Redis")

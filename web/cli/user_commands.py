@@ -5,11 +5,16 @@ from __future__ import annotations
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.serving import make_server
 
 from web.auth import create_token, set_password
 from web.cli.failures import reported
 from web.services.accounts import add_user
+from worker.queue.embedded import ensure_worker
+from worker.store.db import session_scope
+from worker.store.models import User
 
 
 def _sessions() -> sessionmaker[Session]:
@@ -40,11 +45,6 @@ def users_create(email: str, password: str, admin: bool) -> None:
 @with_appcontext
 def users_set_password(email: str, password: str) -> None:
     """Give EMAIL a new password; every session it had is logged out."""
-    from sqlalchemy import select
-
-    from worker.store.db import session_scope
-    from worker.store.models import User
-
     try:
         with session_scope(_sessions()) as session:
             user = session.scalar(select(User).where(User.email == email.strip().lower()))
@@ -67,11 +67,6 @@ def tokens() -> None:
 @with_appcontext
 def tokens_create(email: str, name: str | None) -> None:
     """Create an API token for EMAIL; the token is printed as the last line (shown once)."""
-    from sqlalchemy import select
-
-    from worker.store.db import session_scope
-    from worker.store.models import User
-
     with session_scope(_sessions()) as session:
         user = session.scalar(select(User).where(User.email == email.strip().lower()))
         if user is None:
@@ -88,13 +83,9 @@ def tokens_create(email: str, name: str | None) -> None:
 def run(host: str, port: int) -> None:
     """Serve the dashboard and API (threaded WSGI server). With no REDIS_URL the embedded
     in-process worker is started too, so jobs run with no Redis and no separate worker."""
-    from werkzeug.serving import make_server
-
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the LocalProxy's own method, absent from Flask's types
     runtime = app.extensions["camlabel"]
     if runtime.settings.embedded:
-        from worker.queue.embedded import ensure_worker
-
         ensure_worker()
         click.echo("embedded worker started (no REDIS_URL)")
     server = make_server(host, port, app, threaded=True)
