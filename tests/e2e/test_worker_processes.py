@@ -100,7 +100,7 @@ def _start_infer(cli: Cli) -> int:
 
 def test_cancel_a_queued_and_a_running_job(cli: Cli, workers: Workers, db_sessions,  # type: ignore[no-untyped-def]
     shared_dataset: Path, tmp_path: Path) -> None:
-    photos = copy_photos(shared_dataset, tmp_path / "photos", 50)  # 50 chunks of 2: still running when cancelled
+    photos = copy_photos(shared_dataset, tmp_path / "photos", 150)  # 150 chunks of 2: still running when cancelled
     cli("collections", "create", "rk")
     workers.start()
     cli("import", "rk", str(photos))

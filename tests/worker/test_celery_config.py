@@ -86,3 +86,35 @@ def test_embedded_worker_thread_runs_submitted_jobs(sqlite_runtime, photos: Path
             stop_worker()
     assert row.status is JobStatus.succeeded, row.error
     assert row.result["imported"] == 8
+
+
+def test_embedded_message_sent_for_another_database_never_runs_here(tmp_path: Path) -> None:
+    """After the process switches databases, a message it sent for the first one is dropped: its
+    job id names a row of that database (here job 1 of the second stays queued)."""
+    from worker.queue.send import send
+    from worker.queue.task import run_job
+    from worker.runtime import configure
+    from worker.store.migrate import upgrade
+    from worker.store.models import Collection, Job, JobStatus
+
+    runtimes = []
+    for name in ("first", "second"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        upgrade(url)
+        runtimes.append(configure(Settings(data_dir=tmp_path / name, database_url=url, redis_url=None)))
+        with runtimes[-1].sessions() as session:
+            collection = Collection(name=name)
+            session.add(collection)
+            session.flush()
+            session.add(Job(collection_id=collection.id, kind=JobKind.export, status=JobStatus.queued, params={}))
+            session.commit()
+    first, second = runtimes
+    send(1, "cpu", "sent-for-first", runtime=first)
+    assert run_job.apply(args=[1], task_id="sent-for-first").result == "sent for another database"  # second is current
+    with second.sessions() as session:
+        job = session.get(Job, 1)
+        assert job is not None and job.status is JobStatus.queued and job.attempts == 0
+    send(1, "cpu", "sent-for-second", runtime=second)
+    assert run_job.apply(args=[1], task_id="sent-for-second").result != "sent for another database"
+    for runtime in runtimes:
+        runtime.dispose()

@@ -19,6 +19,7 @@ from celery import Task, shared_task
 
 from worker.queue.app import RUN_JOB
 from worker.queue.execution import execute
+from worker.queue.send import sent_for_another_database
 from worker.queue.transient import TRANSIENT_ERRORS
 from worker.runtime import get_runtime
 
@@ -33,8 +34,14 @@ class RuntimeTask(Task):
         return super().__call__(*args, **kwargs)
 
 
-@shared_task(name=RUN_JOB, base=RuntimeTask, autoretry_for=TRANSIENT_ERRORS, retry_backoff=2, retry_backoff_max=120,
+@shared_task(name=RUN_JOB, base=RuntimeTask, bind=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=2, retry_backoff_max=120,
              retry_jitter=True, max_retries=8, acks_late=True, ignore_result=True)
-def run_job(job_id: int) -> str:
-    """Run job ``job_id`` (any kind); returns what happened, as :func:`execute` says."""
+def run_job(self: Task, job_id: int) -> str:
+    """Run job ``job_id`` (any kind); returns what happened, as :func:`execute` says.
+
+    In embedded mode a message this process sent for another database (it switched databases
+    since) is dropped: its job id names a row of that database, not of this one."""
+    runtime = get_runtime()
+    if runtime.settings.embedded and self.request.id and sent_for_another_database(self.request.id, runtime):
+        return "sent for another database"
     return execute(int(job_id))

@@ -87,8 +87,14 @@
   function putBox(box) {
     boxes.set(String(box.id), box);
     if (anno) {
-      if (anno.getAnnotationById(String(box.id))) anno.updateAnnotation(toAnnotation(box));
-      else anno.addAnnotation(toAnnotation(box));
+      try {
+        if (anno.getAnnotationById(String(box.id))) anno.updateAnnotation(toAnnotation(box));
+        else anno.addAnnotation(toAnnotation(box));
+      } catch (e) {
+        // the annotator was still settling (a key pressed right after the page loaded): the saved
+        // boxes are the truth, so it is given all of them again
+        anno.setAnnotations(sortedBoxes().map(toAnnotation));
+      }
       anno.setStyle(style);
     }
   }
