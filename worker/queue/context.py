@@ -97,16 +97,9 @@ class JobContext:
     @contextmanager
     def chunk(self, *, done: int, state: dict[str, Any] | None = None) -> Iterator[Session]:
         """One atomic chunk: the handler's writes plus ``done``/``state``, committed together."""
-        session = self.runtime.sessions()
-        try:
+        with session_scope(self.runtime.sessions) as session:
             yield session
             self._write_progress(session, done, self.total, state)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def _write_progress(self, session: Session, done: int, total: int | None, state: dict[str, Any] | None) -> None:
         values: dict[str, Any] = {"done": done, "heartbeat_at": utcnow()}
