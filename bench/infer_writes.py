@@ -19,17 +19,18 @@ so the job does not).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import socket
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
+
+from worker.store.db import temporary_postgres_database
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 STAGES = ("encode", "blob_puts", "categories", "map_rows", "box_rows", "commit")
@@ -65,21 +66,11 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="SQLite even when PostgreSQL is reachable")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    tmp = Path(tempfile.mkdtemp(prefix="camlabel-bench-writes-"))
     use_pg = not args.sqlite and _reachable(5432)
-    db_name = f"camlabel_bench_{uuid.uuid4().hex[:10]}"
-    admin = None
-    runtime = None
-    try:
-        from sqlalchemy import create_engine, text
-
-        if use_pg:
-            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{db_name}"'))
-            database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{db_name}"
-        else:
-            database_url = f"sqlite:///{tmp / 'bench.db'}"
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="camlabel-bench-writes-")))
+        sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
+        database_url = stack.enter_context(temporary_postgres_database(PG_ADMIN, prefix="camlabel_bench")) if use_pg else sqlite_url
         os.environ["DATABASE_URL"] = database_url
         os.environ["CAMLABEL_DATA_DIR"] = str(tmp / "data")
 
@@ -94,6 +85,7 @@ def main() -> None:
 
         upgrade(database_url)
         runtime = configure(Settings.from_env())
+        stack.callback(runtime.dispose)
         with runtime.sessions() as session:
             collection = Collection(name="bench")
             session.add(collection)
@@ -133,14 +125,6 @@ def main() -> None:
                     runtime.blobs.put_bytes(render_heatmap_png(cam, overlay_size(result.image_size), opacity=1.0), kind="overlays",
                                             suffix=".png")
         print(f"for reference, a 96 px heatmap PNG per map (render + put): {(time.perf_counter() - start) * 1e3 / len(ids):.3f} ms/image")
-    finally:
-        if runtime is not None:
-            runtime.dispose()
-        if admin is not None:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-            admin.dispose()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
