@@ -27,14 +27,14 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
 from torch import Tensor
 
 from camcore.boxes import BoxParams, BoxWorkers, MapsOfImage
-from camcore.cam import align_maps
+from camcore.cam import CamOutput, align_maps, select_pairs
 from camcore.forward_choice import ForwardVariant, choose_forward, default_variant
 from camcore.images import ImageLoadError, ImageSource, load_images
 from camcore.methods import map_method
@@ -43,7 +43,11 @@ from camcore.prepare import InferenceReport, example_batch, prepare_for_inferenc
 from camcore.streaming import LoadedBatch, default_loader_workers, loader_kind, stream_batches
 from camcore.transforms import Normalizer, preprocess
 
-__all__ = ["ImageResult", "Localizer"]
+__all__ = ["ImageResult", "Localizer", "Tags"]
+
+#: Per image the class indices to localise (its tags), or ``None`` for its ``top_k`` predicted
+#: classes; ``None`` for the whole sequence: every image's predicted classes.
+Tags = Sequence[Sequence[int] | None] | None
 
 
 @dataclass
@@ -205,12 +209,17 @@ class Localizer:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     @torch.no_grad()
-    def _maps_batch(self, batch: Tensor, tags: Sequence[Sequence[int]] | None, top_k: int) -> tuple[Tensor, list[dict[int, Tensor]]]:
+    def _maps_batch(self, batch: Tensor, tags: Tags, top_k: int) -> tuple[Tensor, list[dict[int, Tensor]]]:
         """One forward pass: ``(class probabilities[N, K], per image {class: raw map[h, w]})`` on the CPU."""
         n = batch.shape[0]
         x = self.normalize(batch)
+        if tags is not None and all(t is None for t in tags):
+            tags = None  # every image's predicted classes
         with self._autocast():
-            out = self.map_method(x, tags, top_k=top_k)
+            if tags is not None and any(t is None for t in tags):
+                out = self._mixed_maps(x, tags, top_k)
+            else:
+                out = self.map_method(x, cast("Sequence[Sequence[int]] | None", tags), top_k=top_k)
         probs = torch.sigmoid(out.logits).cpu()
         maps = align_maps(out.maps, self.shift_cells).cpu()
         img_idx = out.image_index.cpu().tolist()
@@ -224,7 +233,7 @@ class Localizer:
         self,
         batch: Tensor,
         image_sizes: Sequence[tuple[int, int]],
-        tags: Sequence[Sequence[int]] | None = None,
+        tags: Tags = None,
         *,
         top_k: int = 1,
     ) -> list[ImageResult]:
@@ -234,7 +243,7 @@ class Localizer:
             batch: uint8 ``Tensor[N, 3, S, S]``.
             image_sizes: (width, height) of each original image.
             tags: per image the class indices to localise, or ``None`` for its ``top_k``
-                predicted classes.
+                predicted classes (:data:`Tags`).
         """
         n = batch.shape[0]
         if len(image_sizes) != n:
@@ -243,17 +252,30 @@ class Localizer:
             return []
         sizes = [(int(w), int(h)) for w, h in image_sizes]
         probs, per_image = self._maps_batch(batch, tags, top_k)
-        job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, sizes, tags is None))
+        predicted = [tags is None or tags[i] is None for i in range(n)]
+        job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, sizes, predicted))
         return [ImageResult(b, s, lab, per_image[i], probs[i], sizes[i]) for i, (b, s, lab) in enumerate(job.result())]
+
+    def _mixed_maps(self, x: Tensor, tags: Sequence[Sequence[int] | None], top_k: int) -> CamOutput:
+        """The map method's forward pass for a batch of tagged and untagged images: each tagged
+        image's classes, each untagged one's ``top_k`` predicted classes (what two separate
+        passes would give, from one)."""
+        method = self.map_method
+        with method:  # hooks for this pass, as the method's own call registers them
+            features = method.model.features(x)
+            logits = method.model.head(features)
+            predicted = select_pairs(logits, None, top_k=top_k)[1].view(len(tags), -1).tolist()
+            image_index, class_index = select_pairs(logits, [predicted[i] if t is None else t for i, t in enumerate(tags)])
+            maps = method.maps(features, logits, image_index, class_index)
+        return CamOutput(logits=logits.float(), maps=maps.float(), image_index=image_index, class_index=class_index)
 
     @staticmethod
     def _box_inputs(probs: Tensor, per_image: list[dict[int, Tensor]], sizes: Sequence[tuple[int, int]],
-                    predicted: bool) -> list[MapsOfImage]:
+                    predicted: Sequence[bool]) -> list[MapsOfImage]:
         # a tagged class is known to be present: its boxes are scored on the map alone
-        return [MapsOfImage(per_image[i], sizes[i], probs[i] if predicted else None) for i in range(len(per_image))]
+        return [MapsOfImage(per_image[i], sizes[i], probs[i] if predicted[i] else None) for i in range(len(per_image))]
 
-    def _stream(self, batches: Iterable[LoadedBatch], tags: Sequence[Sequence[int]] | None,
-                top_k: int) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
+    def _stream(self, batches: Iterable[LoadedBatch], tags: Tags, top_k: int) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
         """Forward pass per batch as it arrives; its boxes are computed (by :attr:`boxes`) while
         the next batch runs. Yields ``(position, result or load error)`` in source order."""
         pending: deque[tuple[LoadedBatch, Tensor, list[dict[int, Tensor]], Any]] = deque()
@@ -272,7 +294,8 @@ class Localizer:
                 probs, per_image = self._maps_batch(batch.pixels, chunk_tags, top_k)
             else:
                 probs, per_image = torch.zeros((0, self.spec.num_classes)), []
-            job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, batch.sizes, tags is None))
+            predicted = [True] * len(batch.positions) if chunk_tags is None else [t is None for t in chunk_tags]
+            job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, batch.sizes, predicted))
             pending.append((batch, probs, per_image, job))
             while len(pending) > ahead:
                 yield from finish(pending.popleft())
@@ -282,7 +305,7 @@ class Localizer:
     def localize_files(
         self,
         sources: Sequence[ImageSource | Image.Image],
-        tags: Sequence[Sequence[int]] | None = None,
+        tags: Tags = None,
         *,
         top_k: int = 1,
     ) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
@@ -294,9 +317,12 @@ class Localizer:
         batch runs. Per-file behaviour is :func:`camcore.images.load_image`'s.
 
         Args:
-            sources: image files (or loaded ``PIL`` images).
-            tags: per source the class indices to localise, or ``None`` for the ``top_k``
-                predicted classes of each image.
+            sources: image files (or loaded ``PIL`` images). Any sequence: one stream (one set
+                of loader processes) can serve a whole job, its results read as they come.
+            tags: per source the class indices to localise, or ``None`` for that source's
+                ``top_k`` predicted classes (tagged and untagged images share batches); ``None``:
+                every source's predicted classes. Read when a source's batch reaches the
+                forward pass, so it may be filled lazily.
 
         Yields:
             ``(position in sources, ImageResult or ImageLoadError)``, in source order.

@@ -6,9 +6,14 @@ the built-in ImageNet-1k classifier, or absent for the newest model trained on t
 ``BoxParams`` fields; absent: the model version's ``calibration`` (a ``BoxParams`` dict, as
 ``camcore.calibration`` makes it), else camcore's defaults), ``batch_size``.
 
-Images are visited in id order, ``ctx.chunk_size`` at a time. An image's tags are mapped by
-category *name* onto the model's classes; an image with no matching tag gets its top-k
-predicted classes, and categories are created for class names the collection lacks. Per
+Images are visited in id order, ``ctx.chunk_size`` at a time. The images left when the job
+starts are listed once and stream through one loader
+(:meth:`camcore.localizer.Localizer.localize_files`: on CUDA its processes decode ahead across
+chunk boundaries, started once per job), read chunk by chunk; images added while the job runs
+get another pass. An image's tags are mapped by category *name* onto the model's classes (read
+per chunk, just before the chunk's forward pass); an image with no matching tag gets its top-k
+predicted classes (tagged and untagged images share batches), and categories are created for
+class names the collection lacks. A file that cannot be read fails its image alone. Per
 chunk: maps are stored as blobs first, one float16 ``.npy`` per map (content-addressed, so a
 re-run writes the same keys; the review pages paint heatmaps from them), then one transaction
 replaces the chunk's concept-map rows and CAM proposals of this model
@@ -17,11 +22,15 @@ version and advances the cursor. A chunk that was interrupted is simply redone.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
+from array import array
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import delete, select, update
 
@@ -56,48 +65,148 @@ class _Computed:
     failed: list[tuple[int, str]]
 
 
-def _compute_chunk(ctx: JobContext, localizer: Any, class_index: dict[str, int], cursor: int, top_k: int) -> _Computed | None:
-    """Read the next chunk after ``cursor`` and run the model on it; ``None`` when no image is left."""
+class _Files(Sequence[str]):
+    """File paths packed into one ``bytes`` (no Python object per path, so the loader processes,
+    forked from the job, read a job's million paths without copying them)."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        encoded = [os.fsencode(path) for path in paths]
+        self._packed = b"".join(encoded)
+        self._ends = array("q", itertools.accumulate(len(e) for e in encoded))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        start = self._ends[index - 1] if index > 0 else 0
+        return os.fsdecode(self._packed[start : self._ends[index]])  # IndexError past the end, as a list
+
+
+@dataclass
+class _Remaining:
+    """The images left to infer, in id order, when the pass over them starts.
+
+    Attributes:
+        ids: image ids (``array('q')``).
+        files: the stored file of each image that has a usable one.
+        file_rows: for each of ``files`` its index into ``ids`` (ascending).
+        unusable: index into ``ids`` -> why that image has no file to read.
+    """
+
+    ids: array[int]
+    files: _Files
+    file_rows: array[int]
+    unusable: dict[int, str]
+
+
+def _remaining(ctx: JobContext, cursor: int) -> _Remaining:
+    """Every image of the collection after ``cursor`` (status ok), with its file path."""
     from camcore.images import ImageLoadError
 
     with ctx.session() as session:
-        rows = session.execute(
-            select(Image.id, Image.storage_key).where(Image.collection_id == ctx.collection_id, Image.status == ImageStatus.ok,
-                                                      Image.id > cursor).order_by(Image.id).limit(ctx.chunk_size)
-        ).all()
-        ids = [row[0] for row in rows]
-        tags: dict[int, set[int]] = {}
-        for image_id, name in session.execute(select(ImageTag.image_id, Category.name).join(Category, Category.id == ImageTag.category_id)
-                                              .where(ImageTag.image_id.in_(ids))):
-            if name in class_index:
-                tags.setdefault(image_id, set()).add(class_index[name])
-    if not rows:
-        return None
-    # files, not decoded images, go to the localizer: it streams them (loader processes decoding
-    # ahead on CUDA, phased host threads on a CPU); a file that cannot be loaded fails alone
-    failed: list[tuple[int, str]] = []
-    files: list[tuple[int, Path]] = []
-    for image_id, key in rows:
+        rows = session.execute(select(Image.id, Image.storage_key).where(Image.collection_id == ctx.collection_id,
+                                                                         Image.status == ImageStatus.ok, Image.id > cursor)
+                               .order_by(Image.id)).all()
+    paths: list[Path] = []
+    file_rows = array("q")
+    unusable: dict[int, str] = {}
+    for row, (_image_id, key) in enumerate(rows):
         try:
             if not key:
                 raise ImageLoadError("the image has no stored file")
-            files.append((image_id, ctx.runtime.blobs.local_path(key)))
+            paths.append(ctx.runtime.blobs.local_path(key))
+            file_rows.append(row)
         except ImageLoadError as exc:
-            failed.append((image_id, exc.reason))
+            unusable[row] = exc.reason
         except Exception as exc:  # noqa: BLE001 - one bad key never stops the job
-            failed.append((image_id, f"{type(exc).__name__}: {exc}"))
-    results: dict[int, Any] = {}
-    tagged = [(image_id, path) for image_id, path in files if tags.get(image_id)]
-    untagged = [(image_id, path) for image_id, path in files if not tags.get(image_id)]
-    for group, wanted in ((tagged, [sorted(tags[image_id]) for image_id, _path in tagged]), (untagged, None)):
-        if not group:
-            continue
-        for position, outcome in localizer.localize_files([path for _id, path in group], wanted, top_k=top_k):
-            if isinstance(outcome, ImageLoadError):
-                failed.append((group[position][0], outcome.reason))
-            else:
-                results[group[position][0]] = outcome
-    return _Computed(ids=ids, results=results, failed=failed)
+            unusable[row] = f"{type(exc).__name__}: {exc}"
+    return _Remaining(ids=array("q", (row[0] for row in rows)), files=_Files(paths), file_rows=file_rows, unusable=unusable)
+
+
+class _ChunkTags(Sequence[list[int] | None]):
+    """Per file of a :class:`_Remaining` the model's classes of its image's tags (``None``: no tag
+    the model knows: its predicted classes), read from the database a chunk at a time when the
+    localizer first asks for one of the chunk's images (just before the chunk's forward pass)."""
+
+    def __init__(self, ctx: JobContext, remaining: _Remaining, class_index: dict[str, int]) -> None:
+        self.ctx = ctx
+        self.remaining = remaining
+        self.class_index = class_index
+        self.chunks: dict[int, dict[int, list[int]]] = {}  # chunk number -> image id -> classes
+
+    def __len__(self) -> int:
+        return len(self.remaining.files)
+
+    @overload
+    def __getitem__(self, index: int) -> list[int] | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[list[int] | None]: ...
+
+    def __getitem__(self, index: int | slice) -> list[int] | None | list[list[int] | None]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        row = self.remaining.file_rows[index]
+        chunk = row // self.ctx.chunk_size
+        if chunk not in self.chunks:
+            # files are asked for in ascending order (a batch may span chunks): older chunks are done
+            self.chunks = {c: tags for c, tags in self.chunks.items() if c >= chunk - 1}
+            self.chunks[chunk] = self._read(chunk)
+        return self.chunks[chunk].get(self.remaining.ids[row])
+
+    def _read(self, chunk: int) -> dict[int, list[int]]:
+        size = self.ctx.chunk_size
+        ids = list(self.remaining.ids[chunk * size : (chunk + 1) * size])
+        tags: dict[int, set[int]] = {}
+        with self.ctx.session() as session:
+            for image_id, name in session.execute(select(ImageTag.image_id, Category.name).join(Category, Category.id == ImageTag.category_id)
+                                                  .where(ImageTag.image_id.in_(ids))):
+                if name in self.class_index:
+                    tags.setdefault(image_id, set()).add(self.class_index[name])
+        return {image_id: sorted(classes) for image_id, classes in tags.items()}
+
+
+def _computed_chunks(ctx: JobContext, localizer: Any, remaining: _Remaining, class_index: dict[str, int],
+                     top_k: int) -> Generator[_Computed, None, None]:
+    """The model's results on ``remaining``, ``ctx.chunk_size`` images at a time, in id order.
+
+    One stream (:meth:`camcore.localizer.Localizer.localize_files`) serves every chunk: its loader
+    (processes decoding ahead on CUDA, phased host threads on a CPU) starts once, and tagged and
+    untagged images share its batches. A chunk is computed when it is asked for (and, on CUDA, the
+    start of the next one with it); closing the iterator stops the loader.
+    """
+    from camcore.images import ImageLoadError
+
+    stream = localizer.localize_files(remaining.files, _ChunkTags(ctx, remaining, class_index), top_k=top_k)
+    ids, file_rows = remaining.ids, remaining.file_rows
+    try:
+        position = 0  # the next file's
+        for start in range(0, len(ids), ctx.chunk_size):
+            end = min(start + ctx.chunk_size, len(ids))
+            failed = [(ids[row], remaining.unusable[row]) for row in range(start, end) if row in remaining.unusable]
+            results: dict[int, Any] = {}
+            while position < len(file_rows) and file_rows[position] < end:
+                got, outcome = next(stream)
+                assert got == position, f"the localizer answered file {got} for {position}"
+                image_id = ids[file_rows[position]]
+                if isinstance(outcome, ImageLoadError):
+                    failed.append((image_id, outcome.reason))
+                else:
+                    results[image_id] = outcome
+                position += 1
+            yield _Computed(ids=list(ids[start:end]), results=results, failed=failed)
+    finally:
+        stream.close()
 
 
 def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk: _Computed, done: int, cursor: int,
@@ -181,15 +290,14 @@ def run_infer_job(ctx: JobContext) -> dict[str, Any]:
             version = model_version_for(session, collection_id, ctx.state.get("model_version_id", infer.model_version_id))
         except ModelVersionMissing as exc:
             raise JobFailed(str(exc)) from exc
-        remaining = session.query(Image).filter(Image.collection_id == collection_id, Image.status == ImageStatus.ok,
-                                                Image.id > int(ctx.state.get("cursor", 0))).count()
         session.expunge(version)
+    remaining = _remaining(ctx, int(ctx.state.get("cursor", 0)))
     params = _box_params(infer.box_params, version)
     if "model_version_id" not in ctx.state:
         with ctx.chunk(done=0, state={"model_version_id": version.id, "cursor": 0, "images_failed": 0, "boxes": 0,
                                       "box_params": params.to_dict()}):
             pass
-    ctx.set_progress(ctx.done, ctx.done + remaining)
+    ctx.set_progress(ctx.done, ctx.done + len(remaining.ids))
     ctx.check()
     try:
         model, spec = load_model(version, ctx.runtime.blobs, ctx.device)
@@ -202,18 +310,27 @@ def run_infer_job(ctx: JobContext) -> dict[str, Any]:
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"camlabel-infer-{ctx.job_id}")
     pending: Future[int] | None = None
     try:
-        while True:
-            ctx.check()
-            chunk = _compute_chunk(ctx, localizer, class_index, cursor, top_k)
-            if chunk is None:
-                break
-            done += len(chunk.ids)
-            cursor = chunk.ids[-1]
+        while len(remaining.ids):
+            chunks = _computed_chunks(ctx, localizer, remaining, class_index, top_k)
+            try:
+                while True:
+                    ctx.check()
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        break
+                    done += len(chunk.ids)
+                    cursor = chunk.ids[-1]
+                    if pending is not None:
+                        pending.result()  # the previous chunk's write; its error surfaces here
+                    pending = writer.submit(_write_chunk, ctx, version.id, list(spec.class_names), chunk, done, cursor)
+            finally:
+                chunks.close()  # stops the loader (also on cancel, lost lease or error)
             if pending is not None:
-                pending.result()  # the previous chunk's write; its error surfaces here
-            pending = writer.submit(_write_chunk, ctx, version.id, list(spec.class_names), chunk, done, cursor)
-        if pending is not None:
-            pending.result()
+                pending.result()
+                pending = None
+            remaining = _remaining(ctx, cursor)  # images added while the job ran
+            if len(remaining.ids):
+                ctx.set_progress(ctx.done, ctx.done + len(remaining.ids))
     finally:
         writer.shutdown(wait=True)  # a chunk computed before a cancel is still committed
         localizer.close()
