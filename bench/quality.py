@@ -292,7 +292,8 @@ def load_ground_truth(collection: Collection, image_sizes: Sequence[tuple[int, i
 def train(paths: Sequence[Path], tags: Sequence[Sequence[int]], class_names: Sequence[str], *,
           arch: str = "efficientnet_lite0", input_size: int | None = None, seed: int = 0,
           device: str = "cpu", cache_dir: Path | None = None) -> tuple[GapClassifier, ModelSpec]:
-    """What the train job does: a linear GAP head on the tagged images, then objectness statistics.
+    """What the train job does: a linear GAP head on the tagged images, objectness statistics, then
+    the collection's box threshold chosen without ground truth (:mod:`camcore.threshold_choice`).
 
     Images without tags are left out (the job trains on tagged images); images that fail to load
     are skipped by ``train_head`` and left out of the objectness fit, as the job does.
@@ -301,6 +302,8 @@ def train(paths: Sequence[Path], tags: Sequence[Sequence[int]], class_names: Seq
         ``(model, spec)`` with ``spec.extra`` as the job stores it.
     """
     from camcore.objectness import SPEC_KEY, fit_objectness
+    from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice
+    from camcore.threshold_choice import SPEC_KEY as BOX_DEFAULTS_KEY
     from camcore.training import train_head
 
     tagged = [i for i, t in enumerate(tags) if t]
@@ -319,6 +322,11 @@ def train(paths: Sequence[Path], tags: Sequence[Sequence[int]], class_names: Seq
     stats = fit_objectness(trained.model, trained.spec, [str(t_paths[n]) for n in usable], [t_tags[n] for n in usable],
                            device=device)
     trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
+    choice = fit_threshold_choice(trained.model, trained.spec, [str(t_paths[n]) for n in usable],
+                                  [t_tags[n] for n in usable], device=device, seed=seed)
+    trained.spec.extra[REPORT_KEY] = choice.to_dict()
+    if choice.threshold is not None:
+        trained.spec.extra[BOX_DEFAULTS_KEY] = {"threshold": choice.threshold}
     return trained.model, trained.spec
 
 
@@ -464,6 +472,14 @@ class Product:
     stem: Path
 
 
+def box_params(spec: ModelSpec, cfg: RunConfig) -> BoxParams:
+    """The infer job's params: ``--box-params`` when given (a job's ``box_params``), else the model
+    version's starting calibration, which is the model's GT-free defaults."""
+    from camcore.threshold_choice import model_box_params
+
+    return BoxParams.from_dict(cfg.box_params) if cfg.box_params else model_box_params(spec)
+
+
 def product_results(collection: Collection, cfg: RunConfig, timing: Timing) -> Product:
     """Train (or load the cached model) and infer (or load the cached results) on ``collection``.
 
@@ -485,7 +501,7 @@ def product_results(collection: Collection, cfg: RunConfig, timing: Timing) -> P
         save_checkpoint(model, spec, ckpt.with_suffix(".tmp"))
         ckpt.with_suffix(".tmp").replace(ckpt)
     model, spec = load_checkpoint(ckpt, map_location=cfg.device)
-    params = BoxParams.from_dict(cfg.box_params or None)
+    params = box_params(spec, cfg)
     results_key = _digest({"model": model_key, "params": params.to_dict(), "code": _source_digest(infer)})
     stored = folder / f"results-{results_key}.pt"
     if cfg.use_cache and stored.is_file():
@@ -702,7 +718,7 @@ def run_collection(collection: Collection, cfg: RunConfig, *, reviewed: int = 0,
     # only now is the ground truth read, in the decoded images' pixels
     gt = load_ground_truth(collection, [None if r is None else r.image_size for r in results])
     k = len(collection.class_names)
-    params = BoxParams.from_dict(cfg.box_params or None)
+    params = box_params(spec, cfg)
     review = simulate_review(results, gt, k, reviewed, seeds, params) if reviewed else []
     scores = score(results, gt, k, cache_stem=product.stem if cfg.use_cache else None)
     return CollectionReport(collection, spec, timing, sum(r is None for r in results), scores, gt.class_names,
@@ -735,6 +751,12 @@ def collection_table(rep: CollectionReport) -> str:
         name = "**all**" if key is None else rep.class_names[key] + ("" if key < len(c.class_names) else " (not tagged)")
         lines.append(f"| {name} | {s.images} | {s.objects} | {s.boxes} | {_f(s.corloc)} | {_f(s.ap50)} | {_f(s.ap)} | "
                      f"{_f(s.mba)} | {_f(s.auroc)} | {_f(s.top_half_precision)} | {_f(s.precision)} |")
+    choice = (rep.spec.extra or {}).get("threshold_choice")
+    if choice:
+        lines += ["", "box threshold chosen without ground truth: "
+                  + (f"{choice['threshold']:g} of the map's maximum" if choice["threshold"] is not None else "the mean rule")
+                  + f" ({choice['reason']}; {choice['pairs']} pairs; mean crop probability "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in choice.get("mean_probability", {}).items()) + ")"]
     frac, best = best_centred(rep.centred)
     lines += ["", "centred box CorLoc@0.5: " + ", ".join(f"{int(f * 100)}% {_f(v)}" for f, v in rep.centred.items())
               + f" (best {_f(best)} at {int(frac * 100)}%)"]

@@ -10,11 +10,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from sqlalchemy import func, select
+from torchvision.ops import box_iou
 
-from camcore.boxes import BoxParams
+from camcore.boxes import BoxParams, boxes_from_maps
 from camcore.boxes.correction import corrections_from_extra
-from worker.store.models import Box, BoxSource, ModelVersion, ReviewStatus
+from camcore.concept_maps import decode_map
+from camcore.models import ModelSpec
+from camcore.threshold_choice import model_box_params
+from tests.prerequisites import dev_dataset
+from worker.store.models import Box, BoxSource, Category, ConceptMap, Image, Job, ModelVersion, ReviewStatus
 
 pytestmark = pytest.mark.slow  # trains a model and runs the camlabel CLI in processes
 
@@ -144,3 +150,42 @@ def test_calibrate_stores_params_and_recomputes_only_unreviewed_proposals(run, p
     run("calibrate", "rk", "--wait")  # idempotent: a re-run replaces, never duplicates
     _calibration, _per_pair, total_again = state()
     assert total_again == total
+
+
+
+def test_the_train_job_chooses_the_collections_box_threshold_and_infer_uses_it(run, sqlite_runtime) -> None:  # type: ignore[no-untyped-def]
+    """A new user's path on playing_cards (tags only): the train job picks a card-sized threshold
+    from the classifier's crops, stores it as the version's calibration, and the infer job's
+    proposals are exactly that rule's boxes of the stored maps."""
+    root = dev_dataset("playing_cards")
+    run("collections", "create", "cards")
+    run("import", "cards", str(root / "images"), "--manifest", str(root / "manifest.csv"), "--wait")
+    run("train", "cards", "--wait")
+    run("infer", "cards", "--wait")
+    with sqlite_runtime.sessions() as session:
+        version = session.scalars(select(ModelVersion)).one()
+        spec = ModelSpec.from_dict(version.spec)
+        report = spec.extra["threshold_choice"]
+        assert report["threshold"] == 0.5 and version.calibration["threshold"] == 0.5, report
+        params = BoxParams.from_dict(version.calibration)
+        assert model_box_params(spec) == params
+        train = session.scalars(select(Job).where(Job.kind == "train")).one()
+        assert "threshold 0.5" in train.result["box_threshold"], train.result
+        rows = session.execute(select(ConceptMap.image_id, ConceptMap.category_id, ConceptMap.raw_key)).all()
+        assert len(rows) > 300
+        class_of = {cid: spec.class_names.index(name) for cid, name in session.execute(select(Category.id, Category.name))}
+        differs_from_mean_rule = 0
+        for image_id in sorted({r[0] for r in rows})[:25]:
+            image = session.get(Image, image_id)
+            assert image is not None and image.width and image.height
+            size = (image.width, image.height)
+            maps = {class_of[cat]: decode_map(sqlite_runtime.blobs.read_bytes(key)) for i, cat, key in rows if i == image_id}
+            boxes, _scores, labels = boxes_from_maps(maps, size, params)  # from the float16 maps as stored
+            stored = session.execute(select(Box.x1, Box.y1, Box.x2, Box.y2, Box.category_id)
+                                     .where(Box.image_id == image_id, Box.source == BoxSource.cam)).all()
+            got = torch.tensor([[s[0], s[1], s[2], s[3]] for s in stored], dtype=torch.float32).reshape(-1, 4)
+            assert sorted(class_of[s[4]] for s in stored) == sorted(labels.tolist()), image_id
+            assert len(got) and bool((box_iou(got, boxes).max(dim=1).values >= 0.9).all()), (image_id, got, boxes)
+            mean_rule = boxes_from_maps(maps, size, BoxParams())[0]
+            differs_from_mean_rule += int(len(mean_rule) != len(got) or bool((box_iou(got, mean_rule).max(dim=1).values < 0.9).any()))
+        assert differs_from_mean_rule >= 10, differs_from_mean_rule

@@ -86,6 +86,11 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
         _fit_objectness(ctx, trained, [blobs.local_path(keys[i]) for i in usable], [targets[i] for i in usable], progress)
     except ValueError as exc:
         raise JobFailed(f"fitting the objectness statistics failed: {exc}") from exc
+    try:
+        calibration = _choose_threshold(ctx, trained, [blobs.local_path(keys[i]) for i in usable], [targets[i] for i in usable],
+                                   params.seed, progress)
+    except ValueError as exc:
+        raise JobFailed(f"choosing the box threshold failed: {exc}") from exc
     buffer = io.BytesIO()
     save_checkpoint(trained.model, trained.spec, buffer)
     checkpoint_key = blobs.put_bytes(buffer.getvalue(), kind="checkpoints", suffix=".pt")
@@ -93,12 +98,14 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     with ctx.chunk(done=ctx.done, state={}) as session:
         version = ModelVersion(collection_id=ctx.collection_id, name=name, arch=arch, spec=trained.spec.to_dict(),
                                class_names=list(trained.spec.class_names), checkpoint_key=checkpoint_key,
-                               metrics=_json_safe(trained.metrics), job_id=ctx.job_id)
+                               metrics=_json_safe(trained.metrics), job_id=ctx.job_id,
+                               calibration=calibration)
         session.add(version)
         session.flush()
         ctx.state["model_version_id"] = version.id
     return {"model_version_id": version.id, "classes": class_names, "images": len(image_ids),
-            "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap")}
+            "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap"),
+            "box_threshold": (trained.spec.extra or {}).get("threshold_choice", {}).get("reason")}
 
 
 def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> None:
@@ -111,6 +118,25 @@ def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list
 
     stats = fit_objectness(trained.model, trained.spec, paths, tags, device=ctx.device, progress=progress)
     trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
+
+
+def _choose_threshold(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], seed: int,
+                      progress: Any) -> dict[str, Any] | None:
+    """The collection's box threshold, chosen without ground truth (camcore.threshold_choice).
+
+    The choice goes into the model's spec (it travels with the checkpoint) and is returned as the
+    new version's starting calibration (the ``BoxParams`` infer jobs use until a calibrate job
+    refits it on reviewed boxes); ``None`` when the default rule stays.
+    """
+    from camcore.threshold_choice import REPORT_KEY, SPEC_KEY, fit_threshold_choice, model_box_params
+
+    choice = fit_threshold_choice(trained.model, trained.spec, paths, tags, device=ctx.device, seed=seed,
+                                  progress=progress)
+    extra = {**dict(trained.spec.extra or {}), REPORT_KEY: choice.to_dict()}
+    if choice.threshold is not None:
+        extra[SPEC_KEY] = {"threshold": choice.threshold}
+    trained.spec.extra = extra
+    return model_box_params(trained.spec).to_dict() if choice.threshold is not None else None
 
 
 def _json_safe(value: Any) -> Any:

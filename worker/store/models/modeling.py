@@ -17,7 +17,9 @@ class ModelVersion(Base):
     ``spec`` is camcore's model spec as JSON (architecture, class names, input size,
     normalisation); ``class_names`` repeats its class list for queries. ``collection_id``
     is the collection it was trained on, ``None`` for built-in ones (ImageNet-1k).
-    ``calibration`` holds per-class box parameters chosen from reviewed boxes.
+    ``calibration`` holds the ``BoxParams`` infer jobs use: the threshold the train job chose
+    without ground truth (:mod:`camcore.threshold_choice`), refitted on reviewed boxes by a
+    calibrate job; ``None``: camcore's defaults.
     """
 
     __tablename__ = "model_versions"
