@@ -27,6 +27,7 @@ def _compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
+@pytest.mark.slow  # starts docker compose twice
 def test_docker_compose_config_parses() -> None:
     command = _compose_command()
     if command is None:

@@ -32,6 +32,7 @@ def _run_probe(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess[st
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # starts pytest in a process
 def test_a_missing_dataset_skips_with_the_path_it_looked_at(tmp_path: Path) -> None:
     done = _run_probe(tmp_path, ci=None)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -39,6 +40,7 @@ def test_a_missing_dataset_skips_with_the_path_it_looked_at(tmp_path: Path) -> N
     assert f"the raccoon-kangaroo dev dataset is not at {tmp_path / 'absent' / 'raccoon-kangaroo'}" in done.stdout
 
 
+@pytest.mark.slow  # starts pytest in a process
 def test_under_ci_a_missing_dataset_fails_instead(tmp_path: Path) -> None:
     done = _run_probe(tmp_path, ci="true")
     assert done.returncode == 1, done.stdout + done.stderr

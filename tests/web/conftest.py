@@ -18,14 +18,16 @@ TEST_SECRET_KEY = "test-only-3b9f1c0d7e2a4f6b8c5d9e1a0f3b7c2d"  # strong enough 
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
-    """``make_app(db_url, **config)``: migrate ``db_url`` and build the app on it (embedded mode)."""
+    """``make_app(db_url, **config)``: migrate ``db_url`` and build the app on it (embedded mode);
+    ``migrate=False`` for a database that is already at head (``migrated_*_url``)."""
     from web import create_app
     from worker.store.migrate import upgrade
 
     apps: list[Flask] = []
 
-    def _make(db_url: str, **config: Any) -> Flask:
-        upgrade(db_url)
+    def _make(db_url: str, *, migrate: bool = True, **config: Any) -> Flask:
+        if migrate:
+            upgrade(db_url)
         app = create_app({"DATABASE_URL": db_url, "CAMLABEL_DATA_DIR": str(tmp_path / "data"), "REDIS_URL": None,
                           "SECRET_KEY": TEST_SECRET_KEY, **config})
         apps.append(app)
@@ -37,15 +39,16 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
 
 
 @pytest.fixture
-def app(make_app: Callable[..., Flask], sqlite_url: str) -> Flask:
+def app(migrated_sqlite_url: str, make_app: Callable[..., Flask]) -> Flask:
     """The app on a migrated SQLite database."""
-    return make_app(sqlite_url)
+    return make_app(migrated_sqlite_url, migrate=False)
 
 
 @pytest.fixture
-def db_app(make_app: Callable[..., Flask], db_url: str) -> Flask:
-    """The app on SQLite and on PostgreSQL (parametrized through ``db_url``)."""
-    return make_app(db_url)
+def db_app(migrated_db_url: str, make_app: Callable[..., Flask]) -> Flask:
+    """The app on SQLite and on PostgreSQL (parametrized through ``migrated_db_url``; the database is
+    asked for first, so the app lets go of it before it is emptied for the next test)."""
+    return make_app(migrated_db_url, migrate=False)
 
 
 @pytest.fixture

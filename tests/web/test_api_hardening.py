@@ -25,8 +25,8 @@ HUGE = 10**30
 
 
 @pytest.fixture
-def pg_setup(make_app: Callable[..., Flask], pg_url: str) -> tuple[Flask, Browser, Factory, int, dict[str, int]]:
-    app = make_app(pg_url)
+def pg_setup(migrated_pg_url: str, make_app: Callable[..., Flask]) -> tuple[Flask, Browser, Factory, int, dict[str, int]]:
+    app = make_app(migrated_pg_url, migrate=False)
     factory = Factory(app)
     factory.user("r@example.com")
     cid, cats = factory.collection()

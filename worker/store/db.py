@@ -59,10 +59,13 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @contextmanager
-def temporary_postgres_database(admin_url: str, *, prefix: str = "camlabel_tmp") -> Iterator[str]:
-    """Create an empty PostgreSQL database next to ``admin_url``'s; yields its URL; drops it after.
+def temporary_postgres_database(admin_url: str, *, prefix: str = "camlabel_tmp", template: str | None = None) -> Iterator[str]:
+    """Create a PostgreSQL database next to ``admin_url``'s; yields its URL; drops it after.
 
-    For tests and benchmarks (``CREATE DATABASE`` needs a role allowed to create databases).
+    Empty, or a copy of the database named ``template`` (``CREATE DATABASE ... TEMPLATE``: a
+    migrated template is copied in a fraction of the time the migrations take; nobody may be
+    connected to the template meanwhile). For tests and benchmarks (``CREATE DATABASE`` needs a
+    role allowed to create databases).
     """
     import uuid
 
@@ -72,7 +75,8 @@ def temporary_postgres_database(admin_url: str, *, prefix: str = "camlabel_tmp")
     admin = create_engine(normalise_database_url(admin_url), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+            copy_of = f' TEMPLATE "{template}"' if template is not None else ""
+            connection.execute(text(f'CREATE DATABASE "{name}"{copy_of}'))
         try:
             yield normalise_database_url(admin_url).rsplit("/", 1)[0] + f"/{name}"
         finally:
