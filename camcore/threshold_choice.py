@@ -7,7 +7,8 @@ its object: crop each candidate box, classify the crop, and compare.
 
 For a sample of tagged images, every tagged class's map is boxed with the default rule and with
 each fixed threshold of :data:`CANDIDATES` (fraction of the normalised map's maximum). The top
-box of each is cropped from the decoded photo, resized to :data:`CROP_SIZE` pixels and classified;
+box of each is cropped from the decoded photo, resized to half the network's input size (224 px
+for the default 448) and classified;
 its score is the sigmoid probability of the tagged class. A candidate replaces the default only
 when its crops score higher than the default's crops on the same (image, class) pairs, by a
 one-sided paired t-test at level :data:`ALPHA` and by at least :data:`MIN_GAIN` on average; of
@@ -45,12 +46,12 @@ from camcore.transforms import Normalizer, preprocess
 __all__ = [
     "ALPHA",
     "CANDIDATES",
-    "CROP_SIZE",
     "MIN_GAIN",
     "SPEC_KEY",
     "ThresholdChoice",
     "choose_threshold",
     "crop_probabilities",
+    "crop_size",
     "decide",
     "fit_threshold_choice",
     "model_box_params",
@@ -65,7 +66,6 @@ REPORT_KEY = "threshold_choice"
 CANDIDATES: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 ALPHA = 0.01
 MIN_GAIN = 0.01
-CROP_SIZE = 224
 MIN_PAIRS = 20
 """Fewer (image, class) pairs than this: no test is run and the default stays."""
 
@@ -101,10 +101,16 @@ def model_box_params(spec: ModelSpec, overrides: Mapping[str, Any] | None = None
     return BoxParams.from_dict({**base, **dict(overrides or {})})
 
 
+def crop_size(spec: ModelSpec) -> int:
+    """Side in pixels crops are classified at: half the network's input (a crop is at most the
+    whole photo; small objects are enlarged less than at the full input), at least 32."""
+    return max(32, int(spec.input_size) // 2)
+
+
 def crop_probabilities(model: GapClassifier, spec: ModelSpec, crops: Sequence[Image.Image], classes: Sequence[int], *,
                        device: str | torch.device = "cpu", batch_size: int = 64,
                        progress: Callable[[int, int], None] | None = None) -> Tensor:
-    """Sigmoid probability of ``classes[i]`` on ``crops[i]`` resized to :data:`CROP_SIZE` -> ``Tensor[M]``;
+    """Sigmoid probability of ``classes[i]`` on ``crops[i]`` resized to :func:`crop_size` -> ``Tensor[M]``;
     ``progress(done, total)`` after each batch."""
     if len(crops) != len(classes):
         raise ValueError(f"{len(classes)} classes for {len(crops)} crops")
@@ -114,7 +120,7 @@ def crop_probabilities(model: GapClassifier, spec: ModelSpec, crops: Sequence[Im
     with torch.inference_mode():
         for start in range(0, len(crops), batch_size):
             part = crops[start:start + batch_size]
-            probs = torch.sigmoid(model(norm(preprocess(part, CROP_SIZE)))).float().cpu()
+            probs = torch.sigmoid(model(norm(preprocess(part, crop_size(spec))))).float().cpu()
             idx = torch.tensor(classes[start:start + batch_size], dtype=torch.long)
             out[start:start + len(part)] = probs[torch.arange(len(part)), idx]
             if progress is not None:

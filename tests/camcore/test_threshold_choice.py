@@ -22,6 +22,7 @@ from camcore.threshold_choice import (
     SPEC_KEY,
     _crop,
     choose_threshold,
+    crop_size,
     decide,
     model_box_params,
 )
@@ -122,3 +123,8 @@ def test_a_real_classifier_scores_the_crops_of_every_rule(trained_shapes) -> Non
     assert REPORT_KEY == "threshold_choice"
     with pytest.raises(ValueError, match="same length"):
         choose_threshold(model, spec, images, [r.maps for r in results], [], tags)
+
+
+def test_crops_are_classified_at_half_the_network_input() -> None:
+    assert crop_size(ModelSpec(arch="efficientnet_lite0", class_names=["a"], input_size=448)) == 224
+    assert crop_size(ModelSpec(arch="tiny_cnn", class_names=["a"], input_size=40)) == 32

@@ -105,7 +105,8 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
         ctx.state["model_version_id"] = version.id
     return {"model_version_id": version.id, "classes": class_names, "images": len(image_ids),
             "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap"),
-            "box_threshold": (trained.spec.extra or {}).get("threshold_choice", {}).get("reason")}
+            "box_threshold": (trained.spec.extra or {}).get("threshold_choice", {}).get("reason"),
+            "summary": _summary(len(image_ids), len(class_names), (trained.spec.extra or {}).get("threshold_choice") or {})}
 
 
 def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> None:
@@ -137,6 +138,13 @@ def _choose_threshold(ctx: JobContext, trained: Any, paths: list[Path], tags: li
         extra[SPEC_KEY] = {"threshold": choice.threshold}
     trained.spec.extra = extra
     return model_box_params(trained.spec).to_dict() if choice.threshold is not None else None
+
+
+def _summary(images: int, classes: int, choice: dict[str, Any]) -> str:
+    """One line for the dashboard's job table: what was trained and the box threshold chosen."""
+    threshold = choice.get("threshold")
+    rule = f"{threshold:g} of each map's maximum" if threshold is not None else "each map's mean"
+    return f"Trained on {images} images, {classes} classes. Box threshold: {rule} ({choice.get('reason', 'not chosen')})."
 
 
 def _json_safe(value: Any) -> Any:
