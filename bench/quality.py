@@ -302,8 +302,7 @@ def train(paths: Sequence[Path], tags: Sequence[Sequence[int]], class_names: Seq
         ``(model, spec)`` with ``spec.extra`` as the job stores it.
     """
     from camcore.objectness import SPEC_KEY, fit_objectness
-    from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice
-    from camcore.threshold_choice import SPEC_KEY as BOX_DEFAULTS_KEY
+    from camcore.threshold_choice import fit_threshold_choice
     from camcore.training import train_head
 
     tagged = [i for i, t in enumerate(tags) if t]
@@ -324,9 +323,7 @@ def train(paths: Sequence[Path], tags: Sequence[Sequence[int]], class_names: Seq
     trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
     choice = fit_threshold_choice(trained.model, trained.spec, [str(t_paths[n]) for n in usable],
                                   [t_tags[n] for n in usable], device=device, seed=seed)
-    trained.spec.extra[REPORT_KEY] = choice.to_dict()
-    if choice.threshold is not None:
-        trained.spec.extra[BOX_DEFAULTS_KEY] = {"threshold": choice.threshold}
+    trained.spec.extra = choice.stored_in(trained.spec.extra)
     return trained.model, trained.spec
 
 

@@ -93,6 +93,14 @@ class ThresholdChoice:
         return {"threshold": self.threshold, "pairs": self.pairs, "mean_probability": dict(self.mean_probability),
                 "p_values": dict(self.p_values), "reason": self.reason}
 
+    def stored_in(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A model spec's ``extra`` with this choice: the report under :data:`REPORT_KEY`, a chosen
+        threshold under :data:`SPEC_KEY` (read back by :func:`model_box_params`)."""
+        out = {**dict(extra or {}), REPORT_KEY: self.to_dict()}
+        if self.threshold is not None:
+            out[SPEC_KEY] = {"threshold": self.threshold}
+        return out
+
 
 def model_box_params(spec: ModelSpec, overrides: Mapping[str, Any] | None = None) -> BoxParams:
     """The model's default ``BoxParams``: camcore's defaults with ``spec.extra[SPEC_KEY]`` applied,

@@ -91,6 +91,13 @@ def test_the_model_spec_carries_the_default_and_explicit_fields_win() -> None:
         model_box_params(plain, {"thresold": 0.3})
     # the spec round-trips through its dict form (how checkpoints and model versions store it)
     assert model_box_params(ModelSpec.from_dict(spec.to_dict())).threshold == 0.5
+    # a choice stored in a spec's extra: the report always, the threshold only when one was chosen
+    chosen = decide(_table(200, {0.5: 0.05}), CANDIDATES).stored_in({"objectness": {"kept": True}})
+    assert chosen[SPEC_KEY] == {"threshold": 0.5} and chosen[REPORT_KEY]["threshold"] == 0.5
+    assert chosen["objectness"] == {"kept": True}
+    kept = decide(_table(200, {}), CANDIDATES).stored_in(None)
+    assert SPEC_KEY not in kept and kept[REPORT_KEY]["threshold"] is None
+    assert model_box_params(ModelSpec(arch="tiny_cnn", class_names=["a"], input_size=64, extra=chosen)).threshold == 0.5
 
 
 def test_a_box_in_file_pixels_is_cut_from_an_image_decoded_smaller() -> None:

@@ -129,14 +129,11 @@ def _choose_threshold(ctx: JobContext, trained: Any, paths: list[Path], tags: li
     new version's starting calibration (the ``BoxParams`` infer jobs use until a calibrate job
     refits it on reviewed boxes); ``None`` when the default rule stays.
     """
-    from camcore.threshold_choice import REPORT_KEY, SPEC_KEY, fit_threshold_choice, model_box_params
+    from camcore.threshold_choice import fit_threshold_choice, model_box_params
 
     choice = fit_threshold_choice(trained.model, trained.spec, paths, tags, device=ctx.device, seed=seed,
                                   progress=progress)
-    extra = {**dict(trained.spec.extra or {}), REPORT_KEY: choice.to_dict()}
-    if choice.threshold is not None:
-        extra[SPEC_KEY] = {"threshold": choice.threshold}
-    trained.spec.extra = extra
+    trained.spec.extra = choice.stored_in(trained.spec.extra)
     return model_box_params(trained.spec).to_dict() if choice.threshold is not None else None
 
 

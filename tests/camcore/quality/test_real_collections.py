@@ -23,7 +23,6 @@ from camcore.metrics import corloc
 from camcore.models import ModelSpec
 from camcore.objectness import SPEC_KEY, fit_objectness
 from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice, model_box_params
-from camcore.threshold_choice import SPEC_KEY as BOX_DEFAULTS_KEY
 from camcore.training import train_head
 from tests.prerequisites import dev_dataset
 
@@ -45,10 +44,7 @@ def _train(paths: list[Path], tags: list[list[int]], class_names: list[str], cac
     stats = fit_objectness(trained.model, trained.spec, paths, tags)
     spec = ModelSpec.from_dict({**trained.spec.to_dict(), "extra": {**trained.spec.extra, SPEC_KEY: stats.to_dict()}})
     choice = fit_threshold_choice(trained.model, spec, paths, tags)
-    extra = {**spec.extra, REPORT_KEY: choice.to_dict()}
-    if choice.threshold is not None:
-        extra[BOX_DEFAULTS_KEY] = {"threshold": choice.threshold}
-    return trained.model, ModelSpec.from_dict({**spec.to_dict(), "extra": extra})
+    return trained.model, ModelSpec.from_dict({**spec.to_dict(), "extra": choice.stored_in(spec.extra)})
 
 
 def _localize(paths: list[Path], tags: list[list[int]], class_names: list[str], cache: Path) -> list[ImageResult]:
