@@ -16,7 +16,7 @@ from worker.store.models import ModelVersion
 IMAGENET_PREFIX = "imagenet-"
 _CACHE_SIZE = 2
 _lock = threading.Lock()
-_cache: OrderedDict[tuple[int, str], tuple[Any, Any]] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, str], tuple[Any, Any]] = OrderedDict()
 
 
 class ModelVersionMissing(LookupError):
@@ -70,8 +70,12 @@ def builtin_imagenet_version(session: Session, *, arch: str = "efficientnet_lite
 
 
 def load_model(version: ModelVersion, blobs: LocalBlobStore, device: str) -> tuple[Any, Any]:
-    """``(model, spec)`` of a model version on ``device`` (cached: at most two per process)."""
-    key = (version.id, device)
+    """``(model, spec)`` of a model version on ``device`` (cached: at most two per process).
+
+    The cache is keyed by the weights themselves (the blob store and checkpoint key, or the built-in
+    classifier's name), not by the row id: a process that serves several databases (the embedded
+    worker, the CLI) sees the same id name different models."""
+    key = (str(blobs.root), version.checkpoint_key or version.name, device)
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
