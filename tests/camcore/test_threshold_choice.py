@@ -127,7 +127,7 @@ def test_a_real_classifier_scores_the_crops_of_every_rule(trained_shapes) -> Non
     assert choice.threshold is None or choice.threshold in CANDIDATES
     report = choice.to_dict()
     assert report["pairs"] == choice.pairs and report["reason"] == choice.reason
-    assert REPORT_KEY == "threshold_choice"
+    assert choice.stored_in(None)[REPORT_KEY] == report
     with pytest.raises(ValueError, match="same length"):
         choose_threshold(model, spec, images, [r.maps for r in results], [], tags)
 
