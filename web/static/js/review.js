@@ -290,44 +290,71 @@
     return b;
   }
 
+  // One list row per box, rebuilt only when what it shows changed: a row under the pointer is
+  // never swapped out by an unrelated refresh, so a click on it is never lost.
+  const rows = new Map();  // box id -> {li, key}
+
+  function rowKey(box) {
+    return [box.version, box.status, box.category_id, box.score, String(box.id) === selectedId].join("|");
+  }
+
+  function buildRow(box) {
+    const li = document.createElement("li");
+    li.className = "box-item status-" + box.status + (String(box.id) === selectedId ? " selected" : "");
+    li.dataset.boxId = String(box.id);
+    li.dataset.status = box.status;
+    li.dataset.version = String(box.version);
+    li.setAttribute("aria-current", String(box.id) === selectedId ? "true" : "false");
+    const title = document.createElement("button");
+    title.type = "button";
+    title.className = "box-title";
+    title.textContent = "#" + box.id + " " + boxLabel(box) + " · " + box.status;
+    title.addEventListener("click", function (event) { event.stopPropagation(); select(String(box.id)); });
+    const cat = document.createElement("select");
+    cat.className = "box-category";
+    cat.setAttribute("aria-label", "class of box " + box.id);
+    data.categories.forEach(function (c) {
+      const option = document.createElement("option");
+      option.value = String(c.id);
+      option.textContent = c.name;
+      option.selected = c.id === box.category_id;
+      cat.appendChild(option);
+    });
+    cat.addEventListener("change", function () { patch(box, { category_id: Number(cat.value) }); });
+    cat.addEventListener("click", function (event) { event.stopPropagation(); });
+    li.append(title, cat,
+      button("Accept", "accept", function () { patch(box, { status: "accepted" }); }, "accept box " + box.id),
+      button("Reject", "reject", function () { patch(box, { status: "rejected" }); }, "reject box " + box.id),
+      button("Delete", "delete", function () { removeBox(box); }, "delete box " + box.id));
+    li.addEventListener("click", function () { select(String(box.id)); });
+    return li;
+  }
+
   function renderList() {
-    // focus stays where the user was: the same control of the same box after re-rendering
+    // focus stays where the user was: the same control of the same box when its row is rebuilt
     const active = document.activeElement;
     const activeItem = active && listEl.contains(active) ? active.closest("li") : null;
     const focusKey = activeItem ? [activeItem.dataset.boxId, active.className.split(" ")[0]] : null;
-    listEl.replaceChildren();
+    const shown = new Set();
+    let previous = null;
     sortedBoxes().forEach(function (box) {
-      const li = document.createElement("li");
-      li.className = "box-item status-" + box.status + (String(box.id) === selectedId ? " selected" : "");
-      li.dataset.boxId = String(box.id);
-      li.dataset.status = box.status;
-      li.dataset.version = String(box.version);
-      li.setAttribute("aria-current", String(box.id) === selectedId ? "true" : "false");
-      const title = document.createElement("button");
-      title.type = "button";
-      title.className = "box-title";
-      title.textContent = "#" + box.id + " " + boxLabel(box) + " · " + box.status;
-      title.addEventListener("click", function (event) { event.stopPropagation(); select(String(box.id)); });
-      const cat = document.createElement("select");
-      cat.className = "box-category";
-      cat.setAttribute("aria-label", "class of box " + box.id);
-      data.categories.forEach(function (c) {
-        const option = document.createElement("option");
-        option.value = String(c.id);
-        option.textContent = c.name;
-        option.selected = c.id === box.category_id;
-        cat.appendChild(option);
-      });
-      cat.addEventListener("change", function () { patch(box, { category_id: Number(cat.value) }); });
-      cat.addEventListener("click", function (event) { event.stopPropagation(); });
-      li.append(title, cat,
-        button("Accept", "accept", function () { patch(box, { status: "accepted" }); }, "accept box " + box.id),
-        button("Reject", "reject", function () { patch(box, { status: "rejected" }); }, "reject box " + box.id),
-        button("Delete", "delete", function () { removeBox(box); }, "delete box " + box.id));
-      li.addEventListener("click", function () { select(String(box.id)); });
-      listEl.appendChild(li);
+      const id = String(box.id);
+      const key = rowKey(box);
+      let row = rows.get(id);
+      if (!row || row.key !== key) {
+        if (row) row.li.remove();
+        row = { li: buildRow(box), key: key };
+        rows.set(id, row);
+      }
+      const expected = previous ? previous.nextSibling : listEl.firstChild;
+      if (row.li !== expected) listEl.insertBefore(row.li, expected);
+      previous = row.li;
+      shown.add(id);
     });
-    if (focusKey) {
+    rows.forEach(function (row, id) {
+      if (!shown.has(id)) { row.li.remove(); rows.delete(id); }
+    });
+    if (focusKey && !listEl.contains(active)) {
       const again = listEl.querySelector("li[data-box-id='" + focusKey[0] + "'] ." + focusKey[1]);
       if (again) again.focus();
       else canvas.focus();
