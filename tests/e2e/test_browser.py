@@ -175,6 +175,24 @@ def test_editing_a_box_deleted_in_another_session_removes_it_and_says_so(server:
     assert set(_boxes(server, image_id)) == {ids["reject"]}
 
 
+def test_a_refresh_keeps_the_rows_it_does_not_change_so_no_click_is_lost(server: Server, page: Any, shared_dataset: Path) -> None:
+    photo = shared_dataset / "raccoon" / "images" / "raccoon-4.jpg"
+    _collection_id, image_id, ids = _insert_review_rows(server, photo, name="stable-rows")
+    _open_image(page, server, image_id)
+    untouched = page.query_selector(f"li[data-box-id='{ids['reject']}']")
+    selected = page.query_selector(f"li[data-box-id='{ids['accept']}']")
+    page.click(f"li[data-box-id='{ids['accept']}'] .box-title")  # selecting a box refreshes the list
+    page.wait_for_selector(f"li[data-box-id='{ids['accept']}'].selected")
+    # the row whose box did not change is the same element: a press on its buttons survives the refresh
+    assert untouched.evaluate("el => el.isConnected")
+    assert not selected.evaluate("el => el.isConnected")  # the selected row was redrawn
+    assert page.locator("li.box-item").count() == 3
+    assert [int(v) for v in page.eval_on_selector_all("li.box-item", "els => els.map(e => e.dataset.boxId)")] == sorted(ids.values())
+    page.click(f"li[data-box-id='{ids['reject']}'] button.reject")
+    wait_saved(page, f"Saved box #{ids['reject']} (rejected)")
+    assert _boxes(server, image_id)[ids["reject"]].status.value == "rejected"
+
+
 def test_shortcuts_are_remapped_in_the_help_overlay_and_kept(server: Server, page: Any, shared_dataset: Path) -> None:
     photo = shared_dataset / "raccoon" / "images" / "raccoon-2.jpg"
     _collection_id, image_id, ids = _insert_review_rows(server, photo, name="remapped-keys")
