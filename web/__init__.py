@@ -72,6 +72,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from web.public import public_text
     from web.validation import Int64Converter
 
+    auth.password_hash_method()  # a CAMLABEL_PASSWORD_HASH that is no werkzeug method: refuse to start (ValueError)
     app.url_map.converters["int"] = Int64Converter  # before any route: ids beyond bigint are 404s
     app.jinja_env.filters["public_text"] = lambda value: public_text(value, settings.data_dir)
     throttle.init_app(app, settings.redis_url)

@@ -8,11 +8,16 @@ API tokens are 40 random url-safe characters prefixed ``cl_``; only their SHA-25
 A session cookie carries the user's ``session_generation`` as it was at login; logout and a
 password change increment it, so every cookie issued before stops working (on every device).
 A login attempt costs one password-hash check whether the email exists or not.
+
+Passwords are hashed with werkzeug's scrypt (2^15 rounds) unless ``CAMLABEL_PASSWORD_HASH`` names
+another werkzeug method (``scrypt`` or ``pbkdf2``, with parameters as werkzeug writes them, e.g.
+``pbkdf2:sha256:600000``). Stored hashes keep working whatever the setting: each names its method.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +44,10 @@ TOKEN_PREFIX = "cl_"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 SESSION_GENERATION_KEY = "_gen"  # the session cookie's copy of users.session_generation
 MIN_PASSWORD_LENGTH = 8
-_dummy_hash: str | None = None
+PASSWORD_HASH_ENV = "CAMLABEL_PASSWORD_HASH"
+DEFAULT_PASSWORD_HASH = "scrypt"
+_PASSWORD_HASH_FAMILIES = ("scrypt", "pbkdf2")
+_dummy_hash: tuple[str, str] | None = None  # (method, hash of a random password)
 
 
 @dataclass
@@ -72,7 +80,7 @@ def create_user(session: Session, email: str, password: str, *, admin: bool = Fa
     _check_password(password)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise ValueError(f"a user {email!r} already exists")
-    user = User(email=email, password_hash=generate_password_hash(password), role=Role.admin if admin else Role.reviewer, active=True)
+    user = User(email=email, password_hash=hash_password(password), role=Role.admin if admin else Role.reviewer, active=True)
     session.add(user)
     session.flush()
     return user
@@ -83,13 +91,32 @@ def _check_password(password: str) -> None:
         raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
 
 
+def password_hash_method() -> str:
+    """Werkzeug's method string for new password hashes (module doc). ``ValueError`` names the
+    setting when it is not a scrypt or pbkdf2 method."""
+    method = os.environ.get(PASSWORD_HASH_ENV, "").strip() or DEFAULT_PASSWORD_HASH
+    if method.split(":", 1)[0] not in _PASSWORD_HASH_FAMILIES:
+        raise ValueError(f"{PASSWORD_HASH_ENV}={method!r}: must be a werkzeug scrypt or pbkdf2 method, "
+                         "e.g. 'scrypt' or 'pbkdf2:sha256:600000'")
+    return method
+
+
+def hash_password(password: str) -> str:
+    """A salted hash of ``password`` with :func:`password_hash_method`."""
+    try:
+        return generate_password_hash(password, method=password_hash_method())
+    except (ValueError, TypeError) as exc:  # werkzeug's own refusal of the parameters
+        raise ValueError(f"{PASSWORD_HASH_ENV}: {exc}") from None
+
+
 def _unknown_user_hash() -> str:
     """A hash of a random password made like real ones, checked when the email is unknown or
     inactive so that a failed login costs the same hash work either way (no email oracle)."""
     global _dummy_hash
-    if _dummy_hash is None:
-        _dummy_hash = generate_password_hash(secrets.token_urlsafe(16))
-    return _dummy_hash
+    method = password_hash_method()
+    if _dummy_hash is None or _dummy_hash[0] != method:
+        _dummy_hash = (method, hash_password(secrets.token_urlsafe(16)))
+    return _dummy_hash[1]
 
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
@@ -108,7 +135,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
 def set_password(session: Session, user: User, password: str) -> None:
     """Give ``user`` a new password and end all its sessions (caller commits)."""
     _check_password(password)
-    user.password_hash = generate_password_hash(password)
+    user.password_hash = hash_password(password)
     end_sessions(session, user.id)
 
 

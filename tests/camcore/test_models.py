@@ -73,6 +73,19 @@ def test_torchvision_weights_missing_offline_name_both_options(arch: str, no_hub
     assert "CAMLABEL_ALLOW_DOWNLOAD" in message
 
 
+def test_vgg16_gap_takes_torchvisions_vgg16_convolutions(tmp_path: Path) -> None:
+    from torchvision.models import vgg16
+
+    torch.manual_seed(4)
+    upstream = vgg16(weights=None).eval()
+    path = tmp_path / "vgg16.pth"
+    torch.save({k: v for k, v in upstream.state_dict().items() if k.startswith("features.")}, path)
+    model = build_model(ModelSpec(arch="vgg16_gap", class_names=["a"], input_size=64), weights=path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # conv1_1 .. conv5_3 + ReLU are torchvision's, pool5 left out
+        assert torch.allclose(model.backbone.features(x), upstream.features[:30](x), atol=1e-5)
+
+
 def test_resnet_weights_from_a_local_file_and_from_the_hub_cache(tmp_path: Path, no_hub_cache: Path) -> None:
     from torchvision.models import ResNet18_Weights, resnet18
 

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from PIL import Image as PILImage
 
 PASSWORD = "correct horse battery"
-_PASSWORD_HASHES: dict[str, str] = {}  # password -> the hash Factory.user made for it first
+_PASSWORD_HASHES: dict[tuple[str, str], str] = {}  # (hash method, password) -> the hash Factory.user made for it first
 _CSRF_RE = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 
 
@@ -27,18 +27,19 @@ class Factory:
         return self.runtime.sessions()
 
     def user(self, email: str = "reviewer@example.com", *, admin: bool = False, password: str = PASSWORD) -> int:
-        """An active account. The first one with a given password in this process is made by
-        ``create_user``; later ones are the same row with the hash it made (a real scrypt hash of
-        that password: hashing costs about 0.1 s of CPU by design, and the web tests make hundreds
-        of accounts). Logging in still checks the password against the hash."""
-        from web.auth import create_user
+        """An active account. The first one with a given password and hash method in this process
+        is made by ``create_user``; later ones are the same row with the hash it made (a real hash
+        of that password: the web tests make hundreds of accounts). Logging in still checks the
+        password against the hash."""
+        from web.auth import create_user, password_hash_method
         from worker.store.models import Role, User
 
         with self.session() as s:
-            known = _PASSWORD_HASHES.get(password)
+            key = (password_hash_method(), password)
+            known = _PASSWORD_HASHES.get(key)
             if known is None:
                 user = create_user(s, email, password, admin=admin)
-                _PASSWORD_HASHES[password] = user.password_hash
+                _PASSWORD_HASHES[key] = user.password_hash
             else:
                 user = User(email=email, password_hash=known, role=Role.admin if admin else Role.reviewer, active=True)
                 s.add(user)

@@ -206,11 +206,13 @@ def test_login_throttle_is_shared_by_processes_through_redis(make_app: Callable[
         throttle._limiter.clear(throttle._address, address)
 
 
-def test_failed_login_costs_the_same_for_unknown_and_known_emails(app: Flask, factory: Factory) -> None:
+def test_failed_login_costs_the_same_for_unknown_and_known_emails(app: Flask, factory: Factory,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A login that skipped the password hash for an unknown email would tell which emails exist
-    by its time: both paths do one password-hash check."""
-    from web.auth import authenticate
+    by its time: both paths do one password-hash check, at the product's default cost."""
+    from web.auth import DEFAULT_PASSWORD_HASH, PASSWORD_HASH_ENV, authenticate
 
+    monkeypatch.setenv(PASSWORD_HASH_ENV, DEFAULT_PASSWORD_HASH)
     factory.user("known@example.com")
     session = factory.session()
 
@@ -225,3 +227,31 @@ def test_failed_login_costs_the_same_for_unknown_and_known_emails(app: Flask, fa
     session.close()
     assert unknown > 0.5 * known, (unknown, known)
     assert known > 0.5 * unknown, (unknown, known)
+
+
+def test_password_hash_method_is_scrypt_by_default_and_set_by_the_environment(make_app: Callable[..., Flask], sqlite_url: str,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import select
+
+    from web.auth import PASSWORD_HASH_ENV, authenticate, create_user, password_hash_method
+    from worker.store.models import User
+
+    monkeypatch.delenv(PASSWORD_HASH_ENV)
+    assert password_hash_method() == "scrypt"
+    monkeypatch.setenv(PASSWORD_HASH_ENV, "pbkdf2:sha256:2000")
+    app = make_app(sqlite_url)
+    sessions = app.extensions["camlabel"].sessions
+    with sessions() as s:
+        create_user(s, "pbkdf2@example.com", "long enough password")
+        s.commit()
+    monkeypatch.setenv(PASSWORD_HASH_ENV, "scrypt")  # hashes made before keep working
+    with sessions() as s:
+        assert s.scalar(select(User.password_hash).where(User.email == "pbkdf2@example.com")).startswith("pbkdf2:sha256:2000$")
+        assert authenticate(s, "pbkdf2@example.com", "long enough password") is not None
+        assert authenticate(s, "pbkdf2@example.com", "wrong password") is None
+    monkeypatch.setenv(PASSWORD_HASH_ENV, "md5")
+    with pytest.raises(ValueError, match="CAMLABEL_PASSWORD_HASH='md5': must be a werkzeug scrypt or pbkdf2 method"):
+        make_app(sqlite_url, migrate=False)
+    monkeypatch.setenv(PASSWORD_HASH_ENV, "pbkdf2:sha999")
+    with sessions() as s, pytest.raises(ValueError, match="CAMLABEL_PASSWORD_HASH: "):
+        create_user(s, "bad@example.com", "long enough password")
