@@ -70,6 +70,7 @@ import camcore
 from camcore.boxes import BoxParams
 from camcore.localizer import ImageResult
 from camcore.models import GapClassifier, ModelSpec
+from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice, model_box_params, rule_text
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "camlabel-quality-cache"
@@ -302,7 +303,6 @@ def train(paths: Sequence[Path], tags: Sequence[Sequence[int]], class_names: Seq
         ``(model, spec)`` with ``spec.extra`` as the job stores it.
     """
     from camcore.objectness import SPEC_KEY, fit_objectness
-    from camcore.threshold_choice import fit_threshold_choice
     from camcore.training import train_head
 
     tagged = [i for i, t in enumerate(tags) if t]
@@ -472,8 +472,6 @@ class Product:
 def box_params(spec: ModelSpec, cfg: RunConfig) -> BoxParams:
     """The infer job's params: ``--box-params`` when given (a job's ``box_params``), else the model
     version's starting calibration, which is the model's GT-free defaults."""
-    from camcore.threshold_choice import model_box_params
-
     return BoxParams.from_dict(cfg.box_params) if cfg.box_params else model_box_params(spec)
 
 
@@ -748,10 +746,9 @@ def collection_table(rep: CollectionReport) -> str:
         name = "**all**" if key is None else rep.class_names[key] + ("" if key < len(c.class_names) else " (not tagged)")
         lines.append(f"| {name} | {s.images} | {s.objects} | {s.boxes} | {_f(s.corloc)} | {_f(s.ap50)} | {_f(s.ap)} | "
                      f"{_f(s.mba)} | {_f(s.auroc)} | {_f(s.top_half_precision)} | {_f(s.precision)} |")
-    choice = (rep.spec.extra or {}).get("threshold_choice")
+    choice = (rep.spec.extra or {}).get(REPORT_KEY)
     if choice:
-        lines += ["", "box threshold chosen without ground truth: "
-                  + (f"{choice['threshold']:g} of the map's maximum" if choice["threshold"] is not None else "the mean rule")
+        lines += ["", "box threshold chosen without ground truth: " + rule_text(choice["threshold"])
                   + f" ({choice['reason']}; {choice['pairs']} pairs; mean crop probability "
                   + ", ".join(f"{k} {v:.3f}" for k, v in choice.get("mean_probability", {}).items()) + ")"]
     frac, best = best_centred(rep.centred)

@@ -6,16 +6,16 @@ objects of a collection are is not known from tags, but the classifier can say w
 its object: crop each candidate box, classify the crop, and compare.
 
 For a sample of tagged images, every tagged class's map is boxed with the default rule and with
-each fixed threshold of :data:`CANDIDATES` (fraction of the normalised map's maximum). The top
-box of each is cropped from the decoded photo, resized to half the network's input size (224 px
-for the default 448) and classified;
-its score is the sigmoid probability of the tagged class. A candidate replaces the default only
-when its crops score higher than the default's crops on the same (image, class) pairs, by a
-one-sided paired t-test at level :data:`ALPHA` and by at least :data:`MIN_GAIN` on average; of
-several such candidates, the one with the highest mean wins. Where crops of every size are
-recognised equally well (large objects, or classes the classifier cannot tell apart), the default
-stays. The minimum gain matters where the classifier is sure of almost every crop: probabilities
-of 0.994 and 0.997 can differ "significantly" over a few hundred pairs and say nothing.
+each fixed threshold of :data:`CANDIDATES` (fraction of the normalised map's maximum). The top box
+of each is cropped from the decoded photo, resized to half the network's input size (224 px for the
+default 448) and classified; its score is the sigmoid probability of the tagged class. A candidate
+replaces the default only when its crops score higher than the default's crops on the same (image,
+class) pairs, by a one-sided paired t-test at level :data:`ALPHA` and by at least :data:`MIN_GAIN`
+on average; of several such candidates, the one with the highest mean wins. Where crops of every
+size are recognised equally well (large objects, or classes the classifier cannot tell apart), the
+default stays. The minimum gain matters where the classifier is sure of almost every crop:
+probabilities of 0.994 and 0.997 can differ "significantly" over a few hundred pairs and say
+nothing.
 
 No constant here is fitted to a collection: the candidates span the threshold range, :data:`ALPHA`
 is the usual 1 % level and :data:`MIN_GAIN` one percentage point of probability.
@@ -55,6 +55,7 @@ __all__ = [
     "decide",
     "fit_threshold_choice",
     "model_box_params",
+    "rule_text",
 ]
 
 SPEC_KEY = "box_defaults"
@@ -100,6 +101,15 @@ class ThresholdChoice:
         if self.threshold is not None:
             out[SPEC_KEY] = {"threshold": self.threshold}
         return out
+
+
+def rule_text(threshold: float | None) -> str:
+    """The box rule in words: ``"0.5 of each map's maximum"``, or ``"each map's mean"`` (``None``)."""
+    return f"{threshold:g} of each map's maximum" if threshold is not None else "each map's mean"
+
+
+def _too_few(pairs: int) -> ThresholdChoice:
+    return ThresholdChoice(None, pairs, reason=f"{pairs} (image, class) pairs; {MIN_PAIRS} needed to test")
 
 
 def model_box_params(spec: ModelSpec, overrides: Mapping[str, Any] | None = None) -> BoxParams:
@@ -204,8 +214,8 @@ def choose_threshold(
                     classes.append(cls)
                 row.append(seen[key])
             rows.append(row)
-    if len(rows) < MIN_PAIRS:
-        return ThresholdChoice(None, len(rows), reason=f"{len(rows)} (image, class) pairs; {MIN_PAIRS} needed to test")
+    if len(rows) < MIN_PAIRS:  # decided before any crop is classified
+        return _too_few(len(rows))
     probs = crop_probabilities(model, spec, crops, classes, device=device, progress=progress).numpy()
     return decide(probs[np.array(rows)], candidates, alpha=alpha)
 
@@ -219,7 +229,7 @@ def decide(table: np.ndarray, candidates: Sequence[float], *, alpha: float = ALP
     names = ["mean", *(f"{t:g}" for t in candidates)]
     pairs = int(table.shape[0])
     if pairs < MIN_PAIRS:
-        return ThresholdChoice(None, pairs, reason=f"{pairs} (image, class) pairs; {MIN_PAIRS} needed to test")
+        return _too_few(pairs)
     means = {n: float(table[:, k].mean()) for k, n in enumerate(names)}
     p_values: dict[str, float] = {}
     for k, n in enumerate(names[1:], start=1):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -20,12 +20,16 @@ from worker.jobs.params import TrainParams
 from worker.queue.context import JobContext, JobFailed
 from worker.store.models import Category, Image, ImageStatus, ImageTag, ModelVersion
 
+if TYPE_CHECKING:
+    from camcore.threshold_choice import ThresholdChoice
+
 PROGRESS_EVERY_S = 1.0
 
 
 def run_train_job(ctx: JobContext) -> dict[str, Any]:
     """Handler of ``train`` jobs (see the module docstring)."""
     from camcore.models import ModelSpec, save_checkpoint
+    from camcore.threshold_choice import model_box_params, rule_text
     from camcore.training import train_head
 
     if ctx.collection_id is None:
@@ -87,10 +91,13 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     except ValueError as exc:
         raise JobFailed(f"fitting the objectness statistics failed: {exc}") from exc
     try:
-        calibration = _choose_threshold(ctx, trained, [blobs.local_path(keys[i]) for i in usable], [targets[i] for i in usable],
-                                   params.seed, progress)
+        choice = _choose_threshold(ctx, trained, [blobs.local_path(keys[i]) for i in usable],
+                                   [targets[i] for i in usable], params.seed, progress)
     except ValueError as exc:
         raise JobFailed(f"choosing the box threshold failed: {exc}") from exc
+    # the new version's starting calibration: the BoxParams infer jobs use until a calibrate job
+    # refits them on reviewed boxes; None while camcore's default rule stays
+    calibration = model_box_params(trained.spec).to_dict() if choice.threshold is not None else None
     buffer = io.BytesIO()
     save_checkpoint(trained.model, trained.spec, buffer)
     checkpoint_key = blobs.put_bytes(buffer.getvalue(), kind="checkpoints", suffix=".pt")
@@ -105,8 +112,9 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
         ctx.state["model_version_id"] = version.id
     return {"model_version_id": version.id, "classes": class_names, "images": len(image_ids),
             "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap"),
-            "box_threshold": (trained.spec.extra or {}).get("threshold_choice", {}).get("reason"),
-            "summary": _summary(len(image_ids), len(class_names), (trained.spec.extra or {}).get("threshold_choice") or {})}
+            "box_threshold": choice.reason,
+            "summary": f"Trained on {len(image_ids)} images, {len(class_names)} classes. "
+                       f"Box threshold: {rule_text(choice.threshold)} ({choice.reason})."}
 
 
 def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> None:
@@ -122,26 +130,15 @@ def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list
 
 
 def _choose_threshold(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], seed: int,
-                      progress: Any) -> dict[str, Any] | None:
-    """The collection's box threshold, chosen without ground truth (camcore.threshold_choice).
-
-    The choice goes into the model's spec (it travels with the checkpoint) and is returned as the
-    new version's starting calibration (the ``BoxParams`` infer jobs use until a calibrate job
-    refits it on reviewed boxes); ``None`` when the default rule stays.
-    """
-    from camcore.threshold_choice import fit_threshold_choice, model_box_params
+                      progress: Any) -> ThresholdChoice:
+    """The collection's box threshold, chosen without ground truth (camcore.threshold_choice) and
+    stored in the model's spec (it travels with the checkpoint)."""
+    from camcore.threshold_choice import fit_threshold_choice
 
     choice = fit_threshold_choice(trained.model, trained.spec, paths, tags, device=ctx.device, seed=seed,
                                   progress=progress)
     trained.spec.extra = choice.stored_in(trained.spec.extra)
-    return model_box_params(trained.spec).to_dict() if choice.threshold is not None else None
-
-
-def _summary(images: int, classes: int, choice: dict[str, Any]) -> str:
-    """One line for the dashboard's job table: what was trained and the box threshold chosen."""
-    threshold = choice.get("threshold")
-    rule = f"{threshold:g} of each map's maximum" if threshold is not None else "each map's mean"
-    return f"Trained on {images} images, {classes} classes. Box threshold: {rule} ({choice.get('reason', 'not chosen')})."
+    return choice
 
 
 def _json_safe(value: Any) -> Any:
