@@ -1,6 +1,6 @@
 """Pseudo-label quality on any collection: the product's own code path, ground truth only to score.
 
-    .venv/bin/python bench/quality.py [--dataset DIR ...] [--reviewed N [--seeds S]] [--cache DIR]
+    .venv/bin/python bench/quality.py [--dataset DIR ...] [--reviewed N [--seeds S]] [--random-tags K] [--cache DIR]
 
 Without ``--dataset``, every collection under ``../shared/datasets/`` is run. Two layouts:
 
@@ -38,7 +38,9 @@ summary table puts the collections side by side; the last line is machine-readab
 
     quality: corloc=<x> ap50=<x> auroc=<x> top_half_precision=<x> [corloc_after_review=<x>]
 
-(means over the collections run). The trained model and the per-image results (boxes, scores,
+(means over the collections run). ``--random-tags K`` replaces each image's one tag by one of K
+tags drawn at random (the objects follow their image's new tag when scored): a collection whose
+tags the classifier cannot tell apart, as fine-grained tags the features do not separate. The trained model and the per-image results (boxes, scores,
 stored maps) are cached under ``--cache``, keyed by collection, input size and a hash of what they
 depend on (files, tags, seed, box params, camcore's source and the product-path function's
 source), so a second run only scores; pooled training features are cached by ``train_head``
@@ -109,6 +111,9 @@ class Collection:
     layout: str  # "coco" | "voc"
     class_names: tuple[str, ...]
     samples: tuple[Sample, ...]
+    # with --random-tags: per sample the class name its tag replaced (the ground truth's name of
+    # the objects that now carry the random tag); empty otherwise
+    replaced: tuple[str, ...] = ()
 
     @property
     def paths(self) -> list[Path]:
@@ -196,6 +201,27 @@ def _voc_collection(root: Path) -> Collection:
     return Collection(root.name, root, "voc", class_names, tuple(samples))
 
 
+def with_random_tags(collection: Collection, k: int, seed: int = 0) -> Collection:
+    """``collection`` with each image's tag replaced by one of ``k`` tags drawn at random (seeded):
+    tags the classifier cannot tell apart, as fine-grained tags the features do not separate. The
+    objects of an image's former class are scored as objects of its new tag.
+
+    Raises:
+        DatasetError: ``k < 2``, or an image has no tag or several (its objects could not follow one tag).
+    """
+    if k < 2:
+        raise DatasetError(f"--random-tags needs at least 2 tags, got {k}")
+    several = [s.path.name for s in collection.samples if len(s.tags) != 1]
+    if several:
+        raise DatasetError(f"--random-tags needs one tag per image; {collection.name} has {len(several)} images "
+                           f"with none or several (e.g. {several[:3]})")
+    rng = random.Random(seed)
+    names = tuple(f"random{i:02d}" for i in range(k))
+    samples = tuple(Sample(s.path, (rng.randrange(k),)) for s in collection.samples)
+    replaced = tuple(collection.class_names[s.tags[0]] for s in collection.samples)
+    return Collection(f"{collection.name}-random{k}", collection.root, collection.layout, names, samples, replaced)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ground truth: read only for scoring
 
@@ -275,6 +301,9 @@ def load_ground_truth(collection: Collection, image_sizes: Sequence[tuple[int, i
         for s in collection.samples:
             ann = s.path.parent.parent / "annotations" / (s.path.stem + ".xml")
             raw.append(parse_voc(ann) if ann.is_file() else ([], [], (0, 0)))
+    if collection.replaced:  # random tags: the objects of the former class carry the image's new tag
+        raw = [(boxes, [collection.class_names[s.tags[0]] if n == old else n for n in found], wh)
+               for (boxes, found, wh), s, old in zip(raw, collection.samples, collection.replaced, strict=True)]
     names = list(collection.class_names)
     for _b, found, _wh in raw:  # classes only the ground truth names: never tagged, always missed
         names.extend(sorted({n for n in found if n not in names}))
@@ -810,6 +839,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--random-tags", type=int, default=None, metavar="K",
+                    help="replace each image's single tag by one of K random tags (seeded by --seed): tags the "
+                         "classifier cannot tell apart")
     ap.add_argument("--no-cache", action="store_true", help="recompute the model and results (features cached by train_head stay)")
     args = ap.parse_args(argv)
     if args.reviewed < 0 or args.seeds < 1:
@@ -818,6 +850,8 @@ def main(argv: list[str] | None = None) -> int:
         BoxParams.from_dict(args.box_params)
         roots = args.dataset or find_collections(DATASETS)
         collections = [load_collection(r) for r in roots]
+        if args.random_tags is not None:
+            collections = [with_random_tags(c, args.random_tags, args.seed) for c in collections]
     except (DatasetError, ValueError, TypeError) as exc:
         ap.error(str(exc))
     from camcore.allocator import keep_freed_memory

@@ -28,7 +28,8 @@ __all__ = ["DdtCam"]
 
 
 class DdtCam(MapMethod):
-    """``(minmax(cam) + minmax(ddt)) / 2`` per pair.
+    """``(minmax(cam) + minmax(ddt)) / 2`` per pair; ``ddt`` alone for a class whose CAM disagrees
+    with its objectness (``ObjectnessStats.uses_cam``).
 
     Attributes:
         stats: the fitted :class:`~camcore.objectness.ObjectnessStats` of ``spec``, or ``None``.
@@ -48,6 +49,5 @@ class DdtCam(MapMethod):
         descriptors = self.captured.get("descriptors", features)
         if self.stats is not None and self.stats.channels == descriptors.shape[1]:
             objectness = objectness_maps(descriptors, self.stats, image_index, class_index)
-        else:
-            objectness = per_image_objectness(descriptors, cams, image_index)
-        return fuse_maps(cams, objectness.float())
+            return fuse_maps(cams, objectness.float(), self.stats.cam_weights(class_index))
+        return fuse_maps(cams, per_image_objectness(descriptors, cams, image_index).float())

@@ -166,6 +166,27 @@ def test_voc_ground_truth_scaled_and_missing_annotations_empty(voc_dir: Path) ->
     assert gt.labels[3].tolist() == [1]
 
 
+def test_random_tags_replace_each_images_tag_and_its_objects_follow(voc_dir: Path, coco_dir: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    c = q.with_random_tags(q.load_collection(voc_dir), 3, seed=0)
+    assert c.name == "tinyvoc-random3" and c.class_names == ("random00", "random01", "random02")
+    assert all(len(s.tags) == 1 and 0 <= s.tags[0] < 3 for s in c.samples)
+    assert len({s.tags[0] for s in c.samples}) > 1  # drawn, not one tag for all
+    assert c.replaced == ("blue",) * 3 + ("red",) * 3
+    assert q.with_random_tags(q.load_collection(voc_dir), 3, seed=0) == c  # seeded
+    gt = q.load_ground_truth(c, [(80, 64)] * len(c.samples))
+    for s, labels in zip(c.samples, gt.labels, strict=True):
+        assert labels.tolist() in ([], [s.tags[0]])  # r3 has no annotation file
+    assert gt.class_names == c.class_names
+    for bad, says in ((lambda: q.with_random_tags(q.load_collection(coco_dir), 3), "one tag per image"),
+                      (lambda: q.with_random_tags(q.load_collection(voc_dir), 1), "at least 2")):
+        with pytest.raises(q.DatasetError, match=says):
+            bad()
+    with pytest.raises(SystemExit) as exc:
+        q.main(["--dataset", str(coco_dir), "--random-tags", "4"])
+    assert exc.value.code == 2 and "one tag per image" in capsys.readouterr().err
+
+
 def test_product_path_never_receives_ground_truth(coco_dir: Path, voc_dir: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []

@@ -173,6 +173,7 @@ def test_the_train_job_chooses_the_collections_box_threshold_and_infer_uses_it(r
         train = session.scalars(select(Job).where(Job.kind == "train")).one()
         assert "threshold 0.5" in train.result["box_threshold"], train.result
         assert "Box threshold: 0.5 of each map's maximum" in train.result["summary"], train.result
+        assert train.result["objectness_only"] == [], train.result  # every class map agrees with the objectness
         rows = session.execute(select(ConceptMap.image_id, ConceptMap.category_id, ConceptMap.raw_key)).all()
         assert len(rows) > 300
         class_of = {cid: spec.class_names.index(name) for cid, name in session.execute(select(Category.id, Category.name))}

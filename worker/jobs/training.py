@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from worker.queue.context import JobContext, JobFailed
 from worker.store.models import Category, Image, ImageStatus, ImageTag, ModelVersion
 
 if TYPE_CHECKING:
+    from camcore.objectness import ObjectnessStats
     from camcore.threshold_choice import ThresholdChoice
 
 PROGRESS_EVERY_S = 1.0
@@ -87,7 +89,7 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     skipped = {int(item["index"]) for item in trained.metrics.get("skipped", [])}
     usable = [i for n, i in enumerate(image_ids) if n not in skipped]
     try:
-        _fit_objectness(ctx, trained, [blobs.local_path(keys[i]) for i in usable], [targets[i] for i in usable], progress)
+        stats = _fit_objectness(ctx, trained, [blobs.local_path(keys[i]) for i in usable], [targets[i] for i in usable], progress)
     except ValueError as exc:
         raise JobFailed(f"fitting the objectness statistics failed: {exc}") from exc
     try:
@@ -113,20 +115,40 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
     return {"model_version_id": version.id, "classes": class_names, "images": len(image_ids),
             "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap"),
             "box_threshold": choice.reason,
+            "objectness_only": objectness_only(stats, trained.spec.class_names),
             "summary": f"Trained on {len(image_ids)} images, {len(class_names)} classes. "
-                       f"Box threshold: {rule_text(choice.threshold)} ({choice.reason})."}
+                       f"Box threshold: {rule_text(choice.threshold)} ({choice.reason})."
+                       + objectness_note(stats, trained.spec.class_names)}
 
 
-def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> None:
+def objectness_only(stats: ObjectnessStats, class_names: Sequence[str]) -> list[str]:
+    """Names of the classes whose class map disagrees with the objectness (boxed by it alone)."""
+    assert stats.uses_cam is not None  # set by ObjectnessStats
+    return [class_names[c] for c in range(len(class_names)) if bool(stats.valid[c]) and not bool(stats.uses_cam[c])]
+
+
+def objectness_note(stats: ObjectnessStats, class_names: Sequence[str], *, listed: int = 5) -> str:
+    """One sentence for the job summary when some classes are boxed by the objectness alone, else ``""``."""
+    apart = objectness_only(stats, class_names)
+    if not apart:
+        return ""
+    names = ", ".join(apart[:listed]) + (f" and {len(apart) - listed} more" if len(apart) > listed else "")
+    return (f" {len(apart)} of {len(class_names)} classes are boxed by the collection's objectness alone: their "
+            f"class maps point away from the objects (the classifier cannot tell these tags apart): {names}.")
+
+
+def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> ObjectnessStats:
     """Per-class DDT statistics (camcore.objectness) of the trained model, stored in its spec.
 
-    The default box method fuses each class map with them; one more forward pass over the
-    training images (images that failed to load during training are left out).
+    The default box method fuses each class map with them (or uses them alone for a class whose
+    map disagrees); one more forward pass over the training images (images that failed to load
+    during training are left out).
     """
     from camcore.objectness import SPEC_KEY, fit_objectness
 
     stats = fit_objectness(trained.model, trained.spec, paths, tags, device=ctx.device, progress=progress)
     trained.spec.extra = {**dict(trained.spec.extra or {}), SPEC_KEY: stats.to_dict()}
+    return stats
 
 
 def _choose_threshold(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], seed: int,

@@ -16,6 +16,7 @@ from camcore.objectness import (
     capture_descriptors,
     fit_objectness,
     fuse_maps,
+    minmax,
     objectness_maps,
 )
 from camcore.transforms import preprocess
@@ -75,6 +76,40 @@ def test_accumulator_orients_the_component_towards_the_cam_and_validates_input()
         except ValueError:
             continue
         raise AssertionError("bad input accepted")
+
+
+def test_classes_whose_cam_points_away_from_the_object_use_one_pooled_objectness_alone() -> None:
+    """The activations orient the component; a class map that correlates negatively with it is
+    not used, and such classes share one component fitted on all their pixels."""
+    rng = np.random.default_rng(1)
+    feats = torch.from_numpy(rng.normal(0, 0.1, size=(6, 8, 6, 6))).float()
+    feats[:, 3, 1:3, 1:3] += 5.0  # the object: strong on channel 3, top-left
+    activations = feats.clamp(min=0).sum(1)  # high on the object
+    on_object = [(feats[i, 3] > 1).float() for i in range(6)]
+    tags = [[0], [0], [1], [1], [2], [2]]
+    cams = [{t[0]: on_object[i] if t[0] == 0 else -on_object[i]} for i, t in enumerate(tags)]  # 1, 2: background
+    acc = DdtAccumulator(3, 8)
+    acc.update(feats, tags, cams, activations)
+    stats = acc.finalize()
+    assert stats.uses_cam is not None and stats.cam_agreement is not None
+    assert stats.uses_cam.tolist() == [True, False, False]
+    assert float(stats.cam_agreement[0]) > 0.9 and float(stats.cam_agreement[1]) < -0.9
+    assert torch.equal(stats.direction[1], stats.direction[2]) and torch.equal(stats.mean[1], stats.mean[2])
+    assert float(stats.direction[1, 3]) > 0.9  # oriented towards the object by the activations
+    index = torch.tensor([0, 2, 4])
+    cls = torch.tensor([0, 1, 2])
+    objectness = objectness_maps(feats, stats, index, cls)
+    cam = torch.stack([cams[i][int(c)] for i, c in zip(index.tolist(), cls.tolist(), strict=True)])
+    fused = fuse_maps(cam, objectness, stats.cam_weights(cls))
+    torch.testing.assert_close(fused[0], fuse_maps(cam[:1], objectness[:1])[0])  # the usual half-half
+    torch.testing.assert_close(fused[1:], minmax(objectness[1:]))  # the objectness alone
+    assert float(fused[1, 1:3, 1:3].min()) > float(fused[1, 4:, 4:].max())
+    restored = ObjectnessStats.from_dict(json.loads(json.dumps(stats.to_dict())))
+    assert restored.uses_cam is not None and restored.uses_cam.tolist() == [True, False, False]
+    old = {k: v for k, v in stats.to_dict().items() if k not in ("uses_cam", "cam_agreement")}
+    assert ObjectnessStats.from_dict(old).uses_cam.tolist() == [True, True, True]  # type: ignore[union-attr]  # stored before
+    with pytest.raises(ValueError, match="activations"):
+        acc.update(feats, tags, cams, activations[:, :3])
 
 
 def test_efficientnet_descriptors_are_the_head_conv_input_and_the_hook_is_removed() -> None:

@@ -21,7 +21,7 @@ from camcore.images import load_image
 from camcore.localizer import ImageResult, Localizer
 from camcore.metrics import corloc
 from camcore.models import ModelSpec
-from camcore.objectness import SPEC_KEY, fit_objectness
+from camcore.objectness import SPEC_KEY, ObjectnessStats, fit_objectness
 from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice, model_box_params
 from camcore.training import train_head
 from tests.prerequisites import dev_dataset
@@ -72,6 +72,40 @@ def test_tags_the_classifier_cannot_tell_apart_still_give_boxes_better_than_a_ce
     rng = random.Random(0)
     tags = [[rng.randrange(2)] for _ in paths]  # "a" / "b", independent of what is in the photo
     results = _localize(paths, tags, ["a", "b"], tmp_path / "features")
+    truth = []
+    for p, t in zip(paths, tags, strict=True):
+        boxes = _voc_boxes(p.parent.parent / "annotations" / f"{p.stem}.xml")
+        truth.append((boxes, torch.full((len(boxes),), t[0], dtype=torch.long)))
+    ours = corloc(results, truth)
+    sizes = [r.image_size for r in results]
+    centred = max(corloc([(_centre(s, f), torch.ones(1), torch.tensor(t)) for s, t in zip(sizes, tags, strict=True)], truth)
+                  for f in (0.4, 0.6, 0.8))
+    assert ours >= centred + 0.1, (ours, centred)
+
+
+def test_many_tags_the_classifier_cannot_tell_apart_use_the_objectness_alone_and_beat_a_centred_box(tmp_path: Path) -> None:
+    """Many rare tags drawn at random (as fine-grained tags the features cannot separate): the
+    head learns each tag *against* the common object, so every class map points at the
+    background: fused with the objectness as for tags it can tell apart, the maps localise 0.34
+    of these 120 photos, below the best centred box (0.49). The objectness statistics see that the
+    class maps disagree with them and box with the objectness alone (0.68)."""
+    root = dev_dataset("raccoon-kangaroo")
+    paths = [p for c in ("kangaroo", "raccoon") for p in sorted((root / c / "images").glob("*.jpg"))[:60]]
+    paths = [p for p in paths if p.name != "00090.jpg"]  # the truncated file
+    rng = random.Random(0)
+    names = [f"tag{k}" for k in range(12)]
+    tags = [[rng.randrange(len(names))] for _ in paths]
+    model, spec = _train(paths, tags, names, tmp_path / "features")
+    stats = ObjectnessStats.from_dict(spec.extra[SPEC_KEY])
+    seen = sorted({t[0] for t in tags})
+    assert stats.uses_cam is not None and stats.cam_agreement is not None
+    disagree = int((~stats.uses_cam[seen]).sum())
+    assert disagree >= 0.75 * len(seen), stats.cam_agreement[seen]  # (nearly) every class map points away
+    localizer = Localizer(model, spec, params=model_box_params(spec))
+    try:
+        results = localizer.localize([load_image(p, min_size=spec.input_size) for p in paths], tags)
+    finally:
+        localizer.close()
     truth = []
     for p, t in zip(paths, tags, strict=True):
         boxes = _voc_boxes(p.parent.parent / "annotations" / f"{p.stem}.xml")
