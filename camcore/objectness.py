@@ -20,10 +20,10 @@ classifier cannot tell the tags apart, so its head scores the common object *aga
 rare tag: random or fine-grained tags the features do not separate), the class map carries no
 location signal: that class's maps are the objectness alone (``uses_cam`` False), with
 statistics pooled over all such classes (to the features they are one class). Measured on the
-364 raccoon/kangaroo photos with 26 random tags: every class's CAM correlates at -0.72 to -0.89
+364 raccoon/kangaroo photos with 26 random tags: every class's CAM correlates at -0.57 to -0.85
 with the objectness; CorLoc@0.5 0.335 fused (the best centred box: 0.516) -> 0.742. On the
-dev collections with their real tags every class agrees except one of aquarium's seven
-(puffin, -0.55), and CorLoc is unchanged.
+dev collections with their real tags every class agrees (0.23 to 0.80) except one of
+aquarium's seven (puffin, -0.43), and CorLoc is unchanged.
 
 Statistics are streamed: :class:`DdtAccumulator` keeps per class the descriptor sum, the sum of
 outer products (``C x C``) and the covariance with the CAM, so fitting needs one pass and
