@@ -26,7 +26,7 @@ dev collections with their real tags every class agrees (0.23 to 0.80) except on
 aquarium's seven (puffin, -0.43), and CorLoc is unchanged.
 
 Statistics are streamed: :class:`DdtAccumulator` keeps per class the descriptor sum, the sum of
-outer products (``C x C``) and the covariance with the CAM, so fitting needs one pass and
+outer products (``C x C``) and the covariances with the CAM and the activations, so fitting needs one pass and
 ``K * C * C`` float64 values (320 channels: 0.8 MB per class). :class:`ObjectnessStats` is JSON-safe
 (``to_dict``) and lives in ``ModelSpec.extra["objectness"]`` of a trained model.
 """
@@ -125,7 +125,8 @@ class ObjectnessStats:
     Attributes:
         mean: ``Tensor[K, C]`` mean descriptor of the pixels of images tagged with each class.
         direction: ``Tensor[K, C]`` unit first principal component, signed so that it correlates
-            positively with the class CAM (object side positive).
+            positively with the network's activations (object side positive; with the class CAM
+            for statistics fitted without activations).
         valid: ``Tensor[K]`` bool, False for classes without images (their maps fall back to CAM).
         uses_cam: ``Tensor[K]`` bool, False for classes whose CAM disagrees with the objectness
             (their maps are the objectness alone); all True when not given (statistics stored
