@@ -399,7 +399,8 @@ def infer(model: GapClassifier, spec: ModelSpec, paths: Sequence[Path], tags: Se
 
 
 def learn_from_review(results: Mapping[int, ImageResult], reviewed: Reviewed, params: BoxParams) -> dict[int, Predictions]:
-    """What the calibrate job does: fit on the reviewed images' stored maps, re-propose the others.
+    """What the calibrate job does: fit on the reviewed images' stored maps and descriptor codes,
+    re-propose the others.
 
     Args:
         results: image key -> its infer result (``maps`` as stored: float16 values).
@@ -413,9 +414,10 @@ def learn_from_review(results: Mapping[int, ImageResult], reviewed: Reviewed, pa
     from camcore.calibration import apply, calibrate
 
     sizes = {k: r.image_size for k, r in results.items()}
-    fitted = calibrate({k: results[k].maps for k in reviewed if k in results}, sizes, reviewed, params)
+    codes = {k: r.codes for k, r in results.items() if r.codes is not None}
+    fitted = calibrate({k: results[k].maps for k in reviewed if k in results}, sizes, reviewed, params, codes_by_image=codes)
     others = [k for k in results if k not in reviewed]
-    return apply({k: results[k].maps for k in others}, {k: sizes[k] for k in others}, fitted)
+    return apply({k: results[k].maps for k in others}, {k: sizes[k] for k in others}, fitted, codes_by_image=codes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,14 +450,18 @@ def _file_identity(path: Path) -> list[Any]:
 
 
 def _stored(result: ImageResult) -> dict[str, Any]:
-    """An infer result as the job stores it: maps as float16 (``encode_map``)."""
+    """An infer result as the job stores it: maps and descriptor codes as float16 (``encode_map``,
+    ``encode_codes``)."""
     return {"boxes": result.boxes, "scores": result.scores, "labels": result.labels, "class_scores": result.class_scores,
-            "image_size": list(result.image_size), "maps": {int(c): m.half() for c, m in result.maps.items()}}
+            "image_size": list(result.image_size), "maps": {int(c): m.half() for c, m in result.maps.items()},
+            "codes": None if result.codes is None else result.codes.half()}
 
 
 def _restored(data: dict[str, Any]) -> ImageResult:
+    codes = data.get("codes")
     return ImageResult(data["boxes"], data["scores"], data["labels"], {int(c): m.float() for c, m in data["maps"].items()},
-                       data["class_scores"], (int(data["image_size"][0]), int(data["image_size"][1])))
+                       data["class_scores"], (int(data["image_size"][0]), int(data["image_size"][1])),
+                       None if codes is None else codes.float())
 
 
 @dataclass

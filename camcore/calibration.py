@@ -1,9 +1,9 @@
-"""Calibration from review: per-class box parameters from a few reviewer-approved boxes.
+"""Calibration from review: box parameters and a location map from a few reviewer-approved boxes.
 
 No model pass: everything is recomputed from the *stored* low-resolution maps
 (:func:`camcore.boxes.boxes_from_maps`). For each class with reviewed images, calibration is
 always made relative to the *uncalibrated* params (``base_params`` without its per-class table and
-box corrections), so calibrating twice from the same reviews gives the same result. Two stages:
+box corrections), so calibrating twice from the same reviews gives the same result. Three stages:
 
 1. **Threshold rule** (rarely changes; it fixes a base rule that is clearly wrong for a class).
    Every candidate rule (the adaptive ``mean * factor`` rule over :data:`MEAN_FACTORS`, fixed
@@ -26,6 +26,16 @@ box corrections), so calibrating twice from the same reviews gives the same resu
    (photographs are as likely mirrored). Corrections go to
    ``result["extra"]["box_correction"]`` (see :func:`camcore.boxes.correction.corrections_from_extra`);
    :func:`apply` applies them.
+
+3. **Review map** (:mod:`camcore.boxes.review_map`, fitted by :mod:`camcore.review_fit`), when
+   the images' descriptor codes are given: a per-cell logistic map learned from the reviewed boxes
+   on the codes and the class map. Stages 1-2 are run again on the reviewed images' *cross-fitted*
+   review maps (each from a fit without that image), starting from :data:`REVIEW_MAP_RULE`
+   instead of the raw maps' rule; the review map is adopted only when the
+   result localises the reviewed (image, class) pairs better than the plain calibration does
+   (hits + mean IoU of the top boxes). Measured with 20 reviewed images (5 draws,
+   ``bench/quality.py --reviewed 20``), it is what moves aquarium's small fish and the
+   random-tag collection (see the README).
 
 The result is a JSON-safe dict for ``BoxParams.from_dict`` (store it in
 ``model_versions.calibration``).
@@ -50,8 +60,10 @@ from torchvision.ops import box_iou
 
 from camcore.boxes import BoxParams, boxes_from_maps, boxes_from_normalized, normalized_map
 from camcore.boxes.correction import EXTRA_KEY, BoxCorrection, corrections_from_extra
+from camcore.boxes.review_map import EXTRA_KEY as REVIEW_KEY
 from camcore.boxes.score import DEFAULT_SCORER, BoxScorer, box_features, fit_scorer
 from camcore.boxes.score import SPEC_KEY as SCORER_KEY
+from camcore.review_fit import cross_fitted_maps, fit_review_map, training_cells
 
 __all__ = [
     "FIXED_THRESHOLDS",
@@ -59,6 +71,7 @@ __all__ = [
     "MIN_EXTRA_HITS",
     "MIN_GAIN",
     "PRIOR_IMAGES",
+    "REVIEW_MAP_RULE",
     "apply",
     "calibrate",
     "fit_correction",
@@ -69,6 +82,10 @@ MEAN_FACTORS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35,
 FIXED_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_GAIN = 0.05  # a rule must beat the base objective (hits + mean IoU) by this much ...
 MIN_EXTRA_HITS = 2  # ... localise this many more reviewed images, with no lower mean IoU, and pass leave-one-out
+#: The threshold rule review maps start from (stage 3); stages 1-2 may change it with their margins.
+#: 0.5 of the maximum was best of 0.4 / 0.5 / 0.6 on every dev collection held out (chosen on the
+#: others; 20 reviewed images, 5 draws): see the README.
+REVIEW_MAP_RULE: dict[str, Any] = {"threshold": 0.5, "mean_factor": 1.0}
 PRIOR_IMAGES = 10.0  # weight, in reviewed images, of the "no correction" prior on a class's box correction
 
 Key = TypeVar("Key", bound=Hashable)  # an image key: an id in the jobs, an index in the benches
@@ -231,8 +248,11 @@ def calibrate(
     image_sizes: Mapping[Key, tuple[int, int]],
     reviewed_boxes: ReviewedBoxes[Key],
     base_params: BoxParams | Mapping[str, Any] | None = None,
+    *,
+    codes_by_image: Mapping[Key, Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Pick per-class threshold rules and box corrections from reviewed boxes.
+    """Pick per-class threshold rules and box corrections from reviewed boxes, and a review map
+    when the images' descriptor codes are given and it localises the reviewed images better.
 
     Args:
         maps_by_image: image key -> {class index: stored raw map ``Tensor[h, w]``} (e.g. decoded
@@ -243,25 +263,97 @@ def calibrate(
         base_params: the params the maps were boxed with (``BoxParams`` or its dict; default
             ``BoxParams()``). Calibration starts from its global fields; its ``per_class`` entries
             and box corrections are replaced for the calibrated classes and kept for the others.
+        codes_by_image: image key -> descriptor codes ``Tensor[d, h, w]`` on the maps' grid
+            (:mod:`camcore.descriptor_basis`), at least for the reviewed images; ``None``: no
+            review map is tried.
 
     Returns:
         ``BoxParams.to_dict()`` of the calibrated params (JSON-safe): rules in
-        ``result["per_class"]``, corrections in ``result["extra"]["box_correction"]``;
-        ``result["extra"]["calibration"]`` records for each class the number of images used, the
-        base/chosen (hits, mean IoU) on them, the rule (or ``"base"``), its leave-one-out hits
-        gain and the correction.
+        ``result["per_class"]``, corrections in ``result["extra"]["box_correction"]``, an adopted
+        review map in ``result["extra"]["review_map"]``; ``result["extra"]["calibration"]``
+        records for each class the number of images used, the base/chosen (hits, mean IoU) on
+        them, the rule (or ``"base"``), its leave-one-out hits gain and the correction, and under
+        ``"review_map"`` whether a review map was adopted and why (:func:`_review_report`).
 
     Raises:
         ValueError: malformed reviewed boxes, or a reviewed image without a size.
     """
     given = _as_params(base_params)
-    base_extra = {k: v for k, v in given.extra.items() if k not in (EXTRA_KEY, "calibration", SCORER_KEY)}
-    base = replace(given, per_class={}, extra=base_extra)
     truth_by_class = _reviewed_by_class(reviewed_boxes)
     for truth in truth_by_class.values():
         missing = [k for k in truth if k not in image_sizes]
         if missing:
             raise ValueError(f"no image size for reviewed images {missing!r}")
+    plain = _calibrate_on(maps_by_image, image_sizes, truth_by_class, given)
+    reviewed = {k for per_image in truth_by_class.values() for k in per_image if k in maps_by_image}
+    with_codes = {k for k in reviewed if codes_by_image is not None and k in codes_by_image}
+    if not reviewed or with_codes != reviewed:
+        reason = "no descriptor codes for the reviewed images" if not with_codes else "some reviewed images have no descriptor codes"
+        return _with_review_report(plain, {"adopted": False, "reason": reason})
+    assert codes_by_image is not None
+    learned_maps = cross_fitted_maps(codes_by_image, maps_by_image, image_sizes, truth_by_class)
+    learned = _calibrate_on(learned_maps, image_sizes, truth_by_class, given, start_rule=REVIEW_MAP_RULE)
+    full = fit_review_map(*training_cells(codes_by_image, maps_by_image, image_sizes, truth_by_class))
+    if full is None:
+        return _with_review_report(plain, {"adopted": False, "reason": "the reviewed boxes cover every cell or none"})
+    before = _reviewed_top_ious(plain, maps_by_image, image_sizes, truth_by_class)
+    after = _reviewed_top_ious(learned, learned_maps, image_sizes, truth_by_class)
+    adopted = (after >= 0.5).sum() + after.mean() > (before >= 0.5).sum() + before.mean() + 1e-9
+    report = {"adopted": bool(adopted), "images": len(reviewed), "pairs": len(before),
+              "plain": {"hits": int((before >= 0.5).sum()), "mean_iou": round(float(before.mean()), 4)},
+              "learned": {"hits": int((after >= 0.5).sum()), "mean_iou": round(float(after.mean()), 4)}}
+    if not adopted:
+        return _with_review_report(plain, report)
+    out = _with_review_report(learned, report)
+    out["extra"][REVIEW_KEY] = full.to_dict()
+    return out
+
+
+def _with_review_report(params: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    params["extra"]["calibration"]["review_map"] = report
+    return params
+
+
+def _reviewed_top_ious(
+    params: Mapping[str, Any],
+    maps_by_image: Mapping[Key, Mapping[int, Tensor]],
+    image_sizes: Mapping[Key, tuple[int, int]],
+    truth_by_class: Mapping[int, Mapping[Key, Tensor]],
+) -> np.ndarray:
+    """``[pairs]`` best IoU of each reviewed (image, class)'s corrected top box under ``params``
+    (0: no box), over the pairs with a map."""
+    p = _as_params(params)
+    corrections = corrections_from_extra(p.extra)
+    out = []
+    for cls, per_image in sorted(truth_by_class.items()):
+        resolved = p.for_class(cls)
+        for key, boxes in per_image.items():
+            if cls not in maps_by_image.get(key, {}):
+                continue
+            size = _pair(image_sizes[key])
+            top = _top_box(resolved, normalized_map(maps_by_image[key][cls], size, resolved), size)
+            if cls in corrections:
+                top = corrections[cls].apply(top, size)
+            out.append(float(box_iou(top, boxes).max()) if len(top) else 0.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _calibrate_on(
+    maps_by_image: Mapping[Key, Mapping[int, Tensor]],
+    image_sizes: Mapping[Key, tuple[int, int]],
+    truth_by_class: Mapping[int, Mapping[Key, Tensor]],
+    given: BoxParams,
+    *,
+    start_rule: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Rules, corrections and the box scorer fitted on ``maps_by_image`` (raw or review maps).
+
+    ``start_rule``: the threshold rule to start from instead of ``given``'s (review maps are new
+    maps: ``given``'s rule was chosen for the raw ones)."""
+    base_extra = {k: v for k, v in given.extra.items() if k not in (EXTRA_KEY, "calibration", SCORER_KEY, REVIEW_KEY)}
+    base = replace(given, per_class={}, extra=base_extra)
+    if start_rule is not None:
+        base = replace(base, **start_rule)
     uncalibrated = base
     base, collection_report = _collection_rule(base, maps_by_image, image_sizes, truth_by_class)
     per_class = dict(given.per_class)
@@ -406,9 +498,11 @@ def apply(
     params: BoxParams | Mapping[str, Any],
     *,
     class_scores: Mapping[Key, Tensor | Mapping[int, float]] | None = None,
+    codes_by_image: Mapping[Key, Tensor] | None = None,
 ) -> dict[Key, tuple[Tensor, Tensor, Tensor]]:
-    """Recompute every image's boxes with (calibrated) params, no model pass: per-class rules, then
-    per-class box corrections (``params.extra["box_correction"]``), then class-aware NMS.
+    """Recompute every image's boxes with (calibrated) params, no model pass: the review map
+    (``params.extra["review_map"]``, for images whose ``codes_by_image`` are given), per-class
+    rules, then per-class box corrections (``params.extra["box_correction"]``), then class-aware NMS.
 
     Returns:
         image key -> ``(boxes[N, 4] xyxy pixels, scores[N], labels[N])`` as
@@ -421,5 +515,6 @@ def apply(
         if key not in image_sizes:
             raise ValueError(f"no image size for image {key!r}")
         cs = None if class_scores is None else class_scores.get(key)
-        out[key] = boxes_from_maps(maps, _pair(image_sizes[key]), p, class_scores=cs)
+        codes = None if codes_by_image is None else codes_by_image.get(key)
+        out[key] = boxes_from_maps(maps, _pair(image_sizes[key]), p, class_scores=cs, codes=codes)
     return out

@@ -119,6 +119,8 @@ class CamOutput:
         image_index: ``Tensor[P]`` image of each map.
         class_index: ``Tensor[P]`` class of each map.
         features: ``Tensor[N, C, h, w]`` the feature map (kept only if asked).
+        codes: ``Tensor[N, d, h, w]`` float32 descriptor codes of each image
+            (:mod:`camcore.descriptor_basis`), or ``None`` when the method has no basis.
     """
 
     logits: Tensor
@@ -126,3 +128,4 @@ class CamOutput:
     image_index: Tensor
     class_index: Tensor
     features: Tensor | None = None
+    codes: Tensor | None = None

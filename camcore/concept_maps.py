@@ -3,6 +3,10 @@
 - :func:`encode_map` / :func:`decode_map`: a raw low-resolution map ``Tensor[h, w]`` as float16
   ``.npy`` bytes (a 12x12 map is 416 bytes), so boxes can be recomputed at another threshold
   without running the model again.
+- :func:`encode_codes` / :func:`decode_codes`: an image's descriptor codes ``Tensor[d, h, w]``
+  (its descriptors on the collection's principal components, :mod:`camcore.descriptor_basis`) as
+  float16 ``.npy`` bytes (16 x 14 x 14: 6.4 KB), so reviewed boxes can teach a location map
+  without running the model again (:mod:`camcore.review_fit`).
 - :func:`normalize_map`: the map min-max normalised to ``uint8`` 0..255, the values a heatmap
   colours through :data:`TURBO_LUT` (the browser paints these on a canvas; see
   ``web/static/js/heatmap.js``).
@@ -21,7 +25,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["OVERLAY_MAX_SIDE", "TURBO_LUT", "colorize", "decode_map", "encode_map", "normalize_map", "overlay_size", "render_heatmap_png"]
+__all__ = [
+    "OVERLAY_MAX_SIDE", "TURBO_LUT", "colorize", "decode_codes", "decode_map", "encode_codes", "encode_map", "normalize_map",
+    "overlay_size", "render_heatmap_png",
+]
 
 #: Longest side in pixels of a stored heatmap overlay PNG. A map has ~14x14 cells, so 96 px
 #: (~7 px per cell, colour-mapped after bilinear upsampling) holds all it shows; the browser
@@ -84,6 +91,38 @@ def decode_map(data: bytes) -> Tensor:
         raise ValueError(f"not an encoded map: {exc}") from exc
     if arr.ndim != 2 or arr.dtype.kind != "f":
         raise ValueError(f"encoded map must be a 2-D float array, got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(arr.astype(np.float32))
+
+
+def encode_codes(codes: Tensor | np.ndarray) -> bytes:
+    """``Tensor[d, h, w]`` descriptor codes -> float16 ``.npy`` bytes (clipped to float16 range).
+
+    Raises:
+        ValueError: not 3-D, or non-finite values.
+    """
+    arr = torch.as_tensor(np.asarray(codes) if not isinstance(codes, Tensor) else codes).detach().float().cpu().numpy()
+    if arr.ndim != 3:
+        raise ValueError(f"codes must be 3-D [d, h, w], got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("codes contain non-finite values")
+    fmax = float(np.finfo(np.float16).max)
+    buf = io.BytesIO()
+    np.save(buf, np.clip(arr, -fmax, fmax).astype(np.float16), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_codes(data: bytes) -> Tensor:
+    """Bytes from :func:`encode_codes` -> ``Tensor[d, h, w]`` float32.
+
+    Raises:
+        ValueError: the bytes are not a 3-D float ``.npy`` array.
+    """
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"not encoded codes: {exc}") from exc
+    if arr.ndim != 3 or arr.dtype.kind != "f":
+        raise ValueError(f"encoded codes must be a 3-D float array, got {arr.dtype} {arr.shape}")
     return torch.from_numpy(arr.astype(np.float32))
 
 

@@ -62,6 +62,9 @@ class ImageResult:
         maps: class index -> raw low-resolution map ``Tensor[h, w]`` float32.
         class_scores: ``Tensor[K]`` sigmoid of the logits.
         image_size: (width, height) of the image in pixels.
+        codes: ``Tensor[d, h, w]`` float16 descriptor codes on the maps' grid (the descriptors on
+            the collection's principal components, :mod:`camcore.descriptor_basis`), or ``None``
+            when the model has no basis (the map method is not ``ddt_cam``, or it predates them).
     """
 
     boxes: Tensor
@@ -70,6 +73,7 @@ class ImageResult:
     maps: dict[int, Tensor]
     class_scores: Tensor
     image_size: tuple[int, int]
+    codes: Tensor | None = None
 
 
 class Localizer:
@@ -209,8 +213,9 @@ class Localizer:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     @torch.no_grad()
-    def _maps_batch(self, batch: Tensor, tags: Tags, top_k: int) -> tuple[Tensor, list[dict[int, Tensor]]]:
-        """One forward pass: ``(class probabilities[N, K], per image {class: raw map[h, w]})`` on the CPU."""
+    def _maps_batch(self, batch: Tensor, tags: Tags, top_k: int) -> tuple[Tensor, list[dict[int, Tensor]], list[Tensor | None]]:
+        """One forward pass: ``(class probabilities[N, K], per image {class: raw map[h, w]}, per
+        image its float16 codes[d, h, w] or None)`` on the CPU."""
         n = batch.shape[0]
         x = self.normalize(batch)
         if tags is not None and all(t is None for t in tags):
@@ -227,7 +232,12 @@ class Localizer:
         per_image: list[dict[int, Tensor]] = [{} for _ in range(n)]
         for p, (i, c) in enumerate(zip(img_idx, cls_idx, strict=True)):
             per_image[i][c] = maps[p]
-        return probs, per_image
+        codes: list[Tensor | None] = [None] * n
+        if out.codes is not None:
+            d, h, w = out.codes.shape[1:]
+            aligned = align_maps(out.codes.float().reshape(n * d, h, w), self.shift_cells).reshape(n, d, h, w)
+            codes = list(aligned.half().cpu().unbind(0))
+        return probs, per_image, codes
 
     def localize_batch(
         self,
@@ -251,10 +261,10 @@ class Localizer:
         if n == 0:
             return []
         sizes = [(int(w), int(h)) for w, h in image_sizes]
-        probs, per_image = self._maps_batch(batch, tags, top_k)
+        probs, per_image, codes = self._maps_batch(batch, tags, top_k)
         predicted = [tags is None or tags[i] is None for i in range(n)]
-        job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, sizes, predicted))
-        return [ImageResult(b, s, lab, per_image[i], probs[i], sizes[i]) for i, (b, s, lab) in enumerate(job.result())]
+        job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, sizes, predicted, codes))
+        return [ImageResult(b, s, lab, per_image[i], probs[i], sizes[i], codes[i]) for i, (b, s, lab) in enumerate(job.result())]
 
     def _mixed_maps(self, x: Tensor, tags: Sequence[Sequence[int] | None], top_k: int) -> CamOutput:
         """The map method's forward pass for a batch of tagged and untagged images: each tagged
@@ -267,36 +277,40 @@ class Localizer:
             predicted = select_pairs(logits, None, top_k=top_k)[1].view(len(tags), -1).tolist()
             image_index, class_index = select_pairs(logits, [predicted[i] if t is None else t for i, t in enumerate(tags)])
             maps = method.maps(features, logits, image_index, class_index)
-        return CamOutput(logits=logits.float(), maps=maps.float(), image_index=image_index, class_index=class_index)
+            codes = method.codes(features)
+        return CamOutput(logits=logits.float(), maps=maps.float(), image_index=image_index, class_index=class_index,
+                         codes=codes)
 
     @staticmethod
     def _box_inputs(probs: Tensor, per_image: list[dict[int, Tensor]], sizes: Sequence[tuple[int, int]],
-                    predicted: Sequence[bool]) -> list[MapsOfImage]:
+                    predicted: Sequence[bool], codes: Sequence[Tensor | None]) -> list[MapsOfImage]:
         # a tagged class is known to be present: its boxes are scored on the map alone
-        return [MapsOfImage(per_image[i], sizes[i], probs[i] if predicted[i] else None) for i in range(len(per_image))]
+        return [MapsOfImage(per_image[i], sizes[i], probs[i] if predicted[i] else None, codes[i]) for i in range(len(per_image))]
 
     def _stream(self, batches: Iterable[LoadedBatch], tags: Tags, top_k: int) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
         """Forward pass per batch as it arrives; its boxes are computed (by :attr:`boxes`) while
         the next batch runs. Yields ``(position, result or load error)`` in source order."""
-        pending: deque[tuple[LoadedBatch, Tensor, list[dict[int, Tensor]], Any]] = deque()
+        pending: deque[tuple[LoadedBatch, Tensor, list[dict[int, Tensor]], list[Tensor | None], Any]] = deque()
         ahead = 1 if self.boxes.processes > 0 else 0  # batches whose boxes may be in flight
 
-        def finish(item: tuple[LoadedBatch, Tensor, list[dict[int, Tensor]], Any]) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
-            batch, probs, per_image, job = item
+        def finish(item: tuple[LoadedBatch, Tensor, list[dict[int, Tensor]], list[Tensor | None], Any],
+                   ) -> Iterator[tuple[int, ImageResult | ImageLoadError]]:
+            batch, probs, per_image, codes, job = item
             done: dict[int, ImageResult | ImageLoadError] = dict(batch.failures)
             for row, (b, s, lab) in enumerate(job.result()):
-                done[batch.positions[row]] = ImageResult(b, s, lab, per_image[row], probs[row], batch.sizes[row])
+                done[batch.positions[row]] = ImageResult(b, s, lab, per_image[row], probs[row], batch.sizes[row], codes[row])
             yield from sorted(done.items())
 
         for batch in batches:
             chunk_tags = None if tags is None else [tags[p] for p in batch.positions]
+            codes: list[Tensor | None] = []
             if batch.positions:
-                probs, per_image = self._maps_batch(batch.pixels, chunk_tags, top_k)
+                probs, per_image, codes = self._maps_batch(batch.pixels, chunk_tags, top_k)
             else:
                 probs, per_image = torch.zeros((0, self.spec.num_classes)), []
             predicted = [True] * len(batch.positions) if chunk_tags is None else [t is None for t in chunk_tags]
-            job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, batch.sizes, predicted))
-            pending.append((batch, probs, per_image, job))
+            job = self.boxes.submit(self.params, self._box_inputs(probs, per_image, batch.sizes, predicted, codes))
+            pending.append((batch, probs, per_image, codes, job))
             while len(pending) > ahead:
                 yield from finish(pending.popleft())
         while pending:

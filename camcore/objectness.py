@@ -27,7 +27,10 @@ aquarium's seven (puffin, -0.43), and CorLoc is unchanged.
 
 Statistics are streamed: :class:`DdtAccumulator` keeps per class the descriptor sum, the sum of
 outer products (``C x C``) and the covariances with the CAM and the activations, so fitting needs one pass and
-``K * C * C`` float64 values (320 channels: 0.8 MB per class). :class:`ObjectnessStats` is JSON-safe
+``K * C * C`` float64 values (320 channels: 0.8 MB per class). It keeps the same moments once over
+all images, class-agnostically: the collection's descriptor basis
+(:mod:`camcore.descriptor_basis`), stored with the statistics, codes each image's descriptors
+compactly at inference. :class:`ObjectnessStats` is JSON-safe
 (``to_dict``) and lives in ``ModelSpec.extra["objectness"]`` of a trained model.
 """
 
@@ -44,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from camcore.cam import class_activation_maps
+from camcore.descriptor_basis import DescriptorBasis, basis_from_moments
 from camcore.models import GapClassifier, ModelSpec
 from camcore.prepare import example_batch, prepare_for_inference
 from camcore.streaming import loader_kind, stream_batches
@@ -133,6 +137,8 @@ class ObjectnessStats:
             before this was measured).
         cam_agreement: ``Tensor[K]`` float, correlation of each class's CAM with its objectness
             over its images (zeros when not given).
+        basis: the training images' descriptor basis, which codes each image for learning from
+            review (:mod:`camcore.descriptor_basis`); ``None`` for statistics stored before it.
     """
 
     mean: Tensor
@@ -140,6 +146,7 @@ class ObjectnessStats:
     valid: Tensor
     uses_cam: Tensor | None = None
     cam_agreement: Tensor | None = None
+    basis: DescriptorBasis | None = None
 
     def __post_init__(self) -> None:
         if self.mean.dim() != 2 or self.mean.shape != self.direction.shape:
@@ -167,13 +174,16 @@ class ObjectnessStats:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (float lists, 6 significant digits)."""
-        return {
+        out: dict[str, Any] = {
             "mean": [[float(f"{v:.6g}") for v in row] for row in self.mean.tolist()],
             "direction": [[float(f"{v:.6g}") for v in row] for row in self.direction.tolist()],
             "valid": [bool(v) for v in self.valid.tolist()],
             "uses_cam": [bool(v) for v in self.uses_cam.tolist()],  # type: ignore[union-attr]  # set in __post_init__
             "cam_agreement": [round(float(v), 4) for v in self.cam_agreement.tolist()],  # type: ignore[union-attr]
         }
+        if self.basis is not None:
+            out["basis"] = self.basis.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ObjectnessStats:
@@ -183,7 +193,8 @@ class ObjectnessStats:
             valid = torch.tensor(data["valid"], dtype=torch.bool)
             uses_cam = torch.tensor(data["uses_cam"], dtype=torch.bool) if "uses_cam" in data else None
             agreement = torch.tensor(data["cam_agreement"], dtype=torch.float32) if "cam_agreement" in data else None
-            return cls(mean.reshape(len(valid), -1), direction.reshape(len(valid), -1), valid, uses_cam, agreement)
+            basis = DescriptorBasis.from_dict(data["basis"]) if data.get("basis") else None
+            return cls(mean.reshape(len(valid), -1), direction.reshape(len(valid), -1), valid, uses_cam, agreement, basis)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"malformed objectness stats: {exc}") from exc
 
@@ -208,6 +219,10 @@ class DdtAccumulator:
         self.act_count = torch.zeros(num_classes, dtype=torch.float64)
         self.act_sum = torch.zeros(num_classes, dtype=torch.float64)
         self.act_cross = torch.zeros(num_classes, channels, dtype=torch.float64)
+        # class-agnostic moments, every image once: the descriptor basis
+        self.all_count = 0.0
+        self.all_sum = torch.zeros(channels, dtype=torch.float64)
+        self.all_outer = torch.zeros(channels, channels, dtype=torch.float64)
 
     def update(self, features: Tensor, tags: Sequence[Sequence[int]], cams: Sequence[dict[int, Tensor]] | None = None,
                activations: Tensor | None = None) -> None:
@@ -232,6 +247,9 @@ class DdtAccumulator:
         for i, cls_list in enumerate(tags):
             x = features[i].detach().double().flatten(1).T.cpu()  # [hw, C]
             act = None if activations is None else _standardised(activations[i])
+            self.all_count += x.shape[0]
+            self.all_sum += x.sum(0)
+            self.all_outer += x.T @ x
             for c in {int(v) for v in cls_list}:
                 if not 0 <= c < self.k:
                     raise ValueError(f"class index {c} out of range for {self.k} classes (image {i})")
@@ -267,7 +285,8 @@ class DdtAccumulator:
             mu, p, _ = self._component(apart)
             for c in apart:
                 mean[c], direction[c] = mu, p
-        return ObjectnessStats(mean, direction, valid, uses_cam, agreement)
+        basis = basis_from_moments(self.all_count, self.all_sum, self.all_outer)
+        return ObjectnessStats(mean, direction, valid, uses_cam, agreement, basis)
 
     def _component(self, classes: list[int]) -> tuple[Tensor, Tensor, float]:
         """``(mean[C], unit direction[C], CAM agreement)`` of the pixels of ``classes`` pooled.

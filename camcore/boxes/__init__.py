@@ -4,6 +4,7 @@
 - :mod:`camcore.boxes.components`: connected-component boxes on a normalised map, class-aware NMS
 - :mod:`camcore.boxes.rules`: the rules by name (``BoxParams.mode``), :func:`register_box_rule`
 - :mod:`camcore.boxes.correction`: per-class box corrections learnt by :mod:`camcore.calibration`
+- :mod:`camcore.boxes.review_map`: a location map learnt from reviewed boxes, applied before the rule
 - :mod:`camcore.boxes.score`: the probability that a box is right, from its map
 - :mod:`camcore.boxes.from_maps`: :func:`boxes_from_maps`, all of the above for one image
 - :mod:`camcore.boxes.workers`: :class:`BoxWorkers`, the same function in worker processes
@@ -21,6 +22,7 @@ from camcore.boxes.components import (
 from camcore.boxes.correction import BoxCorrection, corrections_from_extra
 from camcore.boxes.from_maps import boxes_from_maps, boxes_from_normalized, normalized_map
 from camcore.boxes.params import BoxParams
+from camcore.boxes.review_map import ReviewMap, review_map_from_extra
 from camcore.boxes.rules import BoxRule, box_rule, box_rules, register_box_rule
 from camcore.boxes.score import BoxScorer, score_boxes
 from camcore.boxes.workers import BoxWorkers, MapsOfImage
@@ -32,6 +34,7 @@ __all__ = [
     "BoxScorer",
     "BoxWorkers",
     "MapsOfImage",
+    "ReviewMap",
     "box_rule",
     "box_rules",
     "boxes_from_maps",
@@ -44,6 +47,7 @@ __all__ = [
     "normalized_map",
     "object_component_boxes",
     "register_box_rule",
+    "review_map_from_extra",
     "score_boxes",
     "upsample_map",
     "working_shape",

@@ -4,7 +4,8 @@ Per class map: upsampled to the working grid (longest side ``params.working_size
 aspect), normalised, boxed by the rule ``params.mode`` (:mod:`camcore.boxes.rules`) at the resolved
 threshold, scaled by ``box_scale`` and the class's calibrated correction
 (:mod:`camcore.boxes.correction`), scored (:mod:`camcore.boxes.score`); then class-aware NMS over
-the image. Stored maps go through the same function, so boxes can be recomputed from them.
+the image. A review map learned from reviewed boxes (:mod:`camcore.boxes.review_map`) replaces
+each map first when the image's descriptor codes are given. Stored maps go through the same function, so boxes can be recomputed from them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 from camcore.boxes.components import nms, normalize_map, upsample_map, working_shape
 from camcore.boxes.correction import BoxCorrection, corrections_from_extra
 from camcore.boxes.params import BoxParams
+from camcore.boxes.review_map import review_map_from_extra
 from camcore.boxes.rules import box_rule
 from camcore.boxes.score import score_boxes, scorer_from_extra
 
@@ -30,6 +32,7 @@ def boxes_from_maps(
     params: BoxParams,
     *,
     class_scores: Mapping[int, float] | Tensor | None = None,
+    codes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Boxes of one image from its stored low-resolution maps, with no model pass.
 
@@ -39,6 +42,9 @@ def boxes_from_maps(
         params: box rule and thresholds.
         class_scores: optional per-class probability (mapping or ``Tensor[K]``) for maps of
             classes that are predicted rather than tagged; box scores are multiplied by it.
+        codes: the image's descriptor codes ``Tensor[d, h, w]`` on the maps' grid, or ``None``.
+            With a review map in ``params.extra["review_map"]`` (:mod:`camcore.boxes.review_map`),
+            each map is replaced by its review map first; without codes the maps are used as they are.
 
     Box scores are :mod:`camcore.boxes.score` probabilities that the box is right (IoU >= 0.5 with
     an object of its class), from the map alone; ``params.extra["box_scorer"]`` holds a scorer
@@ -53,6 +59,9 @@ def boxes_from_maps(
     grid = working_shape(image_size, params.working_size)
     corrections = corrections_from_extra(params.extra)  # per-class box corrections from calibration
     scorer = scorer_from_extra(params.extra)  # the default box scorer, or one refitted on reviews
+    review = review_map_from_extra(params.extra) if codes is not None else None
+    if review is not None and codes is not None:
+        maps = {cls: review.apply(codes.float().cpu(), cam.detach().float().cpu()) for cls, cam in maps.items()}
     all_boxes: list[Tensor] = []
     all_scores: list[Tensor] = []
     all_labels: list[Tensor] = []

@@ -39,22 +39,32 @@ class MapsOfImage:
         image_size: (width, height) of the image in pixels.
         class_scores: ``Tensor[K]`` class probabilities to multiply box scores by (predicted,
             untagged classes), or ``None``.
+        codes: ``Tensor[d, h, w]`` the image's descriptor codes (for a review map), or ``None``.
     """
 
     maps: dict[int, Tensor]
     image_size: tuple[int, int]
     class_scores: Tensor | None = None
+    codes: Tensor | None = None
 
 
-_Wire = tuple[dict[int, np.ndarray], tuple[int, int], "np.ndarray | None"]
+_Wire = tuple[dict[int, np.ndarray], tuple[int, int], "np.ndarray | None", "np.ndarray | None"]
+
+
+def _array(t: Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().float().cpu().numpy()
+
+
+def _tensor(a: np.ndarray | None) -> Tensor | None:
+    return None if a is None else torch.from_numpy(a)
 
 
 def _boxes_of(params_dict: Mapping[str, object], items: Sequence[_Wire]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     params = BoxParams.from_dict(params_dict)
     out = []
-    for maps, size, scores in items:
+    for maps, size, scores, codes in items:
         b, s, lab = boxes_from_maps({c: torch.from_numpy(m) for c, m in maps.items()}, size, params,
-                                    class_scores=None if scores is None else torch.from_numpy(scores))
+                                    class_scores=_tensor(scores), codes=_tensor(codes))
         out.append((b.numpy(), s.numpy(), lab.numpy()))
     return out
 
@@ -96,14 +106,13 @@ class BoxWorkers:
     def submit(self, params: BoxParams, images: Sequence[MapsOfImage]) -> BoxJob:
         """Start the boxes of ``images`` with ``params``."""
         if self.processes == 0 or not images:
-            return BoxJob(done=[boxes_from_maps(im.maps, im.image_size, params, class_scores=im.class_scores)
+            return BoxJob(done=[boxes_from_maps(im.maps, im.image_size, params, class_scores=im.class_scores, codes=im.codes)
                                 for im in images])
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("fork"),
                                              initializer=_one_thread)
         wire: list[_Wire] = [({c: m.detach().float().cpu().numpy() for c, m in im.maps.items()}, im.image_size,
-                              None if im.class_scores is None else im.class_scores.detach().float().cpu().numpy())
-                             for im in images]
+                              _array(im.class_scores), _array(im.codes)) for im in images]
         params_dict = params.to_dict()
         bounds = np.linspace(0, len(wire), min(self.processes, len(wire)) + 1).round().astype(int).tolist()
         return BoxJob(parts=[self._pool.submit(_boxes_of, params_dict, wire[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])

@@ -79,6 +79,11 @@ class MapMethod(ABC):
         """``Tensor[P, h, w]`` maps of the pairs ``(image_index[P], class_index[P])`` from
         ``features[N, C, h, w]``, ``logits[N, K]`` and :attr:`captured`."""
 
+    def codes(self, features: Tensor) -> Tensor | None:
+        """``Tensor[N, d, h, w]`` descriptor codes of the images of the current forward pass, or
+        ``None`` (this base method keeps none; see :mod:`camcore.descriptor_basis`)."""
+        return None
+
     @torch.no_grad()
     def __call__(self, x: Tensor, classes: Sequence[Sequence[int]] | None = None, *, top_k: int = 1,
                  keep_features: bool = False) -> CamOutput:
@@ -96,5 +101,6 @@ class MapMethod(ABC):
             logits = self.model.head(feats)
             image_index, class_index = select_pairs(logits, classes, top_k=top_k)
             maps = self.maps(feats, logits, image_index, class_index)
+            codes = self.codes(feats)
         return CamOutput(logits=logits.float(), maps=maps.float(), image_index=image_index, class_index=class_index,
-                         features=feats if keep_features else None)
+                         features=feats if keep_features else None, codes=codes)

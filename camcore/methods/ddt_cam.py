@@ -44,6 +44,14 @@ class DdtCam(MapMethod):
         layer = descriptor_layer(self.model)
         return {} if layer is None else {"descriptors": layer}
 
+    def codes(self, features: Tensor) -> Tensor | None:
+        """The descriptors on the training images' basis (``None`` for a model without one)."""
+        basis = None if self.stats is None else self.stats.basis
+        descriptors = self.captured.get("descriptors", features)
+        if basis is None or basis.channels != descriptors.shape[1]:
+            return None
+        return basis.project(descriptors)
+
     def maps(self, features: Tensor, logits: Tensor, image_index: Tensor, class_index: Tensor) -> Tensor:
         cams = class_activation_maps(features, self.model.classifier.weight, image_index, class_index).float()
         descriptors = self.captured.get("descriptors", features)

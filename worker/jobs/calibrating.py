@@ -10,11 +10,18 @@ stores the same thing. They are stored in ``model_versions.calibration`` (later 
 as their ``BoxParams``), then every other image's CAM proposals are recomputed from its stored
 maps in chunks with :func:`camcore.calibration.apply` (``replace_boxes``: idempotent, reviewed
 boxes untouched). An (image, class) a reviewer already acted on gets no new proposal.
+
+Images whose maps have descriptor codes (``concept_maps.codes_key``, one blob per image, stored by
+the infer job for ``ddt_cam`` models) pass them on as ``codes_by_image``: calibration may learn a
+location map from the reviewed boxes (adopted only when it localises the reviewed images better,
+``calibration["review_map"]`` says which and why), and re-proposal applies it to every image
+with codes; images without codes keep their raw maps.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -52,6 +59,14 @@ def _maps(ctx: JobContext, rows: list[tuple[int, int, str]]) -> dict[int, dict[i
     return out
 
 
+def _codes(ctx: JobContext, codes_keys: dict[int, str], image_ids: Iterable[int]) -> dict[int, Any]:
+    """``{image id: Tensor[d, h, w]}`` descriptor codes of those of ``image_ids`` that have them
+    (one blob read per image)."""
+    from camcore.concept_maps import decode_codes
+
+    return {image_id: decode_codes(ctx.runtime.blobs.read_bytes(codes_keys[image_id])) for image_id in image_ids if image_id in codes_keys}
+
+
 def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
     """Handler of ``calibrate`` jobs (see the module docstring)."""
     from camcore.boxes import BoxParams
@@ -68,17 +83,19 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
             for cat_id, name in session.execute(select(Category.id, Category.name).where(Category.collection_id == ctx.collection_id))
             if name in class_index
         }
-        map_rows = [
-            (image_id, category_class[cat_id], key, (width, height))
-            for image_id, cat_id, key, width, height in session.execute(
-                select(ConceptMap.image_id, ConceptMap.category_id, ConceptMap.raw_key, Image.width, Image.height)
-                .join(Image, Image.id == ConceptMap.image_id)
-                .where(Image.collection_id == ctx.collection_id, Image.status == ImageStatus.ok,
-                       ConceptMap.model_version_id == version.id)
-                .order_by(ConceptMap.image_id)
-            )
-            if cat_id in category_class and width is not None and height is not None  # an ok image has its size
-        ]
+        map_rows: list[tuple[int, int, str, tuple[int, int]]] = []
+        codes_keys: dict[int, str] = {}  # image id -> its descriptor codes blob (shared by its maps)
+        for image_id, cat_id, key, codes_key, width, height in session.execute(
+            select(ConceptMap.image_id, ConceptMap.category_id, ConceptMap.raw_key, ConceptMap.codes_key, Image.width, Image.height)
+            .join(Image, Image.id == ConceptMap.image_id)
+            .where(Image.collection_id == ctx.collection_id, Image.status == ImageStatus.ok,
+                   ConceptMap.model_version_id == version.id)
+            .order_by(ConceptMap.image_id)
+        ):
+            if cat_id in category_class and width is not None and height is not None:  # an ok image has its size
+                map_rows.append((image_id, category_class[cat_id], key, (width, height)))
+                if codes_key:
+                    codes_keys[image_id] = codes_key
         reviewed_rows = session.execute(
             select(Box.image_id, Box.category_id, Box.x1, Box.y1, Box.x2, Box.y2).join(Image, Image.id == Box.image_id)
             .where(Image.collection_id == ctx.collection_id, Box.source != BoxSource.ground_truth,  # GT is for scoring only
@@ -100,7 +117,7 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
     if not reviewed:
         raise JobFailed("no reviewed boxes to learn from: accept or correct the boxes of a few images first (20 images in total is a good start)")
     reviewed_maps = _maps(ctx, [(i, c, k) for i, c, k, _s in map_rows if i in reviewed])
-    params = calibrate(reviewed_maps, sizes, reviewed, base)
+    params = calibrate(reviewed_maps, sizes, reviewed, base, codes_by_image=_codes(ctx, codes_keys, sorted(reviewed)) or None)
     summary = learning_summary(params, len(reviewed), preview=job_params.preview)
     if job_params.preview:  # what applying would learn and its leave-one-out estimate; nothing written
         return {"model_version_id": version_id, "reviewed_images": len(reviewed), "preview": True, "summary": summary,
@@ -122,7 +139,9 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         ctx.check()
         chunk = image_ids[start:start + ctx.chunk_size]
         maps = _maps(ctx, [row for i in chunk for row in by_image[i]])
-        recomputed = apply(maps, {i: sizes[i] for i in chunk}, params)  # tagged classes: scores from the maps
+        codes = _codes(ctx, codes_keys, chunk)  # images without codes: their raw maps
+        recomputed = apply(maps, {i: sizes[i] for i in chunk}, params,  # tagged classes: scores from the maps
+                           codes_by_image=codes or None)
         rows = [
             {"image_id": image_id, "category_id": reverse[int(label)], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "score": score}
             for image_id, (boxes, scores, labels) in recomputed.items()
@@ -136,10 +155,31 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
             "reviewed_images": len(reviewed), "calibration": report, "summary": summary}
 
 
+def review_map_summary(report: dict[str, Any] | None) -> str:
+    """Whether a location map was learned from the reviewed boxes and adopted, with its figures on
+    the reviewed (image, class) pairs (top-box hits at IoU >= 0.5 and mean IoU, raw maps -> the
+    learned map); ``""`` when ``report`` (``calibration["review_map"]``) is absent (older results)."""
+    if not isinstance(report, dict) or not report:
+        return ""
+    verdict = "adopted" if report.get("adopted") else "not adopted"
+    plain, learned = report.get("plain"), report.get("learned")
+    if isinstance(plain, dict) and isinstance(learned, dict):
+        pairs = report.get("pairs")
+        of = f" of {int(pairs)} reviewed pairs" if pairs is not None else ""
+        images = report.get("images")
+        on = f" on {int(images)} images" if images is not None else ""
+        detail = (f"hits {int(plain.get('hits', 0))} -> {int(learned.get('hits', 0))}{of}{on}, "
+                  f"mean IoU {float(plain.get('mean_iou', 0.0)):.2f} -> {float(learned.get('mean_iou', 0.0)):.2f}")
+    else:
+        detail = str(report.get("reason") or "no figures")
+    return f"location map learned from the reviewed boxes: {verdict} ({detail})"
+
+
 def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: bool) -> str:
-    """One line for the dashboard: what was learned from the reviewed boxes and its leave-one-out
-    estimate (reviewed (image, class) pairs whose top box moves from a miss to a hit, or back,
-    when each is left out of the choice in turn)."""
+    """One line for the dashboard: what was learned from the reviewed boxes (threshold rule, box
+    corrections, box scores, the location map learned from the images' descriptor codes when
+    calibration reports one) and its leave-one-out estimate (reviewed (image, class) pairs whose
+    top box moves from a miss to a hit, or back, when each is left out of the choice in turn)."""
     report = params.get("extra", {}).get("calibration", {})
     collection = report.get("collection", {})
     classes = {k: v for k, v in report.items() if k.isdigit()}
@@ -155,6 +195,8 @@ def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: b
     corrected = sum(1 for v in classes.values() if v.get("correction", {}).get("images"))
     pairs = int(collection.get("pairs", 0))
     head = "Preview, nothing applied yet: " if preview else ""
+    review_map = review_map_summary(report.get("review_map"))
     return (f"{head}learned from {reviewed_images} reviewed images: {rule_text}; box size corrected for {corrected} "
-            f"class(es); box scores refitted on {report.get('box_scorer', {}).get('fitted_on', 0)} boxes. "
+            f"class(es); box scores refitted on {report.get('box_scorer', {}).get('fitted_on', 0)} boxes"
+            f"{'; ' + review_map if review_map else ''}. "
             f"Estimated (leave-one-out): {gain:+d} of {pairs} reviewed image/class pairs localised.")

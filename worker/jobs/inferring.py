@@ -15,9 +15,12 @@ per chunk, just before the chunk's forward pass); an image with no matching tag 
 predicted classes (tagged and untagged images share batches), and categories are created for
 class names the collection lacks. A file that cannot be read fails its image alone. Per
 chunk: maps are stored as blobs first, one float16 ``.npy`` per map (content-addressed, so a
-re-run writes the same keys; the review pages paint heatmaps from them), then one transaction
-replaces the chunk's concept-map rows and CAM proposals of this model
-version and advances the cursor. A chunk that was interrupted is simply redone.
+re-run writes the same keys; the review pages paint heatmaps from them), and, when the model
+has them (``ddt_cam`` with a descriptor basis), one float16 ``.npy`` of descriptor codes
+``[d, h, w]`` per image, named by ``codes_key`` on each of the image's concept-map rows (the
+calibrate job learns a location map from them); then one transaction replaces the chunk's
+concept-map rows and CAM proposals of this model version and advances the cursor. A chunk that
+was interrupted is simply redone.
 """
 
 from __future__ import annotations
@@ -213,28 +216,39 @@ def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk
                  timings: dict[str, float] | None = None) -> int:
     """Store a chunk's maps as blobs, then replace its rows and advance the cursor in one transaction.
 
-    Each map is stored once, as its raw float16 ``.npy`` (the browser paints the heatmap from it).
+    Each map is stored once, as its raw float16 ``.npy`` (the browser paints the heatmap from it);
+    an image's descriptor codes (``result.codes``, ``[d, h, w]``), when the model gives them, once
+    per image as a float16 ``.npy`` whose key every map row of the image gets as ``codes_key``.
     Returns the number of boxes written (proposals duplicating a reviewed box are not, see
     :func:`worker.store.bulk.replace_boxes`). ``timings``, when given, gets the seconds spent per
-    stage added to it: ``encode`` (maps to bytes), ``blob_puts``, ``categories`` (plus failed
+    stage added to it: ``encode`` (maps and codes to bytes), ``blob_puts``, ``categories`` (plus failed
     images), ``map_rows``, ``box_rows``, ``commit`` (progress and commit).
     """
-    from camcore.concept_maps import encode_map
+    from camcore.concept_maps import encode_codes, encode_map
 
     clock = _StageClock(timings)
     map_rows: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     box_rows: list[dict[str, Any]] = []
+    codes_images: list[int] = []
+    codes_payloads: list[bytes] = []
     for image_id, result in chunk.results.items():
         for cls, cam in result.maps.items():
             map_rows.append({"image_id": image_id, "class": class_names[cls]})
             payloads.append(encode_map(cam))
+        codes = result.codes  # None: the model has no descriptor basis
+        if codes is not None and result.maps:  # no map row, no reference: the blob is not stored
+            codes_images.append(image_id)
+            codes_payloads.append(encode_codes(codes))
         for box, score, label in zip(result.boxes.tolist(), result.scores.tolist(), result.labels.tolist(), strict=True):
             box_rows.append({"image_id": image_id, "class": class_names[label], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
                              "score": score})
     clock.lap("encode")
     for row, key in zip(map_rows, ctx.runtime.blobs.put_many(payloads, kind="maps", suffix=".npy"), strict=True):
         row["raw_key"] = key
+    codes_key = dict(zip(codes_images, ctx.runtime.blobs.put_many(codes_payloads, kind="codes", suffix=".npy"), strict=True))
+    for row in map_rows:
+        row["codes_key"] = codes_key.get(row["image_id"])
     clock.lap("blob_puts")
     state = {"cursor": cursor, "images_failed": int(ctx.state.get("images_failed", 0)) + len(chunk.failed),
              "boxes": int(ctx.state.get("boxes", 0)) + len(box_rows)}
@@ -246,7 +260,7 @@ def _write_chunk(ctx: JobContext, version_id: int, class_names: list[str], chunk
         clock.lap("categories")
         session.execute(delete(ConceptMap).where(ConceptMap.image_id.in_(chunk.ids), ConceptMap.model_version_id == version_id))
         upsert_concept_maps(session, [{"image_id": r["image_id"], "category_id": category[r["class"]], "model_version_id": version_id,
-                                       "raw_key": r["raw_key"]} for r in map_rows])
+                                       "raw_key": r["raw_key"], "codes_key": r["codes_key"]} for r in map_rows])
         clock.lap("map_rows")
         written = replace_boxes(session, chunk.ids, version_id, [{"image_id": r["image_id"], "category_id": category[r["class"]],
                                                                   "x1": r["x1"], "y1": r["y1"], "x2": r["x2"], "y2": r["y2"],

@@ -1,7 +1,7 @@
 """Which blob keys rows still reference, so shared content-addressed files are never deleted early.
 
 Convention (for every table, present and future): a column that holds a blob key is a string
-column whose name ends in ``_key`` (``storage_key``, ``thumb_key``, ``raw_key``,
+column whose name ends in ``_key`` (``storage_key``, ``thumb_key``, ``raw_key``, ``codes_key``,
 ``overlay_key``, ``checkpoint_key``). JSON columns (job params/results, model specs,
 metrics) are searched too: any string in them that is a well-formed blob key counts as a
 reference. New columns following the convention are found without changing this module.

@@ -1,4 +1,4 @@
-"""Blob storage for images, thumbnails, concept maps, checkpoints and exports.
+"""Blob storage for images, thumbnails, concept maps, descriptor codes, checkpoints and exports.
 
 Keys are content addressed: ``<kind>/<aa>/<bb>/<sha256><suffix>``. Only keys made here
 (validated by :data:`_KEY_RE`) ever reach the filesystem, so no user-controlled path does.
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeGuard
 
-KINDS = ("images", "thumbs", "maps", "overlays", "checkpoints", "exports")
+KINDS = ("images", "thumbs", "maps", "codes", "overlays", "checkpoints", "exports")
 _KEY_RE = re.compile(
     r"(?P<kind>[a-z]+)/(?P<a>[0-9a-f]{2})/(?P<b>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})(?P<suffix>(\.[a-z0-9]{1,8}){0,2})"
 )

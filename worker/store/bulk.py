@@ -11,7 +11,7 @@ Row dictionaries (all coordinates are pixels of the displayed image, xyxy):
 - box row: ``image_id, category_id, x1, y1, x2, y2`` required; ``score, source, status,
   model_version_id, reviewer_id`` optional (defaults: source ``cam``, status ``proposed``).
 - concept map row: ``image_id, category_id, model_version_id, raw_key`` required,
-  ``overlay_key`` optional.
+  ``overlay_key``, ``codes_key`` optional.
 """
 
 from __future__ import annotations
@@ -478,9 +478,10 @@ def _check_score(value: Any, where: str) -> float | None:
 def upsert_concept_maps(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert or replace the concept maps of (image, category, model version) triples.
 
-    A re-run of inference overwrites ``raw_key``/``overlay_key`` instead of adding rows; when
-    the same triple appears twice in ``rows`` the last one wins. Returns the rows written.
-    Keys must be blob keys (:func:`worker.store.blobs.validate_key`).
+    A re-run of inference overwrites ``raw_key``/``overlay_key``/``codes_key`` instead of adding
+    rows (an absent optional key writes ``None``); when the same triple appears twice in ``rows``
+    the last one wins. Returns the rows written. Keys must be blob keys
+    (:func:`worker.store.blobs.validate_key`).
     """
     latest: dict[tuple[int, int, int], dict[str, Any]] = {}
     for index, row in enumerate(rows):
@@ -489,22 +490,24 @@ def upsert_concept_maps(session: Session, rows: Sequence[Mapping[str, Any]]) -> 
             raw_key = validate_key(row["raw_key"])
         except KeyError as exc:
             raise ValueError(f"concept map row {index}: {exc.args[0]} is required") from None
-        overlay = row.get("overlay_key")
-        if overlay is not None:
-            validate_key(overlay)
+        overlay, codes = row.get("overlay_key"), row.get("codes_key")
+        for optional in (overlay, codes):
+            if optional is not None:
+                validate_key(optional)
         latest[triple] = {
             "image_id": triple[0], "category_id": triple[1], "model_version_id": triple[2],
-            "raw_key": raw_key, "overlay_key": overlay,
+            "raw_key": raw_key, "overlay_key": overlay, "codes_key": codes,
         }
     if not latest:
         return 0
     now = utcnow()
     clean = [{**row, "created_at": now} for row in latest.values()]
     insert_rows(
-        session, maps_t, clean, ("image_id", "category_id", "model_version_id", "raw_key", "overlay_key", "created_at"),
+        session, maps_t, clean, ("image_id", "category_id", "model_version_id", "raw_key", "overlay_key", "codes_key", "created_at"),
         on_conflict=lambda stmt: stmt.on_conflict_do_update(
             index_elements=["image_id", "category_id", "model_version_id"],
-            set_={"raw_key": stmt.excluded.raw_key, "overlay_key": stmt.excluded.overlay_key, "created_at": stmt.excluded.created_at},
+            set_={"raw_key": stmt.excluded.raw_key, "overlay_key": stmt.excluded.overlay_key, "codes_key": stmt.excluded.codes_key,
+                  "created_at": stmt.excluded.created_at},
         ),
     )
     return len(clean)

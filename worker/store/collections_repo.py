@@ -94,9 +94,9 @@ def delete_collection(session: Session, blobs: LocalBlobStore, collection_id: in
     categories, jobs, evaluations). Model versions trained on the collection are deleted
     with their checkpoints unless another collection's boxes or concept maps come from
     them; those are kept (their ``collection_id`` becomes NULL). Blob files (images,
-    thumbnails, maps, overlays, checkpoints, keys in job results) are content addressed and
-    may be shared with other collections, so a file is removed only when no remaining row
-    references it.
+    thumbnails, maps, overlays, descriptor codes, checkpoints, keys in job results) are content
+    addressed and may be shared with other collections, so a file is removed only when no
+    remaining row references it.
 
     The session is committed here (the rows must be gone before their files are), then the
     files are removed: a crash in between leaves unreferenced files, never rows that point
@@ -111,8 +111,9 @@ def delete_collection(session: Session, blobs: LocalBlobStore, collection_id: in
     image_keys = select(images_t.c.storage_key, images_t.c.thumb_key).where(images_t.c.collection_id == collection_id)
     for storage_key, thumb_key in rows_of(session.execute(image_keys)):
         candidates.update(key for key in (storage_key, thumb_key) if key)
-    for raw_key, overlay_key in rows_of(session.execute(select(maps_t.c.raw_key, maps_t.c.overlay_key).where(maps_t.c.image_id.in_(in_collection)))):
-        candidates.update(key for key in (raw_key, overlay_key) if key)
+    map_keys = select(maps_t.c.raw_key, maps_t.c.overlay_key, maps_t.c.codes_key).where(maps_t.c.image_id.in_(in_collection))
+    for raw_key, overlay_key, codes_key in rows_of(session.execute(map_keys)):
+        candidates.update(key for key in (raw_key, overlay_key, codes_key) if key)
     for params, result in session.execute(select(Job.params, Job.result).where(Job.collection_id == collection_id)):
         candidates.update(keys_in_json(params))
         candidates.update(keys_in_json(result))
@@ -168,13 +169,13 @@ def _require_collection(session: Session, collection_id: int) -> None:
 
 
 def collection_blob_keys(session: Session, collection_id: int) -> set[str]:
-    """Keys of the image, thumbnail, map and overlay blobs of a collection (for checks and exports)."""
+    """Keys of the image, thumbnail, map, overlay and descriptor-codes blobs of a collection (for checks and exports)."""
     images_t, maps_t = table_of(Image), table_of(ConceptMap)
     keys: set[str] = set()
     for row in session.execute(select(images_t.c.storage_key, images_t.c.thumb_key).where(images_t.c.collection_id == collection_id)):
         keys.update(key for key in row if key)
     in_collection = select(images_t.c.id).where(images_t.c.collection_id == collection_id)
-    for row in session.execute(select(maps_t.c.raw_key, maps_t.c.overlay_key).where(maps_t.c.image_id.in_(in_collection))):
+    for row in session.execute(select(maps_t.c.raw_key, maps_t.c.overlay_key, maps_t.c.codes_key).where(maps_t.c.image_id.in_(in_collection))):
         keys.update(key for key in row if key)
     return keys
 

@@ -150,3 +150,29 @@ def test_per_image_objectness_equals_the_first_principal_component_of_each_image
         if float(((cam - cam.mean()) * ref).sum()) < 0:
             ref = -ref
         torch.testing.assert_close(got[p].flatten(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow  # trains the planted-object model
+def test_the_localizer_returns_each_images_codes_on_the_basis_of_its_training_images(planted) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    from camcore.localizer import Localizer
+
+    stats = fit_objectness(planted.model, planted.spec, planted.train_images, planted.train_tags, batch_size=16)
+    assert stats.basis is not None
+    spec = copy.deepcopy(planted.spec)
+    spec.extra = {**dict(spec.extra or {}), SPEC_KEY: stats.to_dict()}
+    images = planted.train_images[:6]
+    results = Localizer(planted.model, spec, prepare=False).localize(images, [[0]] * len(images))
+    x = (preprocess(images, spec.input_size).float() / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+    with torch.no_grad(), capture_descriptors(planted.model) as cap:
+        feats = planted.model.features(x)
+    expected = stats.basis.project(cap.get("features", feats))
+    for r, e in zip(results, expected, strict=True):
+        assert r.codes is not None and r.codes.dtype == torch.float16
+        assert tuple(r.codes.shape) == (stats.basis.dimensions, *r.maps[0].shape)
+        assert torch.allclose(r.codes.float(), e, atol=0.05, rtol=0.01)
+    # a model whose statistics predate the basis gives no codes
+    old = {k: v for k, v in stats.to_dict().items() if k != "basis"}
+    spec.extra = {**dict(spec.extra), SPEC_KEY: old}
+    assert all(r.codes is None for r in Localizer(planted.model, spec).localize(images[:2], [[0], [0]]))

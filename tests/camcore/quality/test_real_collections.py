@@ -76,6 +76,30 @@ def _corloc_and_best_centred(paths: list[Path], tags: list[list[int]], results: 
     return corloc(results, truth), centred
 
 
+def _after_review(paths: list[Path], tags: list[list[int]], results: list[ImageResult], base: BoxParams,
+                  reviewed_count: int = 20) -> tuple[float, float, dict]:
+    """CorLoc@0.5 on the other photos after ``reviewed_count`` reviewed photos (their ground truth
+    plays the reviewer) as the calibrate job learns without and with the descriptor codes, and
+    calibration's review-map report."""
+    truth = []
+    for p, t in zip(paths, tags, strict=True):
+        boxes = _voc_boxes(p.parent.parent / "annotations" / f"{p.stem}.xml")
+        truth.append((boxes, torch.full((len(boxes),), t[0], dtype=torch.long)))
+    maps = {i: r.maps for i, r in enumerate(results)}
+    sizes = {i: r.image_size for i, r in enumerate(results)}
+    codes = {i: r.codes for i, r in enumerate(results) if r.codes is not None}
+    assert len(codes) == len(results)
+    reviewed_ids = random.Random(1).sample(sorted(maps), reviewed_count)
+    reviewed = {i: [(int(c), b.tolist()) for b, c in zip(*truth[i], strict=True)] for i in reviewed_ids}
+    rest = [i for i in sorted(maps) if i not in set(reviewed_ids)]
+    plain = calibrate({i: maps[i] for i in reviewed_ids}, sizes, reviewed, base)
+    learned = calibrate({i: maps[i] for i in reviewed_ids}, sizes, reviewed, base, codes_by_image=codes)
+    rest_truth = [truth[i] for i in rest]
+    before = corloc([apply({i: maps[i]}, sizes, plain)[i] for i in rest], rest_truth)
+    after = corloc([apply({i: maps[i]}, sizes, learned, codes_by_image=codes)[i] for i in rest], rest_truth)
+    return before, after, learned["extra"]["calibration"]["review_map"]
+
+
 def test_tags_the_classifier_cannot_tell_apart_still_give_boxes_better_than_a_centred_box(tmp_path: Path) -> None:
     """Tags drawn at random carry no location signal in the class maps; the collection's
     objectness must still find the animal, beating the best centred box on the same images."""
@@ -87,6 +111,7 @@ def test_tags_the_classifier_cannot_tell_apart_still_give_boxes_better_than_a_ce
     results = _localize(paths, tags, ["a", "b"], tmp_path / "features")
     ours, centred = _corloc_and_best_centred(paths, tags, results)
     assert ours >= centred + 0.1, (ours, centred)
+
 
 
 def test_many_tags_the_classifier_cannot_tell_apart_use_the_objectness_alone_and_beat_a_centred_box(tmp_path: Path) -> None:
@@ -114,6 +139,12 @@ def test_many_tags_the_classifier_cannot_tell_apart_use_the_objectness_alone_and
         localizer.close()
     ours, centred = _corloc_and_best_centred(paths, tags, results)
     assert ours >= centred + 0.1, (ours, centred)
+
+    # 20 reviewed images in total (under two per tag) teach a location map on the descriptor codes
+    # (adopted only where it localises the reviewed photos better: it must never cost the others)
+    before, after, report = _after_review(paths, tags, results, model_box_params(spec))
+    assert report["pairs"] == 20, report
+    assert after >= before - 0.02, (before, after, report)
 
 
 @pytest.mark.timeout(1800)  # trains on all 363 photos (decoding phone photos dominates)

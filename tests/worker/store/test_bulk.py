@@ -205,6 +205,30 @@ def test_upsert_concept_maps_overwrites_per_triple(session: Session, make_collec
         upsert_concept_maps(session, [{"image_id": img1, "category_id": cats["cat"], "model_version_id": mv, "raw_key": "/tmp/x.npy"}])
 
 
+def test_upsert_concept_maps_sets_and_replaces_the_codes_key(session: Session, make_collection, make_images, make_model_version, runtime) -> None:  # type: ignore[no-untyped-def]
+    """``codes_key`` is optional (``None`` when absent) and a re-run overwrites it like the other keys."""
+    coll, cats = make_collection("a")
+    (img,) = make_images(coll, 1)
+    mv = make_model_version(coll)
+    raw = runtime.blobs.put_bytes(b"map", kind="maps", suffix=".npy")
+    codes_a, codes_b = (runtime.blobs.put_bytes(bytes([i]), kind="codes", suffix=".npy") for i in range(2))
+
+    def stored() -> list[tuple[int, str | None]]:
+        rows = session.execute(select(ConceptMap.category_id, ConceptMap.codes_key).order_by(ConceptMap.category_id)).all()
+        return [tuple(r) for r in rows]
+
+    upsert_concept_maps(session, [{"image_id": img, "category_id": cats[c], "model_version_id": mv, "raw_key": raw, "codes_key": codes_a}
+                                  for c in ("cat", "dog")])  # one codes blob shared by the image's maps
+    session.commit()
+    assert stored() == [(cats["cat"], codes_a), (cats["dog"], codes_a)]
+    upsert_concept_maps(session, [{"image_id": img, "category_id": cats["cat"], "model_version_id": mv, "raw_key": raw, "codes_key": codes_b},
+                                  {"image_id": img, "category_id": cats["dog"], "model_version_id": mv, "raw_key": raw}])
+    session.commit()
+    assert stored() == [(cats["cat"], codes_b), (cats["dog"], None)]
+    with pytest.raises(ValueError, match="not a blob key"):
+        upsert_concept_maps(session, [{"image_id": img, "category_id": cats["cat"], "model_version_id": mv, "raw_key": raw, "codes_key": "../x.npy"}])
+
+
 def test_categories_keep_stable_ids(session: Session, make_collection) -> None:  # type: ignore[no-untyped-def]
     coll, cats = make_collection("a", categories=("zebra", "ant"))
     assert cats["zebra"] < cats["ant"]  # ids follow the order given, not the alphabet

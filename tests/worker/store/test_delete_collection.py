@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from worker.store.blob_refs import unreferenced_keys
 from worker.store.bulk import insert_image_tags, insert_images, replace_boxes, upsert_concept_maps
-from worker.store.collections_repo import CollectionNotFoundError, delete_collection
+from worker.store.collections_repo import CollectionNotFoundError, collection_blob_keys, delete_collection
 from worker.store.models import Box, Category, Collection, ConceptMap, Evaluation, Image, ImageTag, Job, ModelVersion
 
 
@@ -102,6 +102,38 @@ def test_delete_collection_removes_rows_and_unshared_blobs(runtime, session: Ses
 
     with pytest.raises(CollectionNotFoundError):
         delete_collection(session, blobs, coll_a)
+
+
+def test_delete_collection_removes_its_descriptor_codes_blobs(runtime, session: Session, make_collection, make_model_version) -> None:  # type: ignore[no-untyped-def]
+    """An image's codes blob (named by every map row of the image) goes with the collection unless
+    another collection's maps name the same content."""
+    blobs = runtime.blobs
+    coll_a, cats_a = make_collection("a")
+    coll_b, cats_b = make_collection("b")
+    mv_a, mv_b = make_model_version(coll_a, "a-model"), make_model_version(coll_b, "b-model")
+    ids_a = _populate(session, blobs, coll_a, cats_a, [b"photo a1", b"photo a2"], mv_a, "a")
+    (id_b,) = _populate(session, blobs, coll_b, cats_b, [b"photo b"], mv_b, "b")
+    shared_codes = blobs.put_bytes(b"codes seen in both", kind="codes", suffix=".npy")
+    private_codes = blobs.put_bytes(b"codes only in a", kind="codes", suffix=".npy")
+    raw = blobs.put_bytes(b"dog map", kind="maps", suffix=".npy")
+    upsert_concept_maps(session, [  # two maps of the first image share its codes
+        {"image_id": ids_a[0], "category_id": cats_a["cat"], "model_version_id": mv_a, "raw_key": session.scalar(
+            select(ConceptMap.raw_key).where(ConceptMap.image_id == ids_a[0])), "codes_key": private_codes},
+        {"image_id": ids_a[0], "category_id": cats_a["dog"], "model_version_id": mv_a, "raw_key": raw, "codes_key": private_codes},
+        {"image_id": ids_a[1], "category_id": cats_a["cat"], "model_version_id": mv_a, "raw_key": session.scalar(
+            select(ConceptMap.raw_key).where(ConceptMap.image_id == ids_a[1])), "codes_key": shared_codes},
+        {"image_id": id_b, "category_id": cats_b["cat"], "model_version_id": mv_b, "raw_key": session.scalar(
+            select(ConceptMap.raw_key).where(ConceptMap.image_id == id_b)), "codes_key": shared_codes},
+    ])
+    session.commit()
+    assert {private_codes, shared_codes} <= collection_blob_keys(session, coll_a)
+    assert shared_codes in collection_blob_keys(session, coll_b) and private_codes not in collection_blob_keys(session, coll_b)
+
+    delete_collection(session, blobs, coll_a)
+
+    assert not blobs.exists(private_codes)
+    assert blobs.exists(shared_codes)
+    assert session.scalars(select(ConceptMap.codes_key).where(ConceptMap.image_id == id_b)).all() == [shared_codes]
 
 
 def test_reference_check_scans_and_probes_alike(runtime, session: Session, make_collection, make_model_version, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -45,7 +45,7 @@ def _diff(url: str, metadata: MetaData) -> list:
 
 
 def test_chain_is_linear_with_one_head() -> None:
-    assert head_revision() == "0008"
+    assert head_revision() == "0009"
 
 
 def test_upgrade_downgrade_base_upgrade(db_url: str) -> None:

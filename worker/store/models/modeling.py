@@ -41,7 +41,10 @@ class ConceptMap(Base):
     """The stored CAM of one (image, category) under one model version.
 
     ``raw_key``: the low-resolution map (float16 array blob) for recomputing boxes;
-    ``overlay_key``: the colour-mapped PNG shown in the browser.
+    ``overlay_key``: the colour-mapped PNG shown in the browser;
+    ``codes_key``: the image's descriptor codes (float16 ``[d, h, w]`` array blob, shared by the
+    image's maps under this version) that calibration learns a location map from; ``None`` for
+    models without them.
     """
 
     __tablename__ = "concept_maps"
@@ -53,6 +56,7 @@ class ConceptMap(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
     raw_key: Mapped[str] = mapped_column(String(200))
     overlay_key: Mapped[str | None] = mapped_column(String(200))
+    codes_key: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
