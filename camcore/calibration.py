@@ -31,11 +31,12 @@ box corrections), so calibrating twice from the same reviews gives the same resu
    the images' descriptor codes are given: a per-cell logistic map learned from the reviewed boxes
    on the codes and the class map. Stages 1-2 are run again on the reviewed images' *cross-fitted*
    review maps (each from a fit without that image), starting from :data:`REVIEW_MAP_RULE`
-   instead of the raw maps' rule; the review map is adopted only when the
-   result localises the reviewed (image, class) pairs better than the plain calibration does
-   (hits + mean IoU of the top boxes). Measured with 20 reviewed images (5 draws,
-   ``bench/quality.py --reviewed 20``), it is what moves aquarium's small fish and the
-   random-tag collection (see the README).
+   instead of the raw maps' rule. The review map is adopted only when it localises the reviewed
+   (image, class) pairs better than the plain calibration does (hits + mean IoU of the top
+   boxes; the review maps of the reviewed images are the cross-fitted ones, so the map never
+   grades the images it was fitted on). Measured with 20 reviewed images in total (5 draws,
+   ``bench/quality.py --reviewed 20``; README): it moves every dev collection, most of all
+   aquarium's small fish and the random-tag collection.
 
 The result is a JSON-safe dict for ``BoxParams.from_dict`` (store it in
 ``model_versions.calibration``).

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from camcore.boxes.review_map import ReviewMap, cell_features
 
-__all__ = ["MAX_FOLDS", "RIDGE", "cross_fitted_maps", "fit_review_map", "inside_boxes", "training_cells"]
+__all__ = ["MAX_FOLDS", "RIDGE", "cross_fitted_maps", "fit_review_map", "inside_boxes", "review_folds", "training_cells"]
 
 RIDGE = 1.0  # weight of the ridge penalty, in cells (sum of squared weights x RIDGE / cells)
 MAX_FOLDS = 10  # cross-fitting folds at most (one per reviewed image below that)
@@ -93,6 +93,14 @@ def fit_review_map(cells: Tensor, labels: Tensor, *, ridge: float = RIDGE) -> Re
     return ReviewMap(tuple(w[:-1]), w[-1], float(bias.detach()))
 
 
+def review_folds(truth_by_class: Mapping[int, Mapping[Key, Tensor]], available: set[Key]) -> list[list[Key]]:
+    """The reviewed images of ``available`` in :data:`MAX_FOLDS` folds at most (one image each
+    below that): image ``j`` of the images sorted by key goes to fold ``j % folds``."""
+    reviewed = sorted({k for per_image in truth_by_class.values() for k in per_image if k in available}, key=repr)
+    count = min(MAX_FOLDS, len(reviewed))
+    return [reviewed[fold::count] for fold in range(count)]
+
+
 def cross_fitted_maps(
     codes_by_image: Mapping[Key, Tensor],
     maps_by_image: Mapping[Key, Mapping[int, Tensor]],
@@ -101,12 +109,9 @@ def cross_fitted_maps(
 ) -> dict[Key, dict[int, Tensor]]:
     """Review maps of every reviewed image with codes (all its maps' classes), each from a review
     map fitted on the other folds' images; an image whose fit has no data keeps its raw maps."""
-    reviewed = sorted({k for per_image in truth_by_class.values() for k in per_image if k in codes_by_image and k in maps_by_image},
-                      key=repr)
-    folds = min(MAX_FOLDS, len(reviewed))
+    reviewed = [k for fold in review_folds(truth_by_class, set(codes_by_image) & set(maps_by_image)) for k in fold]
     out: dict[Key, dict[int, Tensor]] = {}
-    for fold in range(folds):
-        held = reviewed[fold::folds]
+    for held in review_folds(truth_by_class, set(codes_by_image) & set(maps_by_image)):
         cells, labels = training_cells(codes_by_image, maps_by_image, image_sizes, truth_by_class, set(reviewed) - set(held))
         review = fit_review_map(cells, labels) if len(labels) else None
         for key in held:

@@ -77,10 +77,10 @@ def _corloc_and_best_centred(paths: list[Path], tags: list[list[int]], results: 
 
 
 def _after_review(paths: list[Path], tags: list[list[int]], results: list[ImageResult], base: BoxParams,
-                  reviewed_count: int = 20) -> tuple[float, float, dict]:
-    """CorLoc@0.5 on the other photos after ``reviewed_count`` reviewed photos (their ground truth
-    plays the reviewer) as the calibrate job learns without and with the descriptor codes, and
-    calibration's review-map report."""
+                  reviewed_count: int = 20, draws: int = 5) -> tuple[float, float, int]:
+    """Mean CorLoc@0.5 on the other photos over ``draws`` draws of ``reviewed_count`` reviewed
+    photos (their ground truth plays the reviewer), as the calibrate job learns without and with
+    the descriptor codes, and in how many draws calibration adopted the review map."""
     truth = []
     for p, t in zip(paths, tags, strict=True):
         boxes = _voc_boxes(p.parent.parent / "annotations" / f"{p.stem}.xml")
@@ -89,16 +89,18 @@ def _after_review(paths: list[Path], tags: list[list[int]], results: list[ImageR
     sizes = {i: r.image_size for i, r in enumerate(results)}
     codes = {i: r.codes for i, r in enumerate(results) if r.codes is not None}
     assert len(codes) == len(results)
-    reviewed_ids = random.Random(1).sample(sorted(maps), reviewed_count)
-    reviewed = {i: [(int(c), b.tolist()) for b, c in zip(*truth[i], strict=True)] for i in reviewed_ids}
-    rest = [i for i in sorted(maps) if i not in set(reviewed_ids)]
-    plain = calibrate({i: maps[i] for i in reviewed_ids}, sizes, reviewed, base)
-    learned = calibrate({i: maps[i] for i in reviewed_ids}, sizes, reviewed, base, codes_by_image=codes)
-    rest_truth = [truth[i] for i in rest]
-    before = corloc([apply({i: maps[i]}, sizes, plain)[i] for i in rest], rest_truth)
-    after = corloc([apply({i: maps[i]}, sizes, learned, codes_by_image=codes)[i] for i in rest], rest_truth)
-    return before, after, learned["extra"]["calibration"]["review_map"]
-
+    before, after, adopted = [], [], 0
+    for seed in range(draws):
+        reviewed_ids = random.Random(seed).sample(sorted(maps), reviewed_count)
+        reviewed = {i: [(int(c), b.tolist()) for b, c in zip(*truth[i], strict=True)] for i in reviewed_ids}
+        rest = [i for i in sorted(maps) if i not in set(reviewed_ids)]
+        plain = calibrate({i: maps[i] for i in reviewed_ids}, sizes, reviewed, base)
+        learned = calibrate({i: maps[i] for i in reviewed_ids}, sizes, reviewed, base, codes_by_image=codes)
+        rest_truth = [truth[i] for i in rest]
+        before.append(corloc([apply({i: maps[i]}, sizes, plain)[i] for i in rest], rest_truth))
+        after.append(corloc([apply({i: maps[i]}, sizes, learned, codes_by_image=codes)[i] for i in rest], rest_truth))
+        adopted += bool(learned["extra"]["calibration"]["review_map"]["adopted"])
+    return sum(before) / draws, sum(after) / draws, adopted
 
 def test_tags_the_classifier_cannot_tell_apart_still_give_boxes_better_than_a_centred_box(tmp_path: Path) -> None:
     """Tags drawn at random carry no location signal in the class maps; the collection's
@@ -119,7 +121,9 @@ def test_many_tags_the_classifier_cannot_tell_apart_use_the_objectness_alone_and
     head learns each tag *against* the common object, so every class map points at the
     background: fused with the objectness as for tags it can tell apart, the maps localise 0.34
     of these 120 photos, below the best centred box (0.49). The objectness statistics see that the
-    class maps disagree with them and box with the objectness alone (0.68)."""
+    class maps disagree with them and box with the objectness alone (0.68). Twenty reviewed
+    photos in total (under two per tag) then teach a location map on the images' descriptor
+    codes, which no per-tag correction could learn from so few."""
     root = dev_dataset("raccoon-kangaroo")
     paths = [p for c in ("kangaroo", "raccoon") for p in sorted((root / c / "images").glob("*.jpg"))[:60]]
     paths = [p for p in paths if p.name != "00090.jpg"]  # the truncated file
@@ -141,10 +145,9 @@ def test_many_tags_the_classifier_cannot_tell_apart_use_the_objectness_alone_and
     assert ours >= centred + 0.1, (ours, centred)
 
     # 20 reviewed images in total (under two per tag) teach a location map on the descriptor codes
-    # (adopted only where it localises the reviewed photos better: it must never cost the others)
-    before, after, report = _after_review(paths, tags, results, model_box_params(spec))
-    assert report["pairs"] == 20, report
-    assert after >= before - 0.02, (before, after, report)
+    # (measured: 0.674 -> 0.754 on the other photos, mean of 5 draws, adopted in 3)
+    before, after, adopted = _after_review(paths, tags, results, model_box_params(spec))
+    assert adopted >= 1 and after >= before + 0.04, (before, after, adopted)
 
 
 @pytest.mark.timeout(1800)  # trains on all 363 photos (decoding phone photos dominates)
