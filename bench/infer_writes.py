@@ -1,14 +1,14 @@
 """Where the infer job's storage writes spend their time, per image and per stage.
 
-Runs the infer job's chunk writer (``worker.jobs.inferring._write_chunk``: maps to float16
-bytes, blob puts, categories, concept-map rows, box rows, progress + commit) on synthetic model
+Runs the infer job's chunk writer (``worker.jobs.inferring._write_chunk``: maps and descriptor
+codes to float16 bytes, blob puts, categories, concept-map rows, box rows, progress + commit) on synthetic model
 results of the product's shape (one 14x14 map per image, as EfficientNet-Lite0 at 448 px gives
 with ``top_k=1``; ``--boxes`` boxes per image) against PostgreSQL when reachable (a fresh
 database, dropped after), else SQLite, and a fresh blob directory. No model runs, so the figures
 are the writes alone. Each chunk is written twice: first to fresh images (new blobs, new rows),
 then again (a re-run: same blobs, rows replaced).
 
-    .venv/bin/python bench/infer_writes.py [--images 512] [--chunk 64] [--boxes 2] [--sqlite]
+    .venv/bin/python bench/infer_writes.py [--images 512] [--chunk 64] [--boxes 2] [--codes 16] [--sqlite]
 
 Prints wall milliseconds per image for each stage, both passes, the CPU milliseconds per image of
 this process (the writer's own host work; PostgreSQL's is not counted), and for reference what rendering and
@@ -44,9 +44,10 @@ def _reachable(port: int) -> bool:
         return False
 
 
-def _results(ids: list[int], boxes_per_image: int, generator: torch.Generator) -> dict[int, Any]:
+def _results(ids: list[int], boxes_per_image: int, generator: torch.Generator, codes: int = 16) -> dict[int, Any]:
     """Model results shaped as ``camcore.localizer.Localizer`` gives them: per image a 14x14 map of class
-    ``i % 2`` and ``boxes_per_image`` boxes of that class on a 640x480 image."""
+    ``i % 2``, ``boxes_per_image`` boxes of that class on a 640x480 image, and ``codes`` x 14 x 14
+    float16 descriptor codes (``None`` for 0)."""
     results = {}
     for image_id in ids:
         cls = image_id % 2
@@ -54,7 +55,8 @@ def _results(ids: list[int], boxes_per_image: int, generator: torch.Generator) -
         boxes = torch.cat([xy, xy + 20 + torch.rand(boxes_per_image, 2, generator=generator) * 300], dim=1)
         results[image_id] = SimpleNamespace(
             image_size=(640, 480), maps={cls: torch.randn(14, 14, generator=generator)}, boxes=boxes,
-            scores=torch.rand(boxes_per_image, generator=generator), labels=torch.full((boxes_per_image,), cls, dtype=torch.long))
+            scores=torch.rand(boxes_per_image, generator=generator), labels=torch.full((boxes_per_image,), cls, dtype=torch.long),
+            codes=torch.randn(codes, 14, 14, generator=generator).half() if codes else None)
     return results
 
 
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64, help="images per chunk (CAMLABEL_CHUNK_SIZE)")
     parser.add_argument("--boxes", type=int, default=2, help="proposed boxes per image")
     parser.add_argument("--sqlite", action="store_true", help="SQLite even when PostgreSQL is reachable")
+    parser.add_argument("--codes", type=int, default=16, help="descriptor code dimensions per image (0: none, as models without a basis)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     use_pg = not args.sqlite and _reachable(5432)
@@ -103,7 +106,7 @@ def main() -> None:
                          device="cpu", chunk_size=args.chunk, done=0, total=len(ids))
         generator = torch.Generator().manual_seed(0)
         chunks = [ids[i:i + args.chunk] for i in range(0, len(ids), args.chunk)]
-        results = {i: _results(chunk, args.boxes, generator) for i, chunk in enumerate(chunks)}
+        results = {i: _results(chunk, args.boxes, generator, args.codes) for i, chunk in enumerate(chunks)}
         where = "PostgreSQL" if use_pg else "SQLite"
         print(f"{len(ids)} images, chunks of {args.chunk}, 1 map (14x14) and {args.boxes} boxes per image, {where}, blobs on {tmp}")
         for label in ("first write", "re-run"):
