@@ -68,15 +68,31 @@ def _as_2d(cam: Tensor | np.ndarray) -> Tensor:
     return t.detach().float().cpu()
 
 
-def encode_map(cam: Tensor | np.ndarray) -> bytes:
-    """``Tensor[h, w]`` -> float16 ``.npy`` bytes (values beyond float16 range are clipped)."""
-    arr = _as_2d(cam).numpy()
+def _float16_npy(arr: np.ndarray, what: str) -> bytes:
+    """``arr`` as float16 ``.npy`` bytes, values beyond float16 range clipped; ``ValueError`` naming
+    ``what`` for non-finite values."""
     if not np.isfinite(arr).all():
-        raise ValueError("map contains non-finite values")
+        raise ValueError(f"{what} contains non-finite values")
     fmax = float(np.finfo(np.float16).max)
     buf = io.BytesIO()
     np.save(buf, np.clip(arr, -fmax, fmax).astype(np.float16), allow_pickle=False)
     return buf.getvalue()
+
+
+def _float_array(data: bytes, ndim: int, what: str) -> Tensor:
+    """``.npy`` bytes of a ``ndim``-D float array -> float32 tensor; ``ValueError`` naming ``what``."""
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"not an encoded {what}: {exc}") from exc
+    if arr.ndim != ndim or arr.dtype.kind != "f":
+        raise ValueError(f"encoded {what} must be a {ndim}-D float array, got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(arr.astype(np.float32))
+
+
+def encode_map(cam: Tensor | np.ndarray) -> bytes:
+    """``Tensor[h, w]`` -> float16 ``.npy`` bytes (values beyond float16 range are clipped)."""
+    return _float16_npy(_as_2d(cam).numpy(), "map")
 
 
 def decode_map(data: bytes) -> Tensor:
@@ -85,13 +101,7 @@ def decode_map(data: bytes) -> Tensor:
     Raises:
         ValueError: the bytes are not a 2-D float ``.npy`` array.
     """
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"not an encoded map: {exc}") from exc
-    if arr.ndim != 2 or arr.dtype.kind != "f":
-        raise ValueError(f"encoded map must be a 2-D float array, got {arr.dtype} {arr.shape}")
-    return torch.from_numpy(arr.astype(np.float32))
+    return _float_array(data, 2, "map")
 
 
 def encode_codes(codes: Tensor | np.ndarray) -> bytes:
@@ -103,12 +113,7 @@ def encode_codes(codes: Tensor | np.ndarray) -> bytes:
     arr = torch.as_tensor(np.asarray(codes) if not isinstance(codes, Tensor) else codes).detach().float().cpu().numpy()
     if arr.ndim != 3:
         raise ValueError(f"codes must be 3-D [d, h, w], got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("codes contain non-finite values")
-    fmax = float(np.finfo(np.float16).max)
-    buf = io.BytesIO()
-    np.save(buf, np.clip(arr, -fmax, fmax).astype(np.float16), allow_pickle=False)
-    return buf.getvalue()
+    return _float16_npy(arr, "descriptor code array")
 
 
 def decode_codes(data: bytes) -> Tensor:
@@ -117,13 +122,7 @@ def decode_codes(data: bytes) -> Tensor:
     Raises:
         ValueError: the bytes are not a 3-D float ``.npy`` array.
     """
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"not encoded codes: {exc}") from exc
-    if arr.ndim != 3 or arr.dtype.kind != "f":
-        raise ValueError(f"encoded codes must be a 3-D float array, got {arr.dtype} {arr.shape}")
-    return torch.from_numpy(arr.astype(np.float32))
+    return _float_array(data, 3, "descriptor code array")
 
 
 def normalize_map(cam: Tensor | np.ndarray) -> np.ndarray:
