@@ -370,8 +370,9 @@ def worker_command(queues: str, pool: str, concurrency: int, loglevel: str, host
 @click.option("--preview", is_flag=True, help="Only say what would be learned and its leave-one-out estimate; change nothing.")
 def calibrate_command(name: str, model_version_id: int | None, wait: bool, preview: bool) -> None:
     """Learn from NAME's accepted/corrected boxes (20 reviewed images in total is a good start): the
-    collection's threshold rule, per-class rules and box corrections, the box scores; then recompute
-    the proposals of unreviewed images from the stored maps (no model pass)."""
+    collection's threshold rule, per-class rules and box corrections, the box scores, and a location
+    map on the images' stored descriptor codes when it localises the reviewed images better; then
+    recompute the proposals of unreviewed images from the stored maps and codes (no model pass)."""
     job_id, inline = _submit("calibrate", name, {"model_version_id": model_version_id, "preview": preview})
     job = _run_and_wait(job_id, inline=inline, wait=wait or preview)
     if job is not None:
