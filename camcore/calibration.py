@@ -43,8 +43,8 @@ The result is a JSON-safe dict for ``BoxParams.from_dict`` (store it in
 
 Typical use by the ``calibrate`` job::
 
-    params = calibrate(maps_by_image, image_sizes, reviewed_boxes, base_params)
-    boxes = apply(maps_by_image, image_sizes, params)
+    params = calibrate(maps_by_image, image_sizes, reviewed_boxes, base_params, codes_by_image=codes)
+    boxes = apply(maps_by_image, image_sizes, params, codes_by_image=codes)
 """
 
 from __future__ import annotations
