@@ -292,11 +292,11 @@ def calibrate(
         reason = "no descriptor codes for the reviewed images" if not with_codes else "some reviewed images have no descriptor codes"
         return _with_review_report(plain, {"adopted": False, "reason": reason})
     assert codes_by_image is not None
-    learned_maps = cross_fitted_maps(codes_by_image, maps_by_image, image_sizes, truth_by_class)
-    learned = _calibrate_on(learned_maps, image_sizes, truth_by_class, given, start_rule=REVIEW_MAP_RULE)
     full = fit_review_map(*training_cells(codes_by_image, maps_by_image, image_sizes, truth_by_class))
     if full is None:
         return _with_review_report(plain, {"adopted": False, "reason": "the reviewed boxes cover every cell or none"})
+    learned_maps = cross_fitted_maps(codes_by_image, maps_by_image, image_sizes, truth_by_class)
+    learned = _calibrate_on(learned_maps, image_sizes, truth_by_class, given, start_rule=REVIEW_MAP_RULE)
     before = _reviewed_top_ious(plain, maps_by_image, image_sizes, truth_by_class)
     after = _reviewed_top_ious(learned, learned_maps, image_sizes, truth_by_class)
     adopted = (after >= 0.5).sum() + after.mean() > (before >= 0.5).sum() + before.mean() + 1e-9
@@ -322,21 +322,16 @@ def _reviewed_top_ious(
     truth_by_class: Mapping[int, Mapping[Key, Tensor]],
 ) -> np.ndarray:
     """``[pairs]`` best IoU of each reviewed (image, class)'s corrected top box under ``params``
-    (0: no box), over the pairs with a map."""
+    (0: no box), over the pairs with a map: :func:`_top_ious` per class."""
     p = _as_params(params)
     corrections = corrections_from_extra(p.extra)
-    out = []
+    out = [np.zeros(0)]
     for cls, per_image in sorted(truth_by_class.items()):
         resolved = p.for_class(cls)
-        for key, boxes in per_image.items():
-            if cls not in maps_by_image.get(key, {}):
-                continue
-            size = _pair(image_sizes[key])
-            top = _top_box(resolved, normalized_map(maps_by_image[key][cls], size, resolved), size)
-            if cls in corrections:
-                top = corrections[cls].apply(top, size)
-            out.append(float(box_iou(top, boxes).max()) if len(top) else 0.0)
-    return np.asarray(out, dtype=np.float64)
+        truth = {k: v for k, v in per_image.items() if cls in maps_by_image.get(k, {})}
+        norms = {k: normalized_map(maps_by_image[k][cls], _pair(image_sizes[k]), resolved) for k in truth}
+        out.append(_top_ious(resolved, norms, image_sizes, truth, corrections.get(cls)))
+    return np.concatenate(out)
 
 
 def _calibrate_on(

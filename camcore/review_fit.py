@@ -2,8 +2,9 @@
 
 Each reviewed (image, class) gives one example per map cell: the cell's descriptor codes and
 scaled class map value, labelled positive when the cell's centre lies inside a reviewed box of the
-class. A logistic regression with a weak ridge penalty (:data:`RIDGE`, in cells) fits them; 20
-reviewed images give about 4,000 cells for 17 weights, so no per-collection setting is needed.
+class. A logistic regression with a weak ridge penalty (:data:`RIDGE`, in cells) fits them; a
+reviewed (image, class) gives 196 cells at 14 x 14, so 20 reviewed images give thousands of cells
+for 17 weights, and no per-collection setting is needed.
 
 :func:`cross_fitted_maps` gives each reviewed image's review maps from a fit *without* that image
 (:data:`MAX_FOLDS` folds at most), so calibration can compare the learned maps with the plain ones
@@ -41,6 +42,36 @@ def inside_boxes(grid: tuple[int, int], image_size: tuple[int, int], boxes: Tens
     return out
 
 
+def _image_cells(
+    codes_by_image: Mapping[Key, Tensor],
+    maps_by_image: Mapping[Key, Mapping[int, Tensor]],
+    image_sizes: Mapping[Key, tuple[int, int]],
+    truth_by_class: Mapping[int, Mapping[Key, Tensor]],
+) -> dict[Key, tuple[Tensor, Tensor]]:
+    """Per reviewed image with codes: ``(X[M, d + 1] float64, y[M] float64)``, one row per map cell
+    of each of its reviewed classes with a map."""
+    xs: dict[Key, list[Tensor]] = {}
+    ys: dict[Key, list[Tensor]] = {}
+    for cls, per_image in sorted(truth_by_class.items()):
+        for key, boxes in per_image.items():
+            if key not in codes_by_image or cls not in maps_by_image.get(key, {}):
+                continue
+            class_map = maps_by_image[key][cls]
+            xs.setdefault(key, []).append(cell_features(codes_by_image[key], class_map))
+            width, height = image_sizes[key]
+            grid = (int(class_map.shape[0]), int(class_map.shape[1]))
+            ys.setdefault(key, []).append(inside_boxes(grid, (int(width), int(height)), boxes).reshape(-1).double())
+    return {key: (torch.cat(xs[key]), torch.cat(ys[key])) for key in xs}
+
+
+def _stacked(cells: Mapping[Key, tuple[Tensor, Tensor]], keys: set[Key] | None = None) -> tuple[Tensor, Tensor]:
+    """The rows of ``cells`` (of the images in ``keys`` when given) stacked; ``(0 x 0, 0)`` when none."""
+    chosen = [v for k, v in cells.items() if keys is None or k in keys]
+    if not chosen:
+        return torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    return torch.cat([x for x, _ in chosen]), torch.cat([y for _, y in chosen])
+
+
 def training_cells(
     codes_by_image: Mapping[Key, Tensor],
     maps_by_image: Mapping[Key, Mapping[int, Tensor]],
@@ -50,20 +81,7 @@ def training_cells(
 ) -> tuple[Tensor, Tensor]:
     """``(X[M, d + 1] float64, y[M] float64)``: one row per map cell of every reviewed (image,
     class) with codes and a map (only images in ``keys`` when given)."""
-    xs: list[Tensor] = []
-    ys: list[Tensor] = []
-    for cls, per_image in sorted(truth_by_class.items()):
-        for key, boxes in per_image.items():
-            if (keys is not None and key not in keys) or key not in codes_by_image or cls not in maps_by_image.get(key, {}):
-                continue
-            class_map = maps_by_image[key][cls]
-            xs.append(cell_features(codes_by_image[key], class_map))
-            width, height = image_sizes[key]
-            grid = (int(class_map.shape[0]), int(class_map.shape[1]))
-            ys.append(inside_boxes(grid, (int(width), int(height)), boxes).reshape(-1).double())
-    if not xs:
-        return torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-    return torch.cat(xs), torch.cat(ys)
+    return _stacked(_image_cells(codes_by_image, maps_by_image, image_sizes, truth_by_class), keys)
 
 
 def fit_review_map(cells: Tensor, labels: Tensor, *, ridge: float = RIDGE) -> ReviewMap | None:
@@ -109,10 +127,11 @@ def cross_fitted_maps(
 ) -> dict[Key, dict[int, Tensor]]:
     """Review maps of every reviewed image with codes (all its maps' classes), each from a review
     map fitted on the other folds' images; an image whose fit has no data keeps its raw maps."""
-    reviewed = [k for fold in review_folds(truth_by_class, set(codes_by_image) & set(maps_by_image)) for k in fold]
+    folds = review_folds(truth_by_class, set(codes_by_image) & set(maps_by_image))
+    per_image = _image_cells(codes_by_image, maps_by_image, image_sizes, truth_by_class)  # once, not per fold
     out: dict[Key, dict[int, Tensor]] = {}
-    for held in review_folds(truth_by_class, set(codes_by_image) & set(maps_by_image)):
-        cells, labels = training_cells(codes_by_image, maps_by_image, image_sizes, truth_by_class, set(reviewed) - set(held))
+    for held in folds:
+        cells, labels = _stacked(per_image, set(per_image) - set(held))
         review = fit_review_map(cells, labels) if len(labels) else None
         for key in held:
             maps = maps_by_image[key]

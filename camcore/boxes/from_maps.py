@@ -5,7 +5,8 @@ aspect), normalised, boxed by the rule ``params.mode`` (:mod:`camcore.boxes.rule
 threshold, scaled by ``box_scale`` and the class's calibrated correction
 (:mod:`camcore.boxes.correction`), scored (:mod:`camcore.boxes.score`); then class-aware NMS over
 the image. A review map learned from reviewed boxes (:mod:`camcore.boxes.review_map`) replaces
-each map first when the image's descriptor codes are given. Stored maps go through the same function, so boxes can be recomputed from them.
+each map first when the image's descriptor codes are given. Stored maps go through the same
+function, so boxes can be recomputed from them.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def boxes_from_maps(
     corrections = corrections_from_extra(params.extra)  # per-class box corrections from calibration
     scorer = scorer_from_extra(params.extra)  # the default box scorer, or one refitted on reviews
     review = review_map_from_extra(params.extra) if codes is not None else None
-    if review is not None and codes is not None:
+    if review is not None:
+        assert codes is not None  # a review map is read only for an image with codes
         maps = {cls: review.apply(codes.float().cpu(), cam.detach().float().cpu()) for cls, cam in maps.items()}
     all_boxes: list[Tensor] = []
     all_scores: list[Tensor] = []

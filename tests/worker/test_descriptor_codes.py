@@ -102,7 +102,7 @@ def test_calibrate_job_passes_the_images_codes_and_reports_the_location_map(infe
         assert codes is not None and set(codes) == maps - {without}  # an image without codes keeps its raw maps
     assert without in set().union(*applied_maps)
     codes_reads = {key: n for key, n in reads.items() if key.startswith("codes/")}
-    assert codes_reads and max(codes_reads.values()) <= 2  # once per image for calibrate, once for its chunk
+    assert codes_reads and max(codes_reads.values()) <= 2  # at most twice per image (the job reads each once)
     with sqlite_runtime.sessions() as session:
         job = session.scalars(select(Job).where(Job.kind == "calibrate")).one()
         report = job.result["calibration"]["review_map"]

@@ -117,7 +117,8 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
     if not reviewed:
         raise JobFailed("no reviewed boxes to learn from: accept or correct the boxes of a few images first (20 images in total is a good start)")
     reviewed_maps = _maps(ctx, [(i, c, k) for i, c, k, _s in map_rows if i in reviewed])
-    params = calibrate(reviewed_maps, sizes, reviewed, base, codes_by_image=_codes(ctx, codes_keys, sorted(reviewed)) or None)
+    reviewed_codes = _codes(ctx, codes_keys, sorted(reviewed))
+    params = calibrate(reviewed_maps, sizes, reviewed, base, codes_by_image=reviewed_codes or None)
     summary = learning_summary(params, len(reviewed), preview=job_params.preview)
     if job_params.preview:  # what applying would learn and its leave-one-out estimate; nothing written
         return {"model_version_id": version_id, "reviewed_images": len(reviewed), "preview": True, "summary": summary,
@@ -139,7 +140,9 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         ctx.check()
         chunk = image_ids[start:start + ctx.chunk_size]
         maps = _maps(ctx, [row for i in chunk for row in by_image[i]])
-        codes = _codes(ctx, codes_keys, chunk)  # images without codes: their raw maps
+        # images without codes: their raw maps; the reviewed images' codes are already read
+        codes = {**{i: reviewed_codes[i] for i in chunk if i in reviewed_codes},
+                 **_codes(ctx, codes_keys, [i for i in chunk if i not in reviewed_codes])}
         recomputed = apply(maps, {i: sizes[i] for i in chunk}, params,  # tagged classes: scores from the maps
                            codes_by_image=codes or None)
         rows = [
