@@ -6,6 +6,7 @@ Screenshots of the new views go to ``docs/`` (small PNGs) and ``test-artifacts/`
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from pathlib import Path
@@ -179,17 +180,24 @@ def test_image_keyboard_loop_labels_classes_undo_zoom_draw_and_help(server: Serv
         found = page.eval_on_selector_all("li.box-item.selected", "els => els.map(e => e.dataset.boxId)")
         return int(found[0]) if found else None
 
+    def selected_after_key(expected: int) -> int | None:
+        """The selected box once the key's handler has run (waits up to 5 s for ``expected``)."""
+        with contextlib.suppress(Exception):
+            page.wait_for_function("id => document.querySelector('li.box-item.selected')?.dataset.boxId === String(id)",
+                                   arg=expected, timeout=5000)
+        return selected_box()
+
     # Tab / Shift+Tab and the arrow keys step through the boxes
     page.keyboard.press("Tab")
-    assert selected_box() == b1
+    assert selected_after_key(b1) == b1
     page.keyboard.press("Tab")
-    assert selected_box() == b2
+    assert selected_after_key(b2) == b2
     page.keyboard.press("Shift+Tab")
-    assert selected_box() == b1
+    assert selected_after_key(b1) == b1
     page.keyboard.press("ArrowDown")
-    assert selected_box() == b2
+    assert selected_after_key(b2) == b2
     page.keyboard.press("ArrowUp")
-    assert selected_box() == b1
+    assert selected_after_key(b1) == b1
 
     # number keys set the class; E accepts; Delete deletes
     page.keyboard.press("2")
