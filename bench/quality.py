@@ -72,6 +72,7 @@ import camcore
 from camcore.boxes import BoxParams
 from camcore.localizer import ImageResult
 from camcore.models import GapClassifier, ModelSpec
+from camcore.separability import SPEC_KEY as SEPARABILITY_KEY
 from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice, model_box_params, rule_text
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -783,9 +784,18 @@ def collection_table(rep: CollectionReport) -> str:
                      f"{_f(s.mba)} | {_f(s.auroc)} | {_f(s.top_half_precision)} | {_f(s.precision)} |")
     choice = (rep.spec.extra or {}).get(REPORT_KEY)
     if choice:
+        probabilities = ", ".join(f"{k} {v:.3f}" for k, v in choice.get("mean_probability", {}).items())
         lines += ["", "box threshold chosen without ground truth: " + rule_text(choice["threshold"])
-                  + f" ({choice['reason']}; {choice['pairs']} pairs; mean crop probability "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in choice.get("mean_probability", {}).items()) + ")"]
+                  + f" ({choice['reason']}; {choice['pairs']} pairs"
+                  + (f"; mean crop probability {probabilities})" if probabilities else ")")]
+    told = (rep.spec.extra or {}).get(SEPARABILITY_KEY)
+    if told:
+        tests = told["classes"].values()
+        passed = sum(e["separable"] is True for e in tests)
+        testable = sum(bool(e["testable"]) for e in tests)
+        verdict = {True: "yes", False: "no: boxed by the objectness alone", None: "not known"}[told["told_apart"]]
+        lines += ["", f"tags told apart on held-out images: {verdict} ({passed} of {testable} testable classes "
+                      f"pass the permutation test of AP at p < 0.01; {len(told['classes'])} classes)"]
     frac, best = best_centred(rep.centred)
     lines += ["", "centred box CorLoc@0.5: " + ", ".join(f"{int(f * 100)}% {_f(v)}" for f, v in rep.centred.items())
               + f" (best {_f(best)} at {int(frac * 100)}%)"]

@@ -25,6 +25,12 @@ with the objectness; CorLoc@0.5 0.335 fused (the best centred box: 0.516) -> 0.7
 dev collections with their real tags every class agrees (0.23 to 0.80) except one of
 aquarium's seven (puffin, -0.43), and CorLoc is unchanged.
 
+A class map can also agree with the objectness and still carry no location: with 2 random tags
+over the same photos each tag has ~180 photos, the head memorises them, and both maps agree
+(0.00 and 0.33) while pointing anywhere (CorLoc@0.5 0.448, the best centred box 0.516). The
+train job's held-out test (:mod:`camcore.separability`) sees that the classifier does not tell
+the tags apart; then every class is set apart here as well (0.742).
+
 Statistics are streamed: :class:`DdtAccumulator` keeps per class the descriptor sum, the sum of
 outer products (``C x C``) and the covariances with the CAM and the activations, so fitting needs one pass and
 ``K * C * C`` float64 values (320 channels: 0.8 MB per class). It keeps the same moments once over
@@ -50,6 +56,7 @@ from camcore.cam import class_activation_maps
 from camcore.descriptor_basis import DescriptorBasis, basis_from_moments
 from camcore.models import GapClassifier, ModelSpec
 from camcore.prepare import example_batch, prepare_for_inference
+from camcore.separability import stored_verdict
 from camcore.streaming import loader_kind, stream_batches
 from camcore.transforms import Normalizer
 
@@ -268,10 +275,13 @@ class DdtAccumulator:
                     self.act_sum[c] += act.sum()
                     self.act_cross[c] += x.T @ act
 
-    def finalize(self) -> ObjectnessStats:
+    def finalize(self, separable: Tensor | None = None) -> ObjectnessStats:
         """Per class: the first principal component, oriented by the activations (by the CAM where
-        none were given), and whether the CAM agrees with it; classes whose CAM disagrees share
-        one component fitted on all their pixels."""
+        none were given), and whether the CAM agrees with it; classes whose CAM disagrees, or that
+        ``separable`` (``Tensor[K]`` bool, :mod:`camcore.separability`) marks as not told apart by
+        the classifier, share one component fitted on all their pixels and are boxed by it alone."""
+        if separable is not None and tuple(separable.shape) != (self.k,):
+            raise ValueError(f"separable must be Tensor[{self.k}] bool, got {tuple(separable.shape)}")
         mean = torch.zeros(self.k, self.c)
         direction = torch.zeros(self.k, self.c)
         agreement = torch.zeros(self.k)
@@ -280,6 +290,8 @@ class DdtAccumulator:
             if valid[c]:
                 mean[c], direction[c], agreement[c] = self._component([c])
         uses_cam = ~valid | (agreement >= 0)
+        if separable is not None:
+            uses_cam = ~valid | (uses_cam & separable.to(torch.bool).cpu())
         apart = [c for c in range(self.k) if not uses_cam[c]]
         if apart:
             mu, p, _ = self._component(apart)
@@ -387,7 +399,9 @@ def fit_objectness(
         progress: optional ``callable(done, total)``.
 
     Returns:
-        :class:`ObjectnessStats`; store ``stats.to_dict()`` in ``spec.extra["objectness"]``.
+        :class:`ObjectnessStats`; store ``stats.to_dict()`` in ``spec.extra["objectness"]``. When
+        ``spec.extra`` records that the classifier does not tell the tags apart on held-out images
+        (:func:`camcore.separability.stored_verdict`), every class is boxed by the objectness alone.
     """
     if len(images) != len(tags):
         raise ValueError(f"{len(tags)} tag lists for {len(images)} images")
@@ -413,7 +427,8 @@ def fit_objectness(
                 progress(min(start + batch_size, len(images)), len(images))
     if acc is None:
         raise ValueError("fit_objectness needs at least one image")
-    return acc.finalize()
+    verdict = stored_verdict(spec.extra)
+    return acc.finalize(None if verdict is None else torch.full((spec.num_classes,), verdict, dtype=torch.bool))
 
 
 def _accumulate(acc: DdtAccumulator | None, spec: ModelSpec, net: GapClassifier, feats: Tensor, desc: Tensor,

@@ -41,6 +41,7 @@ from camcore.boxes import BoxParams, boxes_from_normalized, normalized_map
 from camcore.images import ImageLoadError
 from camcore.localizer import Localizer
 from camcore.models import GapClassifier, ModelSpec
+from camcore.separability import stored_verdict
 from camcore.transforms import Normalizer, preprocess
 
 __all__ = [
@@ -270,7 +271,12 @@ def fit_threshold_choice(
 
     Files that fail to load are left out. ``spec`` must already hold the objectness statistics
     (the maps are the infer job's maps). ``progress(done, total)`` is called per batch of crops; an
-    exception it raises (a cancellation) propagates."""
+    exception it raises (a cancellation) propagates. When the classifier does not tell the tags
+    apart on held-out images (:func:`camcore.separability.stored_verdict`), the mean rule stays
+    without a test."""
+    if stored_verdict(spec.extra) is False:  # crops of tags the classifier does not tell apart say nothing
+        return ThresholdChoice(None, 0, reason="the classifier does not tell the tags apart on held-out images, "
+                                               "so its view of the crops cannot choose")
     tagged = [i for i, t in enumerate(tags) if t]
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(tagged, size=min(max_images, len(tagged)), replace=False).tolist()) if tagged else []

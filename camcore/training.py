@@ -41,6 +41,8 @@ from camcore.images import load_image
 from camcore.limits import MAX_EPOCHS, check_epochs
 from camcore.models import GapClassifier, ModelSpec, WeightsArg, build_model
 from camcore.prepare import example_batch, prepare_for_inference
+from camcore.separability import SPEC_KEY as SEPARABILITY_KEY
+from camcore.separability import separability, stored_tests
 from camcore.streaming import loader_kind, stream_batches
 from camcore.transforms import Normalizer, preprocess
 
@@ -374,6 +376,8 @@ def train_head(
     metrics["train"] = _class_metrics(probs[tr], y[tr], spec.class_names)
     metrics["val"] = _class_metrics(probs[va], y[va], spec.class_names) if len(va) else None
     metrics["n_train"], metrics["n_val"] = int(len(tr)), int(len(va))
+    # held out before the refit: which tags the classifier tells apart (camcore.separability)
+    held_out = separability(probs[va], y[va], spec.class_names, seed=seed) if len(va) >= 2 else {}
     if refit_all and len(va) and mode == "linear":
         w, b, loss = _fit_linear(feats, y, weight_decay=weight_decay, max_iter=iters, seed=seed, tick=tick)
         set_head(w, b)
@@ -382,8 +386,12 @@ def train_head(
         metrics["refit_all"] = False
     metrics["final_loss"] = float(loss)
     tick(max(1, total - done))  # (the refit estimate counts images before any was skipped)
-    out_spec = ModelSpec.from_dict({**spec.to_dict(), "extra": {**spec.extra, "training": {
-        "mode": mode, "seed": seed, "epochs": iters, "n_images": len(kept), "weights": str(weights)}}})
+    extra: dict[str, Any] = {**spec.extra, "training": {
+        "mode": mode, "seed": seed, "epochs": iters, "n_images": len(kept), "weights": str(weights)}}
+    extra.pop(SEPARABILITY_KEY, None)
+    if held_out:
+        extra[SEPARABILITY_KEY] = stored_tests(held_out)
+    out_spec = ModelSpec.from_dict({**spec.to_dict(), "extra": extra})
     return TrainResult(model.eval(), out_spec, metrics)
 
 

@@ -135,3 +135,30 @@ def test_a_real_classifier_scores_the_crops_of_every_rule(trained_shapes) -> Non
 def test_crops_are_classified_at_half_the_network_input() -> None:
     assert crop_size(ModelSpec(arch="efficientnet_lite0", class_names=["a"], input_size=448)) == 224
     assert crop_size(ModelSpec(arch="tiny_cnn", class_names=["a"], input_size=40)) == 32
+
+
+def test_the_classifier_is_not_asked_about_crops_of_tags_it_does_not_tell_apart(trained_shapes, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Crops of tags the classifier does not tell apart on held-out images say nothing about the
+    box: the mean rule stays without a test (and without a localisation pass)."""
+    from camcore.separability import SPEC_KEY as SEPARABILITY_KEY
+    from camcore.threshold_choice import fit_threshold_choice
+
+    model, spec = trained_shapes.model, trained_shapes.spec
+    images, tags = trained_shapes.test_images[:40], trained_shapes.test_tags[:40]
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        image.save(paths[-1])
+
+    def with_verdict(told: bool) -> ModelSpec:
+        tests = {name: {"ap": 0.5, "prevalence": 0.3, "positives": 5, "n": 20, "p_value": 0.001 if told else 0.4,
+                        "testable": True, "separable": told} for name in spec.class_names}
+        stored = {"told_apart": told, "classes": tests}
+        return ModelSpec.from_dict({**spec.to_dict(), "extra": {**spec.extra, SEPARABILITY_KEY: stored}})
+
+    every = fit_threshold_choice(model, spec, paths, tags)
+    assert every.pairs == sum(len(set(t)) for t in tags)
+    told = fit_threshold_choice(model, with_verdict(True), paths, tags)
+    assert told.to_dict() == every.to_dict()
+    none = fit_threshold_choice(model, with_verdict(False), paths, tags)
+    assert none.threshold is None and none.pairs == 0 and "does not tell the tags apart" in none.reason

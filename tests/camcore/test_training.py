@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from camcore.models import ModelSpec
+from camcore.separability import SPEC_KEY as SEPARABILITY_KEY
 from camcore.training import average_precision, train_head
 from tests.camcore.synth import SHAPES, make_dataset
 
@@ -34,6 +35,12 @@ def test_linear_probe_is_deterministic_and_reports_progress(tmp_path: Path) -> N
     for entry in m["train"]["per_class"].values():
         assert {"ap", "accuracy", "positives", "n"} <= set(entry)
     assert m["val"] is not None and a.spec.extra["training"]["mode"] == "linear"
+    # the held-out test of each class (camcore.separability), stored with the model
+    told = a.spec.extra[SEPARABILITY_KEY]
+    assert set(told["classes"]) == set(SHAPES) and all(e["n"] == 7 for e in told["classes"].values())
+    # 7 held-out images: even a perfect ranking of 2 tagged ones is 1 placement in 21, so no class
+    # can be shown told apart at 1 %, and nothing is decided from them
+    assert not any(e["testable"] for e in told["classes"].values()) and told["told_apart"] is None
     assert not a.model.training
 
 
@@ -54,6 +61,7 @@ def test_multi_label_targets_and_bad_images_are_skipped(tmp_path: Path) -> None:
     assert [s["index"] for s in result.metrics["skipped"]] == [12]
     assert "broken.jpg" in result.metrics["skipped"][0]["reason"]
     assert result.metrics["n_train"] == 12 and result.metrics["val"] is None
+    assert SEPARABILITY_KEY not in result.spec.extra  # nothing held out: nothing known
 
 
 def test_bad_arguments() -> None:

@@ -174,6 +174,7 @@ def test_the_train_job_chooses_the_collections_box_threshold_and_infer_uses_it(r
         assert "threshold 0.5" in train.result["box_threshold"], train.result
         assert "Box threshold: 0.5 of each map's maximum" in train.result["summary"], train.result
         assert train.result["objectness_only"] == [], train.result  # every class map agrees with the objectness
+        assert train.result["tags_told_apart"] is True, train.result  # look-alike cards, told apart on held-out photos
         rows = session.execute(select(ConceptMap.image_id, ConceptMap.category_id, ConceptMap.raw_key)).all()
         assert len(rows) > 300
         class_of = {cid: spec.class_names.index(name) for cid, name in session.execute(select(Category.id, Category.name))}
@@ -238,7 +239,11 @@ def test_twenty_reviewed_photos_teach_a_location_map_that_improves_the_other_pro
         writer.writerows(sorted(tag_of.items()))
     run("collections", "create", "rt")
     run("import", "rt", str(folder), "--manifest", str(manifest), "--wait")
-    run("train", "rt", "--wait")
+    trained = run("train", "rt", "--wait")
+    # the held-out test sees that the classifier does not tell these tags apart: every class is
+    # boxed by the collection's objectness alone, from each map's mean
+    assert "does not tell the tags apart on held-out images" in trained.output, trained.output
+    assert "12 of 12 classes are boxed by the collection's objectness alone" in trained.output, trained.output
     run("infer", "rt", "--wait")
 
     def proposals_and_truth() -> tuple[dict[int, tuple], dict[int, tuple], dict[int, str]]:

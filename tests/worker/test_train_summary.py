@@ -22,7 +22,10 @@ def test_the_summary_names_the_classes_boxed_by_the_objectness_alone() -> None:
     assert objectness_only(some, names) == ["bird0", "bird2"]
     note = objectness_note(some, names)
     assert note.startswith(" 2 of 8 classes are boxed by the collection's objectness alone") and note.endswith("bird0, bird2.")
+    assert "point away from the objects" in note
     many = objectness_note(_stats([False] * 8), names)
     assert "8 of 8 classes" in many and many.endswith("bird0, bird1, bird2, bird3, bird4 and 3 more.")
+    told_not = objectness_note(_stats([False] * 8), names, False)
+    assert "does not tell the tags apart on held-out images" in told_not and "point away" not in told_not
     # a class without training images keeps its class map (there is no objectness to use)
     assert objectness_only(_stats([False, True], valid=[False, True]), names[:2]) == []

@@ -246,6 +246,8 @@ def train_command(name: str, arch: str, mode: str, epochs: int | None, input_siz
     job = _run_and_wait(job_id, inline=inline, wait=wait)
     if job is not None:
         click.echo(f"model version {job.result['model_version_id']}")
+        if job.result.get("summary"):  # the box threshold chosen, classes boxed by the objectness alone
+            click.echo(job.result["summary"])
 
 
 @click.command("infer")

@@ -31,6 +31,7 @@ PROGRESS_EVERY_S = 1.0
 def run_train_job(ctx: JobContext) -> dict[str, Any]:
     """Handler of ``train`` jobs (see the module docstring)."""
     from camcore.models import ModelSpec, save_checkpoint
+    from camcore.separability import stored_verdict
     from camcore.threshold_choice import model_box_params, rule_text
     from camcore.training import train_head
 
@@ -116,25 +117,31 @@ def run_train_job(ctx: JobContext) -> dict[str, Any]:
             "mean_ap": (trained.metrics.get("val") or trained.metrics.get("train") or {}).get("mean_ap"),
             "box_threshold": choice.reason,
             "objectness_only": objectness_only(stats, trained.spec.class_names),
+            "tags_told_apart": stored_verdict(trained.spec.extra),
             "summary": f"Trained on {len(image_ids)} images, {len(class_names)} classes. "
                        f"Box threshold: {rule_text(choice.threshold)} ({choice.reason})."
-                       + objectness_note(stats, trained.spec.class_names)}
+                       + objectness_note(stats, trained.spec.class_names, stored_verdict(trained.spec.extra))}
 
 
 def objectness_only(stats: ObjectnessStats, class_names: Sequence[str]) -> list[str]:
-    """Names of the classes whose class map disagrees with the objectness (boxed by it alone)."""
+    """Names of the classes boxed by the objectness alone: not told apart by the classifier on
+    held-out images, or with a class map that disagrees with the objectness."""
     assert stats.uses_cam is not None  # set by ObjectnessStats
     return [class_names[c] for c in range(len(class_names)) if bool(stats.valid[c]) and not bool(stats.uses_cam[c])]
 
 
-def objectness_note(stats: ObjectnessStats, class_names: Sequence[str], *, listed: int = 5) -> str:
-    """One sentence for the job summary when some classes are boxed by the objectness alone, else ``""``."""
+def objectness_note(stats: ObjectnessStats, class_names: Sequence[str], told_apart: bool | None = None, *,
+                    listed: int = 5) -> str:
+    """One sentence for the job summary when some classes are boxed by the objectness alone, else
+    ``""``. ``told_apart``: whether the classifier tells the tags apart on held-out images
+    (:func:`camcore.separability.stored_verdict`); ``False`` is why every class is."""
     apart = objectness_only(stats, class_names)
     if not apart:
         return ""
     names = ", ".join(apart[:listed]) + (f" and {len(apart) - listed} more" if len(apart) > listed else "")
-    return (f" {len(apart)} of {len(class_names)} classes are boxed by the collection's objectness alone: their "
-            f"class maps point away from the objects (the classifier cannot tell these tags apart): {names}.")
+    why = ("the classifier does not tell the tags apart on held-out images, so the class maps carry no location"
+           if told_apart is False else "their class maps point away from the objects")
+    return f" {len(apart)} of {len(class_names)} classes are boxed by the collection's objectness alone ({why}): {names}."
 
 
 def _fit_objectness(ctx: JobContext, trained: Any, paths: list[Path], tags: list[list[int]], progress: Any) -> ObjectnessStats:

@@ -22,6 +22,7 @@ from camcore.localizer import ImageResult, Localizer
 from camcore.metrics import corloc
 from camcore.models import ModelSpec
 from camcore.objectness import SPEC_KEY, ObjectnessStats, fit_objectness
+from camcore.separability import SPEC_KEY as SEPARABILITY_KEY
 from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice, model_box_params
 from camcore.training import train_head
 from tests.prerequisites import dev_dataset
@@ -45,17 +46,6 @@ def _train(paths: list[Path], tags: list[list[int]], class_names: list[str], cac
     spec = ModelSpec.from_dict({**trained.spec.to_dict(), "extra": {**trained.spec.extra, SPEC_KEY: stats.to_dict()}})
     choice = fit_threshold_choice(trained.model, spec, paths, tags)
     return trained.model, ModelSpec.from_dict({**spec.to_dict(), "extra": choice.stored_in(spec.extra)})
-
-
-def _localize(paths: list[Path], tags: list[list[int]], class_names: list[str], cache: Path) -> list[ImageResult]:
-    """What the train and infer jobs do: train, then localise with the model's box params."""
-    model, spec = _train(paths, tags, class_names, cache)
-    localizer = Localizer(model, spec, params=model_box_params(spec))
-    try:
-        images = [load_image(p, min_size=spec.input_size) for p in paths]
-        return localizer.localize(images, tags)
-    finally:
-        localizer.close()
 
 
 def _centre(size: tuple[int, int], frac: float = 0.8) -> torch.Tensor:
@@ -110,7 +100,19 @@ def test_tags_the_classifier_cannot_tell_apart_still_give_boxes_better_than_a_ce
     paths = [p for p in paths if p.name != "00090.jpg"]  # the truncated file
     rng = random.Random(0)
     tags = [[rng.randrange(2)] for _ in paths]  # "a" / "b", independent of what is in the photo
-    results = _localize(paths, tags, ["a", "b"], tmp_path / "features")
+    model, spec = _train(paths, tags, ["a", "b"], tmp_path / "features")
+    # the held-out test sees it: neither tag is told apart, so both are boxed by the objectness
+    # alone, from each map's mean (the classifier's view of the crops says nothing here)
+    told = spec.extra[SEPARABILITY_KEY]
+    assert told["told_apart"] is False, told
+    stats = ObjectnessStats.from_dict(spec.extra[SPEC_KEY])
+    assert stats.uses_cam is not None and not bool(stats.uses_cam.any())
+    assert spec.extra[REPORT_KEY]["threshold"] is None and model_box_params(spec).threshold is None
+    localizer = Localizer(model, spec, params=model_box_params(spec))
+    try:
+        results = localizer.localize([load_image(p, min_size=spec.input_size) for p in paths], tags)
+    finally:
+        localizer.close()
     ours, centred = _corloc_and_best_centred(paths, tags, results)
     assert ours >= centred + 0.1, (ours, centred)
 
@@ -133,6 +135,7 @@ def test_many_tags_the_classifier_cannot_tell_apart_use_the_objectness_alone_and
     model, spec = _train(paths, tags, names, tmp_path / "features")
     stats = ObjectnessStats.from_dict(spec.extra[SPEC_KEY])
     seen = sorted({t[0] for t in tags})
+    assert spec.extra[SEPARABILITY_KEY]["told_apart"] is False, spec.extra[SEPARABILITY_KEY]
     assert stats.uses_cam is not None and stats.cam_agreement is not None
     disagree = int((~stats.uses_cam[seen]).sum())
     assert disagree >= 0.75 * len(seen), stats.cam_agreement[seen]  # (nearly) every class map points away
@@ -166,6 +169,7 @@ def test_playing_cards_get_card_sized_boxes_without_review_and_twenty_reviewed_i
     paths = [root / "images" / r["file_name"] for r in rows]
     tags = [sorted({class_names.index(t) for t in r["tags"].split(";") if t}) for r in rows]
     model, spec = _train(paths, tags, class_names, tmp_path / "features")
+    assert spec.extra[SEPARABILITY_KEY]["told_apart"] is True, spec.extra[SEPARABILITY_KEY]  # look-alike, yet told apart
     chosen = model_box_params(spec)
     assert chosen.threshold is not None, spec.extra[REPORT_KEY]
     localizer = Localizer(model, spec, params=chosen)
