@@ -7,6 +7,7 @@ Pure PyTorch (torch, torchvision, numpy, PIL, scipy; pycocotools for metrics). M
 - ``camcore.transforms``: ``preprocess`` / ``resize_into`` (uint8 batches), ``Normalizer``
 - ``camcore.prepare``: ``prepare_for_inference`` (BN folded, in-place activations; same function)
 - ``camcore.cam``: CAM in the same forward pass as the logits
+- ``camcore.separability``: whether the classifier tells the tags apart on held-out images
 - ``camcore.objectness``: per-class DDT objectness fused with the CAM (the default map method)
 - ``camcore.boxes``: the box rule (``BoxParams``, rules, corrections, box score, ``boxes_from_maps``)
 - ``camcore.streaming`` / ``camcore.forward_choice``: files decoded ahead; the forward variant
