@@ -689,6 +689,10 @@ class ReviewDraw:
     corloc_after: float
     ap50_before: float
     ap50_after: float
+    auroc_before: float = float("nan")
+    auroc_after: float = float("nan")
+    top_half_before: float = float("nan")
+    top_half_after: float = float("nan")
 
 
 def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_classes: int, n: int,
@@ -697,7 +701,7 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
                     ) -> list[ReviewDraw]:
     """Per seed: draw ``n`` readable images, hand their ground truth to ``learn`` as the reviewer's
     boxes, score the other images before and after (CorLoc@0.5, AP50)."""
-    from camcore.metrics import coco_ap, corloc
+    from camcore.metrics import auroc, box_correctness, coco_ap, corloc, top_fraction_precision
 
     stored: dict[int, ImageResult] = {i: r for i, r in enumerate(results) if r is not None}
     readable = sorted(stored)
@@ -717,9 +721,12 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
         before_p = [_preds(results[i]) for i in rest]
         after_p = [after.get(i, _empty()) for i in rest]
         k = len(gt.class_names)
+        ranked = [box_correctness(p, truth)[:2] for p in (before_p, after_p)]  # the box score, refitted after review
         draws.append(ReviewDraw(seed, drawn, len(rest), corloc(before_p, truth), corloc(after_p, truth),
                                 float(coco_ap(before_p, truth, num_classes=k)["AP50"] or 0.0),
-                                float(coco_ap(after_p, truth, num_classes=k)["AP50"] or 0.0)))
+                                float(coco_ap(after_p, truth, num_classes=k)["AP50"] or 0.0),
+                                auroc(*ranked[0]), auroc(*ranked[1]),
+                                top_fraction_precision(*ranked[0]), top_fraction_precision(*ranked[1])))
     return draws
 
 
@@ -805,7 +812,10 @@ def collection_table(rep: CollectionReport) -> str:
         lines.append(f"reviewed {len(d[0].drawn)} images (seeds {d[0].seed}..{d[-1].seed}), scored on the {d[0].scored} others: "
                      f"CorLoc@0.5 {_f(_mean([x.corloc_before for x in d]))} -> {_f(_mean([x.corloc_after for x in d]))} "
                      f"(gain {_mean(gains):+.3f} [{min(gains):+.3f}, {max(gains):+.3f}]), "
-                     f"AP50 {_f(_mean([x.ap50_before for x in d]))} -> {_f(_mean([x.ap50_after for x in d]))}")
+                     f"AP50 {_f(_mean([x.ap50_before for x in d]))} -> {_f(_mean([x.ap50_after for x in d]))}, "
+                     f"box AUROC {_f(_mean([x.auroc_before for x in d]))} -> {_f(_mean([x.auroc_after for x in d]))}, "
+                     f"top-half precision {_f(_mean([x.top_half_before for x in d]))} -> "
+                     f"{_f(_mean([x.top_half_after for x in d]))}")
     return "\n".join(lines)
 
 
