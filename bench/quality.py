@@ -426,12 +426,14 @@ def learn_from_review(results: Mapping[int, ImageResult], reviewed: Reviewed, pa
 
 
 def _source_digest(*funcs: Callable[..., Any]) -> str:
-    """Hash of camcore's source files (but ``metrics.py``: scoring only) and of the given functions' source."""
+    """Hash of camcore's source files, its subpackages included (but ``metrics.py``: scoring only),
+    and of the given functions' source: a change to the box rules or scores makes new results."""
     h = hashlib.sha256()
-    for path in sorted(Path(camcore.__file__).parent.glob("*.py")):
-        if path.name == "metrics.py":
+    package = Path(camcore.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).as_posix() == "metrics.py":
             continue
-        h.update(path.name.encode())
+        h.update(path.relative_to(package).as_posix().encode())
         h.update(path.read_bytes())
     for f in funcs:
         h.update(inspect.getsource(f).encode())

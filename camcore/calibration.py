@@ -60,6 +60,8 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from camcore.boxes import BoxParams, boxes_from_maps, boxes_from_normalized, normalized_map
+from camcore.boxes.agreement import EXTRA_KEY as AGREEMENT_KEY
+from camcore.boxes.agreement import ProposalAgreement, agreement_from_extra, fit_agreement, proposal_support
 from camcore.boxes.correction import EXTRA_KEY, BoxCorrection, corrections_from_extra
 from camcore.boxes.review_map import EXTRA_KEY as REVIEW_KEY
 from camcore.boxes.score import DEFAULT_SCORER, BoxScorer, box_features, fit_scorer
@@ -296,7 +298,8 @@ def calibrate(
     if full is None:
         return _with_review_report(plain, {"adopted": False, "reason": "the reviewed boxes cover every cell or none"})
     learned_maps = cross_fitted_maps(codes_by_image, maps_by_image, image_sizes, truth_by_class)
-    learned = _calibrate_on(learned_maps, image_sizes, truth_by_class, given, start_rule=REVIEW_MAP_RULE)
+    learned = _calibrate_on(learned_maps, image_sizes, truth_by_class, given, start_rule=REVIEW_MAP_RULE,
+                            raw_maps=maps_by_image)
     before = _reviewed_top_ious(plain, maps_by_image, image_sizes, truth_by_class)
     after = _reviewed_top_ious(learned, learned_maps, image_sizes, truth_by_class)
     adopted = (after >= 0.5).sum() + after.mean() > (before >= 0.5).sum() + before.mean() + 1e-9
@@ -341,12 +344,18 @@ def _calibrate_on(
     given: BoxParams,
     *,
     start_rule: Mapping[str, Any] | None = None,
+    raw_maps: Mapping[Key, Mapping[int, Tensor]] | None = None,
 ) -> dict[str, Any]:
-    """Rules, corrections and the box scorer fitted on ``maps_by_image`` (raw or review maps).
+    """Rules, corrections, the box scorer and the proposal agreement fitted on ``maps_by_image``
+    (raw or review maps).
 
     ``start_rule``: the threshold rule to start from instead of ``given``'s (review maps are new
-    maps: ``given``'s rule was chosen for the raw ones)."""
-    base_extra = {k: v for k, v in given.extra.items() if k not in (EXTRA_KEY, "calibration", SCORER_KEY, REVIEW_KEY)}
+    maps: ``given``'s rule was chosen for the raw ones). ``raw_maps``: the stored raw maps when
+    ``maps_by_image`` are review maps (the GT-free proposals are made from the raw ones)."""
+    previous = agreement_from_extra(given.extra)  # holds the GT-free params of an earlier calibration
+    gt_free = dict(previous.proposals) if previous is not None else {k: v for k, v in given.to_dict().items() if k != "extra"}
+    base_extra = {k: v for k, v in given.extra.items()
+                  if k not in (EXTRA_KEY, "calibration", SCORER_KEY, REVIEW_KEY, AGREEMENT_KEY)}
     base = replace(given, per_class={}, extra=base_extra)
     if start_rule is not None:
         base = replace(base, **start_rule)
@@ -388,10 +397,15 @@ def _calibrate_on(
     if corrections:
         extra[EXTRA_KEY] = corrections
     calibrated = replace(base, per_class=per_class, extra=extra)
-    scorer = _refit_scorer(calibrated, maps_by_image, image_sizes, truth_by_class)
+    proposals = _reviewed_proposals(calibrated, maps_by_image, image_sizes, truth_by_class)
+    scorer = _refit_scorer(proposals)
     extra["calibration"]["box_scorer"] = scorer.to_dict()
     if scorer.fitted_on:
         extra[SCORER_KEY] = scorer.to_dict()
+        agreement = _fit_agreement(gt_free, scorer, proposals,
+                                   maps_by_image if raw_maps is None else raw_maps, image_sizes)
+        extra[AGREEMENT_KEY] = agreement.to_dict()
+        extra["calibration"]["proposal_agreement"] = agreement.to_dict()
     return replace(calibrated, extra=extra).to_dict()
 
 
@@ -456,16 +470,16 @@ def _class_base(
     return collection, None
 
 
-def _refit_scorer(
+def _reviewed_proposals(
     params: BoxParams,
     maps_by_image: Mapping[Key, Mapping[int, Tensor]],
     image_sizes: Mapping[Key, tuple[int, int]],
     truth_by_class: Mapping[int, Mapping[Key, Tensor]],
-) -> BoxScorer:
-    """The box scorer refitted on the reviewed images' proposals under the calibrated ``params``:
-    a proposal is right when it overlaps (IoU >= 0.5) a reviewed box of its class."""
-    feats: list[Tensor] = []
-    labels: list[Tensor] = []
+) -> list[tuple[Key, int, Tensor, Tensor, Tensor]]:
+    """The reviewed images' proposals under the calibrated ``params``: per (image, class) with
+    boxes ``(key, class, boxes[M, 4] xyxy pixels, features[M, 4] (:func:`box_features`),
+    right[M] bool)``; a proposal is right when it overlaps (IoU >= 0.5) a reviewed box of its class."""
+    out: list[tuple[Key, int, Tensor, Tensor, Tensor]] = []
     corrections = corrections_from_extra(params.extra)
     for cls, per_image in sorted(truth_by_class.items()):
         p = params.for_class(cls)
@@ -481,11 +495,37 @@ def _refit_scorer(
                 b = corrections[cls].apply(b, size)
             if not len(b):
                 continue
-            feats.append(box_features(norm, b, s, size))
-            labels.append(box_iou(b.float(), boxes.float()).amax(dim=1) >= 0.5)
-    if not feats:
+            out.append((key, cls, b, box_features(norm, b, s, size), box_iou(b.float(), boxes.float()).amax(dim=1) >= 0.5))
+    return out
+
+
+def _refit_scorer(proposals: Sequence[tuple[Key, int, Tensor, Tensor, Tensor]]) -> BoxScorer:
+    """The box scorer refitted on the reviewed images' proposals (:func:`_reviewed_proposals`)."""
+    if not proposals:
         return DEFAULT_SCORER
-    return fit_scorer(torch.cat(feats), torch.cat(labels))
+    return fit_scorer(torch.cat([f for *_, f, _ in proposals]), torch.cat([r for *_, r in proposals]))
+
+
+def _fit_agreement(
+    gt_free: Mapping[str, Any],
+    scorer: BoxScorer,
+    proposals: Sequence[tuple[Key, int, Tensor, Tensor, Tensor]],
+    raw_maps: Mapping[Key, Mapping[int, Tensor]],
+    image_sizes: Mapping[Key, tuple[int, int]],
+) -> ProposalAgreement:
+    """The agreement with the GT-free proposals (:mod:`camcore.boxes.agreement`), its Platt slope
+    and bias fitted on the reviewed images' proposals; their supports come from the raw maps."""
+    agreement = ProposalAgreement(dict(gt_free))
+    if not proposals:
+        return agreement
+    gt_free_params = agreement.proposal_params()
+    scores, supports, right = [], [], []
+    for key, cls, boxes, features, ok in proposals:
+        size = _pair(image_sizes[key])
+        scores.append(scorer(features))
+        supports.append(proposal_support(boxes, raw_maps[key][cls], size, gt_free_params.for_class(cls)))
+        right.append(ok)
+    return fit_agreement(gt_free, torch.cat(scores), torch.cat(supports), torch.cat(right))
 
 
 def apply(

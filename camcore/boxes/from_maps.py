@@ -17,6 +17,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from camcore.boxes.agreement import agreement_from_extra, proposal_support
 from camcore.boxes.components import nms, normalize_map, upsample_map, working_shape
 from camcore.boxes.correction import BoxCorrection, corrections_from_extra
 from camcore.boxes.params import BoxParams
@@ -49,7 +50,9 @@ def boxes_from_maps(
 
     Box scores are :mod:`camcore.boxes.score` probabilities that the box is right (IoU >= 0.5 with
     an object of its class), from the map alone; ``params.extra["box_scorer"]`` holds a scorer
-    refitted on reviewed boxes, if any.
+    refitted on reviewed boxes, if any, and ``params.extra["proposal_agreement"]`` (after review,
+    :mod:`camcore.boxes.agreement`) combines each score with the support of the image's GT-free
+    proposals, made from the raw maps.
 
     Returns:
         ``(boxes[N, 4] xyxy float pixels clipped to the image, scores[N], labels[N] long)`` on the
@@ -60,6 +63,9 @@ def boxes_from_maps(
     grid = working_shape(image_size, params.working_size)
     corrections = corrections_from_extra(params.extra)  # per-class box corrections from calibration
     scorer = scorer_from_extra(params.extra)  # the default box scorer, or one refitted on reviews
+    agreement = agreement_from_extra(params.extra)  # after review: support of the GT-free proposals
+    gt_free = agreement.proposal_params() if agreement is not None else None
+    raw_maps = maps
     review = review_map_from_extra(params.extra) if codes is not None else None
     if review is not None:
         assert codes is not None  # a review map is read only for an image with codes
@@ -76,6 +82,9 @@ def boxes_from_maps(
         if int(cls) in corrections:
             b = corrections[int(cls)].apply(b, image_size)
         s = score_boxes(scorer, norm, b, s, image_size)  # probability that the box is right
+        if agreement is not None and gt_free is not None:
+            support = proposal_support(b, raw_maps[cls], image_size, gt_free.for_class(int(cls)))
+            s = agreement.combine(s, support)
         if class_scores is not None:
             s = s * float(class_scores[int(cls)])
         all_boxes.append(b.float())

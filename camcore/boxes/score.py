@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_SCORER", "FEATURES", "SPEC_KEY", "BoxScorer", "box_features", "fit_scorer"]
+__all__ = ["DEFAULT_SCORER", "FEATURES", "SPEC_KEY", "BoxScorer", "box_features", "fit_scorer", "shrunk_logistic"]
 
 FEATURES: tuple[str, ...] = ("mass", "log_area", "contrast", "border")
 SPEC_KEY = "box_scorer"  # BoxParams.extra key of a refitted scorer
@@ -154,9 +154,24 @@ def fit_scorer(
     if n == 0:
         return prior
     x = np.c_[features.double().numpy(), np.ones(n)]
-    y = correct.double().numpy()
-    theta0 = np.array([*prior.weights, prior.bias], dtype=np.float64)
-    theta = theta0.copy()
+    theta = shrunk_logistic(x, correct.double().numpy(), np.array([*prior.weights, prior.bias], dtype=np.float64), prior_strength)
+    return BoxScorer(tuple(float(v) for v in theta[:-1]), float(theta[-1]), n)
+
+
+def shrunk_logistic(x: np.ndarray, y: np.ndarray, theta0: np.ndarray, prior_strength: float) -> np.ndarray:
+    """Logistic regression shrunk toward ``theta0``: maximises the log-likelihood of ``y`` minus
+    ``prior_strength / 2 * |theta - theta0|^2`` (Newton's method).
+
+    Args:
+        x: ``[N, P]`` design matrix (with its intercept column).
+        y: ``[N]`` 0/1 labels.
+        theta0: ``[P]`` the prior's coefficients (also the starting point).
+        prior_strength: weight of the prior (> 0).
+
+    Returns:
+        ``[P]`` the fitted coefficients.
+    """
+    theta = theta0.astype(np.float64).copy()
     for _ in range(50):
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -30, 30)))
         grad = x.T @ (p - y) + prior_strength * (theta - theta0)
@@ -165,7 +180,7 @@ def fit_scorer(
         theta -= step
         if float(np.abs(step).max()) < 1e-8:
             break
-    return BoxScorer(tuple(float(v) for v in theta[:-1]), float(theta[-1]), n)
+    return theta
 
 
 def score_boxes(

@@ -326,6 +326,23 @@ def test_second_run_is_served_from_the_cache(coco_dir: Path, tmp_path: Path, mon
         q.product_results(c, _cfg(tmp_path, box_params={"mode": "largest"}), q.Timing())
 
 
+def test_the_cache_key_follows_every_camcore_source_but_the_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "camcore"
+    (package / "boxes").mkdir(parents=True)
+    for rel in ("__init__.py", "metrics.py", "localizer.py", "boxes/__init__.py", "boxes/score.py"):
+        (package / rel).write_text(f"# {rel}\n")
+    monkeypatch.setattr(q.camcore, "__file__", str(package / "__init__.py"))
+    first = q._source_digest(q.train)
+    (package / "metrics.py").write_text("# scoring only\n")
+    assert q._source_digest(q.train) == first  # a metric does not change what the product proposes
+    (package / "boxes" / "score.py").write_text("# another box score\n")
+    second = q._source_digest(q.train)
+    assert second != first  # a box rule or score in a subpackage does
+    (package / "localizer.py").write_text("# another localizer\n")
+    assert q._source_digest(q.train) not in (first, second)
+    assert q._source_digest(q.train) != q._source_digest(q.infer)
+
+
 def test_main_prints_tables_and_the_quality_line(coco_dir: Path, voc_dir: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import camcore.allocator

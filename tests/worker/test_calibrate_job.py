@@ -286,6 +286,9 @@ def test_twenty_reviewed_photos_teach_a_location_map_that_improves_the_other_pro
         assert sorted(session.execute(select(Box.id, Box.x1, Box.y1, Box.x2, Box.y2).where(Box.source == BoxSource.human)).all()) == human_before
         calibration = session.scalars(select(ModelVersion)).one().calibration
         assert calibration["extra"]["calibration"]["review_map"]["adopted"] is True and "review_map" in calibration["extra"]
+        # the stored scores weigh each box by the GT-free proposals (the version's params before calibration)
+        agreement = calibration["extra"]["proposal_agreement"]
+        assert agreement["fitted_on"] >= 20 and agreement["proposals"]["threshold"] is None and not agreement["proposals"]["per_class"]
         assert not session.scalars(select(Box).where(Box.image_id.in_(reviewed_ids), Box.source == BoxSource.cam,
                                                      Box.status == ReviewStatus.proposed)).all()
 

@@ -138,3 +138,10 @@ def test_learning_summary_without_a_review_map_entry_is_the_line_it_was() -> Non
     assert review_map_summary(None) == review_map_summary({}) == ""
     assert review_map_summary({"adopted": True, "plain": {"hits": 1, "mean_iou": 0.5}, "learned": {"hits": 2, "mean_iou": 0.6}}) == \
         "location map learned from the reviewed boxes: adopted (hits 1 -> 2, mean IoU 0.50 -> 0.60)"
+
+
+def test_learning_summary_says_the_scores_are_weighed_by_the_proposals_before_review() -> None:
+    params = _params(None)
+    params["extra"]["calibration"]["proposal_agreement"] = {"proposals": {}, "slope": 0.9, "bias": 0.4, "fitted_on": 12}
+    assert "box scores refitted on 12 boxes and weighed by their agreement with the boxes proposed before review. " in \
+        learning_summary(params, 12, preview=False)

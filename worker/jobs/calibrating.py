@@ -180,7 +180,7 @@ def review_map_summary(report: dict[str, Any] | None) -> str:
 
 def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: bool) -> str:
     """One line for the dashboard: what was learned from the reviewed boxes (threshold rule, box
-    corrections, box scores, the location map learned from the images' descriptor codes when
+    corrections, box scores (refitted, and weighed by the GT-free proposals' support), the location map learned from the images' descriptor codes when
     calibration reports one) and its leave-one-out estimate (reviewed (image, class) pairs whose
     top box moves from a miss to a hit, or back, when each is left out of the choice in turn)."""
     report = params.get("extra", {}).get("calibration", {})
@@ -201,5 +201,6 @@ def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: b
     review_map = review_map_summary(report.get("review_map"))
     return (f"{head}learned from {reviewed_images} reviewed images: {rule_text}; box size corrected for {corrected} "
             f"class(es); box scores refitted on {report.get('box_scorer', {}).get('fitted_on', 0)} boxes"
+            f"{' and weighed by their agreement with the boxes proposed before review' if report.get('proposal_agreement') else ''}"
             f"{'; ' + review_map if review_map else ''}. "
             f"Estimated (leave-one-out): {gain:+d} of {pairs} reviewed image/class pairs localised.")
