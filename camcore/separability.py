@@ -47,6 +47,7 @@ __all__ = [
     "ClassSeparability",
     "separability",
     "permutation_p_value",
+    "ranked_average_precision",
     "stored_tests",
     "stored_verdict",
     "told_apart",
@@ -103,11 +104,13 @@ class ClassSeparability:
             raise ValueError(f"malformed separability entry {dict(data)!r}: {exc}") from exc
 
 
-def _ap_rows(hits: Tensor) -> Tensor:
-    """``Tensor[P]`` AP of each row of ``hits[P, N]`` (0/1, already in descending score order)."""
-    ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float64)
-    precision = hits.cumsum(1) / ranks
-    return (precision * hits).sum(1) / hits.sum(1)
+def ranked_average_precision(hits: Tensor) -> Tensor:
+    """``Tensor[P]`` float64 non-interpolated AP of each row of ``hits[P, N]`` (0/1, each row in
+    descending score order); ``nan`` for a row without a hit."""
+    h = hits.detach().double().cpu()
+    ranks = torch.arange(1, h.shape[1] + 1, dtype=torch.float64)
+    precision = h.cumsum(1) / ranks
+    return (precision * h).sum(1) / h.sum(1)
 
 
 def permutation_p_value(scores: Tensor, targets: Tensor, *, permutations: int = PERMUTATIONS,
@@ -124,10 +127,10 @@ def permutation_p_value(scores: Tensor, targets: Tensor, *, permutations: int = 
     if m == 0 or m == len(t):
         raise ValueError(f"need both tagged and untagged images, got {m} of {len(t)} tagged")
     order = torch.argsort(scores.detach().double().cpu(), descending=True, stable=True)
-    observed = float(_ap_rows(t[order][None])[0])
+    observed = float(ranked_average_precision(t[order][None])[0])
     g = torch.Generator().manual_seed(seed)
     shuffled = torch.stack([t[torch.randperm(len(t), generator=g)] for _ in range(permutations)])
-    null = _ap_rows(shuffled)
+    null = ranked_average_precision(shuffled)
     exceed = int((null >= observed - 1e-12).sum())
     return observed, (1 + exceed) / (1 + permutations)
 
@@ -153,12 +156,13 @@ def separability(probs: Tensor, targets: Tensor, names: Sequence[str], *, seed: 
         m = int(targets[:, k].sum())
         ap: float | None = None
         p: float | None = None
-        if 0 < m < n:
-            ap, p = permutation_p_value(probs[:, k], targets[:, k], seed=seed + k)
-        elif m == n:
-            ap = 1.0
         testable = _testable(n, m)
-        tests[name] = (ap, m / n if n else 0.0, m, p if testable else None, testable)
+        if testable:
+            ap, p = permutation_p_value(probs[:, k], targets[:, k], seed=seed + k)
+        elif m > 0:  # too few held-out images to test: the AP is recorded, no relabelling is drawn
+            order = torch.argsort(probs[:, k].detach().double().cpu(), descending=True, stable=True)
+            ap = float(ranked_average_precision(targets[order, k][None])[0])
+        tests[name] = (ap, m / n if n else 0.0, m, p, testable)
     return {name: ClassSeparability(ap, prev, m, n, p, ok, (p is not None and p < LEVEL) if ok else None)
             for name, (ap, prev, m, p, ok) in tests.items()}
 

@@ -358,3 +358,17 @@ def test_main_prints_tables_and_the_quality_line(coco_dir: Path, voc_dir: Path, 
     m = re.fullmatch(r"quality: corloc=(\S+) ap50=(\S+) auroc=(\S+) top_half_precision=(\S+) corloc_after_review=(\S+)", last)
     assert m is not None, last
     assert 0.0 <= float(m.group(1)) <= 1.0 and 0.0 <= float(m.group(5)) <= 1.0
+
+
+def test_after_review_box_bench_times_the_cached_collections(coco_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("after_review_boxes_bench", ROOT / "bench" / "after_review_boxes.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--cache", str(tmp_path / "empty"), "--passes", "1"]) == 1
+    assert "run bench/quality.py first" in capsys.readouterr().err
+    q.product_results(q.load_collection(coco_dir), _cfg(tmp_path), q.Timing())
+    assert bench.main(["--cache", str(tmp_path / "cache"), "--passes", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"{coco_dir.name}-32: \d+\.\d\d ms/image without the agreement, \d+\.\d\d with it \(x\d+\.\d\d\)", lines[0]), lines

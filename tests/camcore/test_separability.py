@@ -86,6 +86,8 @@ def test_each_class_is_tested_and_the_collection_follows_most_testable_classes()
     assert out["c"].testable and out["c"].p_value is not None and out["c"].p_value > LEVEL and out["c"].separable is False
     assert not out["d"].testable and out["d"].p_value is None and out["d"].ap == 1.0 and out["d"].separable is None
     assert told_apart(out) is True  # two of the three testable classes
+    probs[:, 3] = 1 - targets[:, 3]  # the worst ranking: still recorded, still untestable
+    assert separability(probs, targets, names)["d"].ap == pytest.approx(1 / 70)
     for entry in out.values():
         assert ClassSeparability.from_dict(entry.to_dict()) == ClassSeparability(**entry.to_dict())
     # the collection's verdict is what acts (on every class, "c" included)
@@ -130,3 +132,21 @@ def test_a_class_the_classifier_does_not_tell_apart_is_boxed_by_the_objectness_a
     assert torch.equal(told.direction[0], agreeing.direction[0])
     with pytest.raises(ValueError, match="separable must be"):
         acc.finalize(torch.tensor([True, False]))
+
+
+def test_untestable_classes_draw_no_relabellings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import camcore.separability as module
+
+    calls: list[int] = []
+    real = module.permutation_p_value
+
+    def counting(scores: torch.Tensor, targets: torch.Tensor, **kw: object) -> tuple[float, float]:
+        calls.append(int(targets.sum()))
+        return real(scores, targets, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "permutation_p_value", counting)
+    targets = torch.zeros(70, 2)
+    targets[:30, 0] = 1
+    targets[69, 1] = 1  # one tagged image of 70: untestable
+    out = module.separability(torch.rand(70, 2, generator=torch.Generator().manual_seed(0)), targets, ["a", "b"])
+    assert calls == [30] and out["b"].p_value is None and out["b"].ap is not None
