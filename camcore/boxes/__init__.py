@@ -2,10 +2,12 @@
 
 - :mod:`camcore.boxes.params`: :class:`BoxParams` (JSON-safe; stored with jobs and calibrations)
 - :mod:`camcore.boxes.components`: connected-component boxes on a normalised map, class-aware NMS
-- :mod:`camcore.boxes.rules`: the rules by name (``BoxParams.mode``), :func:`register_box_rule`
+- :mod:`camcore.boxes.rules`: the rules by name (``BoxParams.mode``), :func:`register_box_rule`,
+  :func:`boxes_from_normalized` (one class's boxes from its normalised map)
 - :mod:`camcore.boxes.correction`: per-class box corrections learnt by :mod:`camcore.calibration`
 - :mod:`camcore.boxes.review_map`: a location map learnt from reviewed boxes, applied before the rule
 - :mod:`camcore.boxes.score`: the probability that a box is right, from its map
+- :mod:`camcore.boxes.agreement`: after review, that probability weighed by the GT-free proposals
 - :mod:`camcore.boxes.from_maps`: :func:`boxes_from_maps`, all of the above for one image
 - :mod:`camcore.boxes.workers`: :class:`BoxWorkers`, the same function in worker processes
 """
@@ -20,10 +22,10 @@ from camcore.boxes.components import (
     working_shape,
 )
 from camcore.boxes.correction import BoxCorrection, corrections_from_extra
-from camcore.boxes.from_maps import boxes_from_maps, boxes_from_normalized, normalized_map
+from camcore.boxes.from_maps import boxes_from_maps, normalized_map
 from camcore.boxes.params import BoxParams
 from camcore.boxes.review_map import ReviewMap, review_map_from_extra
-from camcore.boxes.rules import BoxRule, box_rule, box_rules, register_box_rule
+from camcore.boxes.rules import BoxRule, box_rule, box_rules, boxes_from_normalized, register_box_rule
 from camcore.boxes.score import BoxScorer, score_boxes
 from camcore.boxes.workers import BoxWorkers, MapsOfImage
 

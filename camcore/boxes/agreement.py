@@ -35,6 +35,7 @@ from torchvision.ops import box_iou
 
 from camcore.boxes.components import normalize_map, upsample_map, working_shape
 from camcore.boxes.params import BoxParams
+from camcore.boxes.rules import boxes_from_normalized
 from camcore.boxes.score import DEFAULT_SCORER, score_boxes, shrunk_logistic
 
 __all__ = ["EXTRA_KEY", "ProposalAgreement", "agreement_from_extra", "fit_agreement", "proposal_support"]
@@ -110,8 +111,6 @@ def proposal_support(
         ``Tensor[M]``: ``max_j IoU(box, g_j) * score(g_j)`` over the proposals ``g_j`` (0 when none
         overlaps or the map has no evidence).
     """
-    from camcore.boxes.from_maps import boxes_from_normalized
-
     if boxes.shape[0] == 0:
         return torch.zeros((0,))
     p = params

@@ -12,20 +12,19 @@ function, so boxes can be recomputed from them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 import torch
 from torch import Tensor
 
 from camcore.boxes.agreement import agreement_from_extra, proposal_support
 from camcore.boxes.components import nms, normalize_map, upsample_map, working_shape
-from camcore.boxes.correction import BoxCorrection, corrections_from_extra
+from camcore.boxes.correction import corrections_from_extra
 from camcore.boxes.params import BoxParams
 from camcore.boxes.review_map import review_map_from_extra
-from camcore.boxes.rules import box_rule
+from camcore.boxes.rules import box_rule, boxes_from_normalized
 from camcore.boxes.score import score_boxes, scorer_from_extra
 
-__all__ = ["boxes_from_maps", "boxes_from_normalized", "normalized_map"]
+__all__ = ["boxes_from_maps", "normalized_map"]
 
 
 def boxes_from_maps(
@@ -105,14 +104,3 @@ def normalized_map(cam: Tensor, image_size: tuple[int, int], params: BoxParams) 
     no evidence). Calibration caches this to try many params per map."""
     grid = working_shape(image_size, params.working_size)
     return normalize_map(upsample_map(cam.detach().float().cpu(), grid), params.normalize)
-
-
-def boxes_from_normalized(norm: Tensor, image_size: tuple[int, int], params: BoxParams) -> tuple[Tensor, Tensor]:
-    """One class's ``(boxes[M, 4], scores[M])`` from its normalised working-grid map with ``params``
-    (already resolved for that class: see :meth:`BoxParams.for_class`); no class scaling, no NMS."""
-    p = replace(params, threshold=params.resolved_threshold(norm))
-    b, s = box_rule(p.mode)(norm, image_size, p)
-    b, s = b[: p.max_boxes_per_class], s[: p.max_boxes_per_class]
-    if p.box_scale != 1.0 and len(b):  # scaled about the centre, clipped: a uniform box correction
-        b = BoxCorrection(width=p.box_scale, height=p.box_scale).apply(b, image_size)
-    return b, s

@@ -3,7 +3,7 @@
 A rule turns one class's normalised map on the working grid into boxes in image pixels:
 ``rule(norm[H, W], (width, height), params) -> (boxes[M, 4] xyxy, scores[M])``, best first.
 ``params`` arrive resolved for the class, with an adaptive threshold already a number (see
-:func:`camcore.boxes.from_maps.boxes_from_normalized`).
+:func:`boxes_from_normalized` below).
 
 The built-in rules are listed in :data:`_BOX_RULES` below; :func:`register_box_rule` adds
 another.
@@ -12,13 +12,15 @@ another.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from torch import Tensor
 
 from camcore.boxes.components import component_boxes, largest_component_box, object_component_boxes
+from camcore.boxes.correction import BoxCorrection
 from camcore.boxes.params import BoxParams
 
-__all__ = ["BoxRule", "box_rule", "box_rules", "register_box_rule"]
+__all__ = ["BoxRule", "box_rule", "box_rules", "boxes_from_normalized", "register_box_rule"]
 
 BoxRule = Callable[[Tensor, tuple[int, int], BoxParams], tuple[Tensor, Tensor]]
 
@@ -69,3 +71,16 @@ def box_rule(name: str) -> BoxRule:
         return _BOX_RULES[name]
     except KeyError:
         raise ValueError(f"unknown box mode {name!r}; registered: {sorted(_BOX_RULES)}") from None
+
+
+def boxes_from_normalized(norm: Tensor, image_size: tuple[int, int], params: BoxParams) -> tuple[Tensor, Tensor]:
+    """One class's ``(boxes[M, 4], scores[M])`` from its normalised working-grid map with ``params``
+    (already resolved for that class: see :meth:`BoxParams.for_class`): the adaptive threshold
+    resolved, the rule of ``params.mode``, at most ``max_boxes_per_class`` boxes, ``box_scale``
+    applied; no class scaling, no NMS."""
+    p = replace(params, threshold=params.resolved_threshold(norm))
+    b, s = box_rule(p.mode)(norm, image_size, p)
+    b, s = b[: p.max_boxes_per_class], s[: p.max_boxes_per_class]
+    if p.box_scale != 1.0 and len(b):  # scaled about the centre, clipped: a uniform box correction
+        b = BoxCorrection(width=p.box_scale, height=p.box_scale).apply(b, image_size)
+    return b, s
