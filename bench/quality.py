@@ -702,7 +702,7 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
                     learn: Callable[[Mapping[int, ImageResult], Reviewed, BoxParams], dict[int, Predictions]] = learn_from_review,
                     ) -> list[ReviewDraw]:
     """Per seed: draw ``n`` readable images, hand their ground truth to ``learn`` as the reviewer's
-    boxes, score the other images before and after (CorLoc@0.5, AP50)."""
+    boxes, score the other images before and after (CorLoc@0.5, AP50, box AUROC, top-half precision)."""
     from camcore.metrics import auroc, box_correctness, coco_ap, corloc, top_fraction_precision
 
     stored: dict[int, ImageResult] = {i: r for i, r in enumerate(results) if r is not None}

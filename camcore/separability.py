@@ -45,6 +45,7 @@ __all__ = [
     "PERMUTATIONS",
     "SPEC_KEY",
     "ClassSeparability",
+    "average_precision",
     "separability",
     "permutation_p_value",
     "ranked_average_precision",
@@ -113,6 +114,15 @@ def ranked_average_precision(hits: Tensor) -> Tensor:
     return (precision * h).sum(1) / h.sum(1)
 
 
+def average_precision(scores: Tensor, targets: Tensor) -> float | None:
+    """Non-interpolated AP of ``scores[N]`` against binary ``targets[N]``; ``None`` if no positive."""
+    t = targets.detach().double().cpu()
+    if float(t.sum()) == 0:
+        return None
+    order = torch.argsort(scores.detach().double().cpu(), descending=True, stable=True)
+    return float(ranked_average_precision(t[order][None])[0])
+
+
 def permutation_p_value(scores: Tensor, targets: Tensor, *, permutations: int = PERMUTATIONS,
                         seed: int = 0) -> tuple[float, float]:
     """``(ap, p)``: the AP of ``scores[N]`` for binary ``targets[N]`` and its one-sided p-value
@@ -159,9 +169,8 @@ def separability(probs: Tensor, targets: Tensor, names: Sequence[str], *, seed: 
         testable = _testable(n, m)
         if testable:
             ap, p = permutation_p_value(probs[:, k], targets[:, k], seed=seed + k)
-        elif m > 0:  # too few held-out images to test: the AP is recorded, no relabelling is drawn
-            order = torch.argsort(probs[:, k].detach().double().cpu(), descending=True, stable=True)
-            ap = float(ranked_average_precision(targets[order, k][None])[0])
+        else:  # too few held-out images to test: the AP is recorded, no relabelling is drawn
+            ap = average_precision(probs[:, k], targets[:, k])
         tests[name] = (ap, m / n if n else 0.0, m, p, testable)
     return {name: ClassSeparability(ap, prev, m, n, p, ok, (p is not None and p < LEVEL) if ok else None)
             for name, (ap, prev, m, p, ok) in tests.items()}

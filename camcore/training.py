@@ -42,7 +42,7 @@ from camcore.limits import MAX_EPOCHS, check_epochs
 from camcore.models import GapClassifier, ModelSpec, WeightsArg, build_model
 from camcore.prepare import example_batch, prepare_for_inference
 from camcore.separability import SPEC_KEY as SEPARABILITY_KEY
-from camcore.separability import ranked_average_precision, separability, stored_tests
+from camcore.separability import average_precision, separability, stored_tests
 from camcore.streaming import loader_kind, stream_batches
 from camcore.transforms import Normalizer, preprocess
 
@@ -67,15 +67,6 @@ class TrainResult:
     model: GapClassifier
     spec: ModelSpec
     metrics: dict[str, Any]
-
-
-def average_precision(scores: Tensor, targets: Tensor) -> float | None:
-    """Non-interpolated AP of ``scores[N]`` against binary ``targets[N]``; ``None`` if no positive."""
-    t = targets.detach().double().cpu()
-    if float(t.sum()) == 0:
-        return None
-    order = torch.argsort(scores.detach().double().cpu(), descending=True, stable=True)
-    return float(ranked_average_precision(t[order][None])[0])
 
 
 def _class_metrics(probs: Tensor, targets: Tensor, names: Sequence[str]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 
 from camcore.boxes import BoxParams, boxes_from_maps
 from camcore.boxes.agreement import EXTRA_KEY, ProposalAgreement, agreement_from_extra, fit_agreement, proposal_support
-from camcore.boxes.score import DEFAULT_SCORER, SPEC_KEY
+from camcore.boxes.score import SPEC_KEY
 from camcore.calibration import apply, calibrate
 from tests.camcore.quality.synth import pyramid_map
 
@@ -131,4 +131,3 @@ def test_calibration_stores_the_agreement_with_the_gt_free_params_and_apply_uses
     support = proposal_support(plain[0][order], maps[key][0], SIZE, agreement.proposal_params())
     expected = agreement.combine(plain[1][order], support)
     assert torch.allclose(torch.sort(with_agreement[1], descending=True).values, torch.sort(expected, descending=True).values, atol=1e-5)
-    assert DEFAULT_SCORER.fitted_on == 0
