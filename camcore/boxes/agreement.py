@@ -96,7 +96,7 @@ def agreement_from_extra(extra: Mapping[str, Any] | None) -> ProposalAgreement |
 
 
 def proposal_support(
-    boxes: Tensor, raw_map: Tensor, image_size: tuple[int, int], params: BoxParams
+    boxes: Tensor, raw_map: Tensor, image_size: tuple[int, int], params: BoxParams, *, normalized: Tensor | None = None
 ) -> Tensor:
     """How strongly one class's GT-free proposals support each of its boxes.
 
@@ -106,6 +106,9 @@ def proposal_support(
         image_size: (width, height) in pixels.
         params: the GT-free proposal params resolved for the class
             (:meth:`ProposalAgreement.proposal_params`, then :meth:`BoxParams.for_class`).
+        normalized: ``raw_map`` already upsampled to the working grid of ``params.working_size``
+            and normalised by ``params.normalize`` (``Tensor[H, W]``), when the caller has it;
+            ``None``: computed here.
 
     Returns:
         ``Tensor[M]``: ``max_j IoU(box, g_j) * score(g_j)`` over the proposals ``g_j`` (0 when none
@@ -114,7 +117,8 @@ def proposal_support(
     if boxes.shape[0] == 0:
         return torch.zeros((0,))
     p = params
-    norm = normalize_map(upsample_map(raw_map.detach().float().cpu(), working_shape(image_size, p.working_size)), p.normalize)
+    norm = normalized if normalized is not None else normalize_map(
+        upsample_map(raw_map.detach().float().cpu(), working_shape(image_size, p.working_size)), p.normalize)
     if norm is None:
         return torch.zeros((boxes.shape[0],))
     proposals, mass = boxes_from_normalized(norm, image_size, p)

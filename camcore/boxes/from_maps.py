@@ -82,7 +82,10 @@ def boxes_from_maps(
             b = corrections[int(cls)].apply(b, image_size)
         s = score_boxes(scorer, norm, b, s, image_size)  # probability that the box is right
         if agreement is not None and gt_free is not None:
-            support = proposal_support(b, raw_maps[cls], image_size, gt_free.for_class(int(cls)))
+            proposal_params = gt_free.for_class(int(cls))
+            # the raw map's normalised grid is ``norm`` itself when no review map replaced it
+            same_norm = review is None and (proposal_params.working_size, proposal_params.normalize) == (params.working_size, p.normalize)
+            support = proposal_support(b, raw_maps[cls], image_size, proposal_params, normalized=norm if same_norm else None)
             s = agreement.combine(s, support)
         if class_scores is not None:
             s = s * float(class_scores[int(cls)])

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 __all__ = ["BoxParams"]
@@ -129,7 +130,8 @@ class BoxParams:
         """Threshold on a normalised map: ``threshold``, or ``mean(norm) * mean_factor`` (capped at 1)."""
         if self.threshold is not None:
             return self.threshold
-        return float(min(1.0, max(0.0, float(norm.float().mean()) * self.mean_factor)))
+        mean = float(norm.detach().cpu().numpy().mean(dtype=np.float64))  # numpy: no thread team for one small map
+        return float(min(1.0, max(0.0, mean * self.mean_factor)))
 
 
 _PER_CLASS_FIELDS = frozenset({"threshold", "mean_factor", "mode", "secondary_mass", "min_area", "box_scale"})

@@ -372,3 +372,19 @@ def test_after_review_box_bench_times_the_cached_collections(coco_dir: Path, tmp
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and re.fullmatch(
         rf"{coco_dir.name}-32: \d+\.\d\d ms/image without the agreement, \d+\.\d\d with it \(x\d+\.\d\d\)", lines[0]), lines
+
+
+def test_calibration_cost_bench_times_the_fit_and_apply(coco_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("calibration_cost_bench", ROOT / "bench" / "calibration_cost.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--cache", str(tmp_path / "empty")]) == 1
+    assert "run bench/quality.py first" in capsys.readouterr().err
+    q.product_results(q.load_collection(coco_dir), _cfg(tmp_path), q.Timing())
+    assert bench.main(["--cache", str(tmp_path / "cache"), "--collection", "no-such-collection"]) == 1
+    capsys.readouterr()
+    assert bench.main(["--cache", str(tmp_path / "cache"), "--collection", coco_dir.name]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"{coco_dir.name}-32: calibrate \d+\.\d\d s \(\d+ reviewed\), apply \d+\.\d\d ms/image over \d+ images", lines[0]), lines

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from camcore.boxes import BoxParams, boxes_from_maps
+from camcore.boxes import BoxParams, boxes_from_maps, normalized_map
 from camcore.boxes.agreement import EXTRA_KEY, ProposalAgreement, agreement_from_extra, fit_agreement, proposal_support
 from camcore.boxes.score import SPEC_KEY
 from camcore.calibration import apply, calibrate
@@ -59,6 +59,13 @@ def test_support_is_the_overlap_times_the_proposal_score() -> None:
     assert float(proposal_support(half, cam, SIZE, params)[0]) == pytest.approx(0.5 * float(scores[0]), rel=1e-4)
     assert proposal_support(torch.zeros((0, 4)), cam, SIZE, params).shape == (0,)
     assert float(proposal_support(far, torch.zeros(24, 24), SIZE, params)[0]) == 0.0  # no evidence, no support
+    # the caller's normalised map gives the same support as the raw map (boxes_from_maps passes
+    # its own when no review map replaced the raw one)
+    norm = normalized_map(cam, SIZE, params)
+    assert torch.equal(proposal_support(boxes, cam, SIZE, params, normalized=norm), support)
+    # ... and it is what is read: another map's normalised grid gives that map's support
+    other = normalized_map(torch.flip(cam, dims=(1,)), SIZE, params)
+    assert not torch.equal(proposal_support(boxes, cam, SIZE, params, normalized=other), support)
 
 
 def test_combine_keeps_the_order_of_score_times_support() -> None:
