@@ -121,7 +121,9 @@ def test_grid_triage_selection_bulk_accept_with_preview_and_undo(server: Server,
     page.fill("#bulk-min-score", "0.9")
     page.click("#bulk-preview")
     page.wait_for_function("() => document.getElementById('bulk-summary').textContent.length > 0")
-    assert page.text_content("#bulk-summary").startswith("2 box(es) on 2 image(s) will be accepted.")
+    summary = page.text_content("#bulk-summary")
+    assert summary.startswith("2 box(es) on 2 image(s) will be accepted. Their scores expect about 2 of them (94%) to be right.")
+    assert "None of this class's boxes at this score has been reviewed box by box yet" in summary
     assert page.locator("#bulk-samples img").count() == 2 and page.text_content("#bulk-apply") == "Accept 2 box(es)"
     assert _box(server, boxes["r0"]).status.value == "proposed"
     docs_shot(page, "review-grid-bulk-preview")

@@ -63,6 +63,50 @@ def test_bulk_accept_preview_apply_and_undo(reviewer_setup) -> None:  # type: ig
     assert browser.api("POST", f"/api/v1/collections/{cid}/review-operations/99999/undo").status_code == 404
 
 
+def test_bulk_accept_preview_sets_the_expected_right_boxes_beside_the_box_by_box_reviews(reviewer_setup) -> None:  # type: ignore[no-untyped-def]
+    browser, factory, cid, cats = reviewer_setup
+    images = [factory.image(cid, f"raccoon/{n}.png", seed=n) for n in range(6)]
+    factory.box(images[0], cats["raccoon"], score=0.95)
+    factory.box(images[1], cats["raccoon"], score=0.85)
+    bulk = factory.box(images[2], cats["raccoon"], score=0.9)
+    # judged in the image view, at or above 0.8: two accepted as proposed, one edited, one rejected
+    factory.box(images[3], cats["raccoon"], score=0.97, status="accepted")
+    factory.box(images[3], cats["raccoon"], score=0.8, status="accepted")
+    factory.box(images[4], cats["raccoon"], score=0.91, status="edited")
+    factory.box(images[4], cats["raccoon"], score=0.88, status="rejected")
+    # not counted: below the minimum, another class, a person's own box, ground truth
+    factory.box(images[5], cats["raccoon"], score=0.5, status="rejected")
+    factory.box(images[5], cats["kangaroo"], score=0.99, status="rejected")
+    factory.box(images[5], cats["raccoon"], score=None, status="accepted", source="human")
+    factory.box(images[5], cats["raccoon"], score=None, status="accepted", source="ground_truth")
+    url = f"/api/v1/collections/{cid}/bulk-accept"
+
+    def preview(min_score: float, category: str = "raccoon") -> dict:  # type: ignore[type-arg]
+        response = browser.api("GET", f"{url}/preview?category_id={cats[category]}&min_score={min_score}")
+        assert response.status_code == 200
+        return response.get_json()
+
+    first = preview(0.8)
+    assert first["n_boxes"] == 3 and first["expected_right"] == pytest.approx(0.95 + 0.85 + 0.9)
+    assert first["reviewed"] == {"boxes": 4, "accepted": 2, "edited": 1, "rejected": 1}
+    assert preview(0.9)["reviewed"] == {"boxes": 2, "accepted": 1, "edited": 1, "rejected": 0}
+    assert preview(0.99) | {"samples": []} == {"n_boxes": 0, "n_images": 0, "samples": [], "expected_right": 0.0,
+                                               "reviewed": {"boxes": 0, "accepted": 0, "edited": 0, "rejected": 0}}
+    assert preview(0.8, "kangaroo")["reviewed"]["rejected"] == 1
+
+    # a bulk accept is nobody's look at a box: its boxes do not count until a person changes one
+    done = browser.api("POST", url, {"category_id": cats["raccoon"], "min_score": 0.9}).get_json()
+    assert done["accepted"] == 2
+    assert preview(0.8)["reviewed"] == {"boxes": 4, "accepted": 2, "edited": 1, "rejected": 1}
+    moved = factory.get(Box, bulk)
+    assert browser.api("PATCH", f"/api/v1/boxes/{bulk}", {"version": moved.version, "status": "rejected"}).status_code == 200
+    assert preview(0.8)["reviewed"] == {"boxes": 5, "accepted": 2, "edited": 1, "rejected": 2}
+    # undone, the other bulk-accepted box is proposed again (counted in n_boxes, not as reviewed)
+    browser.api("POST", f"/api/v1/collections/{cid}/review-operations/{done['operation_id']}/undo")
+    after = preview(0.8)
+    assert after["n_boxes"] == 2 and after["reviewed"] == {"boxes": 5, "accepted": 2, "edited": 1, "rejected": 2}
+
+
 def test_accept_and_reject_a_selection_touch_only_its_proposed_boxes(reviewer_setup, db_factory: Factory) -> None:  # type: ignore[no-untyped-def]
     browser, factory, cid, cats = reviewer_setup
     a, b, c = (factory.image(cid, f"raccoon/{n}.png", seed=n) for n in range(3))

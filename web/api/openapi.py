@@ -189,9 +189,13 @@ def _schemas() -> dict[str, Any]:
                                classes={"type": "array", "items": _strict(
                                    ["category_id", "name", "proposed", "accepted", "rejected", "edited", "reviewed"], category_id=_INT,
                                    name=_STR, proposed=_INT, accepted=_INT, rejected=_INT, edited=_INT, reviewed=_INT)}),
-        "BulkAcceptPreview": _strict(["n_boxes", "n_images", "samples"], n_boxes=_INT, n_images=_INT, samples={
+        "BulkAcceptPreview": _strict(["n_boxes", "n_images", "samples", "expected_right", "reviewed"], n_boxes=_INT, n_images=_INT, samples={
             "type": "array", "items": _strict(["id", "rel_path", "score", "thumb_url"], id=_INT, rel_path=_STR, score=_NUM_OR_NULL,
-                                              thumb_url=_STR)}),
+                                              thumb_url=_STR)},
+            expected_right={"type": "number", "description": "sum of the boxes' scores: the right boxes the accept is expected to hold"},
+            reviewed={**_strict(["boxes", "accepted", "edited", "rejected"], boxes=_INT, accepted=_INT, edited=_INT, rejected=_INT),
+                      "description": "the class's boxes scoring at least min_score that a person judged one by one "
+                                     "(not as a bulk write left them): accepted as proposed, edited, rejected"}),
         "Operation": _strict(["operation_id", "kind", "status", "n_boxes", "params", "undone"], operation_id=_INT, kind=_STR, status=_STR,
                              n_boxes=_INT, params={"type": "object", "nullable": True}, undone={"type": "boolean"}),
         "Undo": _strict(["operation_id", "restored", "skipped"], operation_id=_INT, restored=_INT, skipped=_INT),

@@ -63,7 +63,9 @@ def image_count(collection_id: int) -> dict[str, Any]:
 @bp.get("/collections/<int:collection_id>/bulk-accept/preview")
 def bulk_accept_preview(collection_id: int) -> dict[str, Any]:
     """How many proposed boxes of ``category_id`` scoring ``>= min_score`` a bulk accept would
-    accept, on how many images, and sample images (lowest scores first) with thumbnail URLs."""
+    accept, on how many images, and sample images (lowest scores first) with thumbnail URLs; how
+    many of them the scores expect to be right, and how the reviewer judged, box by box, the
+    class's boxes at that score so far."""
     session = db()
     get_collection(session, collection_id)
     category_id = _number(request.args, "category_id", int)
@@ -72,8 +74,12 @@ def bulk_accept_preview(collection_id: int) -> dict[str, Any]:
         preview = preview_bulk_accept(session, collection_id, category_id, min_score)
     except OperationError as exc:
         raise ApiError(400, "bad_value", str(exc)) from exc
+    checked = preview.reviewed
     return {"n_boxes": preview.n_boxes, "n_images": preview.n_images,
-            "samples": [dict(s, thumb_url=f"/blobs/{s.pop('thumb_key')}") for s in preview.samples]}
+            "samples": [dict(s, thumb_url=f"/blobs/{s.pop('thumb_key')}") for s in preview.samples],
+            "expected_right": round(preview.expected_right, 3),
+            "reviewed": {"boxes": checked.reviewed, "accepted": checked.accepted, "edited": checked.edited,
+                         "rejected": checked.rejected}}
 
 
 @bp.post("/collections/<int:collection_id>/review-selection")

@@ -31,6 +31,7 @@ boxes_t = table_of(Box)
 images_t = table_of(Image)
 op_boxes_t = table_of(ReviewOperationBox)
 op_images_t = table_of(ReviewOperationImage)
+operations_t = table_of(ReviewOperation)
 
 #: Statuses a bulk write may set.
 BULK_STATUSES = (ReviewStatus.accepted, ReviewStatus.rejected)
@@ -43,13 +44,35 @@ class OperationError(ValueError):
 
 
 @dataclass(frozen=True)
+class ReviewedAtScore:
+    """How a person judged, box by box, a class's CAM boxes scoring at least a bulk accept's
+    minimum: ``accepted`` as proposed, ``edited``, ``rejected``. Boxes still as a bulk write (bulk
+    accept, a grid selection) left them are not counted: nobody looked at those one by one."""
+
+    accepted: int = 0
+    edited: int = 0
+    rejected: int = 0
+
+    @property
+    def reviewed(self) -> int:
+        return self.accepted + self.edited + self.rejected
+
+
+@dataclass(frozen=True)
 class BulkPreview:
     """What a bulk accept would change: ``n_boxes`` boxes on ``n_images`` images, and up to
-    ``limit`` sample images (the lowest-scoring boxes first: the ones worth a look)."""
+    ``limit`` sample images (the lowest-scoring boxes first: the ones worth a look).
+
+    ``expected_right``: the sum of their scores, each an estimate of the probability that its box
+    is right (IoU >= 0.5 with the object; :mod:`camcore.boxes.score`), so the number of right
+    boxes the accept is expected to hold. ``reviewed``: the check of that estimate against the
+    reviewer so far (:class:`ReviewedAtScore`, same class and minimum score)."""
 
     n_boxes: int
     n_images: int
     samples: list[dict[str, Any]]
+    expected_right: float = 0.0
+    reviewed: ReviewedAtScore = ReviewedAtScore()
 
 
 @dataclass(frozen=True)
@@ -93,7 +116,27 @@ def preview_bulk_accept(session: Session, collection_id: int, category_id: int, 
         select(images_t.c.id, images_t.c.rel_path, images_t.c.thumb_key, images_t.c.storage_key, lowest.c.score)
         .join(lowest, lowest.c.image_id == images_t.c.id).order_by(lowest.c.score, images_t.c.id)).all()
     samples = [{"id": r.id, "rel_path": r.rel_path, "thumb_key": r.thumb_key or r.storage_key, "score": r.score} for r in rows]
-    return BulkPreview(int(n_boxes), int(n_images), samples)
+    expected = session.scalar(select(func.coalesce(func.sum(boxes_t.c.score), 0.0)).where(where))
+    return BulkPreview(int(n_boxes), int(n_images), samples, float(expected or 0.0),
+                       reviewed_at_score(session, collection_id, category_id, min_score))
+
+
+def reviewed_at_score(session: Session, collection_id: int, category_id: int, min_score: float) -> ReviewedAtScore:
+    """:class:`ReviewedAtScore` of ``category_id``'s CAM boxes scoring at least ``min_score``."""
+    left_by_operation = (
+        select(op_boxes_t.c.box_id).join(operations_t, operations_t.c.id == op_boxes_t.c.operation_id)
+        .where(op_boxes_t.c.box_id == boxes_t.c.id, op_boxes_t.c.version_after == boxes_t.c.version,
+               operations_t.c.undone_at.is_(None)))
+    in_collection = select(images_t.c.id).where(images_t.c.collection_id == collection_id)
+    judged = (ReviewStatus.accepted.value, ReviewStatus.edited.value, ReviewStatus.rejected.value)
+    rows = session.execute(
+        select(boxes_t.c.status, func.count()).where(
+            boxes_t.c.category_id == category_id, boxes_t.c.source == BoxSource.cam.value,
+            boxes_t.c.score >= _check_score(min_score), boxes_t.c.status.in_(judged), boxes_t.c.image_id.in_(in_collection),
+            ~left_by_operation.exists())
+        .group_by(boxes_t.c.status)).all()
+    counts = {ReviewStatus(status).value: int(n) for status, n in rows}
+    return ReviewedAtScore(counts.get("accepted", 0), counts.get("edited", 0), counts.get("rejected", 0))
 
 
 def bulk_accept(session: Session, collection_id: int, category_id: int, min_score: float, *, user_id: int | None) -> ReviewOperation:

@@ -213,14 +213,27 @@
   dialog.addEventListener("close", function () { bulkOpen.focus(); });
   [bulkCategory, bulkScore].forEach(function (el) { el.addEventListener("input", resetPreview); });
 
+  // a box's score estimates the probability that it is right: their sum, the right boxes expected
+  function expectationText(p) {
+    if (!p.n_boxes) return "";
+    return "Their scores expect about " + Math.round(p.expected_right) + " of them (" +
+      Math.round(100 * p.expected_right / p.n_boxes) + "%) to be right.";
+  }
+  // the check of that estimate: how this class's boxes at this score fared when reviewed one by one
+  function reviewedText(r) {
+    if (!r.boxes) return "None of this class's boxes at this score has been reviewed box by box yet: the estimate is unchecked.";
+    return "Reviewed box by box so far at this score: " + r.accepted + " of " + r.boxes + " accepted as proposed (" +
+      Math.round(100 * r.accepted / r.boxes) + "%), " + r.edited + " edited, " + r.rejected + " rejected.";
+  }
+
   document.getElementById("bulk-preview").addEventListener("click", async function () {
     resetPreview();
     const query = "?category_id=" + encodeURIComponent(bulkCategory.value) + "&min_score=" + encodeURIComponent(bulkScore.value);
     const result = await api("GET", "/api/v1/collections/" + collectionId + "/bulk-accept/preview" + query);
     if (!result.ok) { bulkSummary.textContent = errorText(result); return; }
     const p = result.data;
-    bulkSummary.textContent = p.n_boxes + " box(es) on " + p.n_images + " image(s) will be accepted." +
-      (p.samples.length ? " Lowest scores first:" : "");
+    bulkSummary.textContent = [p.n_boxes + " box(es) on " + p.n_images + " image(s) will be accepted.",
+      expectationText(p), reviewedText(p.reviewed), p.samples.length ? "Lowest scores first:" : ""].filter(Boolean).join(" ");
     p.samples.forEach(function (s) {
       const figure = document.createElement("figure");
       const img = document.createElement("img");
