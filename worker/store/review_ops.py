@@ -130,12 +130,12 @@ def reviewed_at_score(session: Session, collection_id: int, category_id: int, mi
     in_collection = select(images_t.c.id).where(images_t.c.collection_id == collection_id)
     judged = (ReviewStatus.accepted.value, ReviewStatus.edited.value, ReviewStatus.rejected.value)
     rows = session.execute(
-        select(boxes_t.c.status, func.count()).where(
+        select(boxes_t.c.status, func.count().label("n")).where(
             boxes_t.c.category_id == category_id, boxes_t.c.source == BoxSource.cam.value,
             boxes_t.c.score >= _check_score(min_score), boxes_t.c.status.in_(judged), boxes_t.c.image_id.in_(in_collection),
             ~left_by_operation.exists())
         .group_by(boxes_t.c.status)).all()
-    counts = {ReviewStatus(status).value: int(n) for status, n in rows}
+    counts = {ReviewStatus(row.status).value: int(row.n) for row in rows}
     return ReviewedAtScore(counts.get("accepted", 0), counts.get("edited", 0), counts.get("rejected", 0))
 
 
