@@ -16,28 +16,25 @@ Prints per collection the milliseconds per image without and with the agreement 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.quality import DEFAULT_CACHE, _restored  # noqa: E402
+from bench.cached_results import newest_results, no_results_message, top_boxes_as_reviewed  # noqa: E402
+from bench.quality import DEFAULT_CACHE  # noqa: E402
 from camcore.boxes import BoxParams, boxes_from_maps  # noqa: E402
 from camcore.boxes.agreement import EXTRA_KEY  # noqa: E402
 from camcore.calibration import calibrate  # noqa: E402
+from camcore.localizer import ImageResult  # noqa: E402
 
 
-def time_collection(results_file: Path, passes: int) -> tuple[float, float]:
-    """(ms per image without the agreement, ms per image with it) over the file's images."""
-    results = [_restored(d) for d in torch.load(results_file, map_location="cpu", weights_only=True) if d is not None]
-    keys = random.Random(0).sample(range(len(results)), min(20, len(results)))
-    reviewed = {k: [(int(c), b.tolist()) for b, c in zip(results[k].boxes[:1], results[k].labels[:1], strict=True)] for k in keys}
+def time_collection(results: list[ImageResult], passes: int) -> tuple[float, float]:
+    """(ms per image without the agreement, ms per image with it) over ``results``."""
+    reviewed = top_boxes_as_reviewed(results)
     sizes = {k: r.image_size for k, r in enumerate(results)}
-    params = BoxParams.from_dict(calibrate({k: results[k].maps for k in keys}, sizes, reviewed, BoxParams()))
+    params = BoxParams.from_dict(calibrate({k: results[k].maps for k in reviewed}, sizes, reviewed, BoxParams()))
     without = BoxParams.from_dict({**params.to_dict(), "extra": {k: v for k, v in params.extra.items() if k != EXTRA_KEY}})
     spent = {"with": 0.0, "without": 0.0}
     for _ in range(passes):
@@ -55,20 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="bench/quality.py's cache folder")
     parser.add_argument("--passes", type=int, default=3, help="interleaved timing passes per collection")
     args = parser.parse_args(argv)
-    found = 0
-    for folder in sorted(p for p in args.cache.glob("*") if p.is_dir()):
-        files = sorted(folder.glob("results-*.pt"), key=lambda f: f.stat().st_mtime)
-        if not files:
-            continue
-        found += 1
-        without, with_agreement = time_collection(files[-1], args.passes)
-        print(f"{folder.name}: {without:.2f} ms/image without the agreement, {with_agreement:.2f} with it "
+    collections = newest_results(args.cache)
+    for name, results in collections:
+        without, with_agreement = time_collection(results, args.passes)
+        print(f"{name}: {without:.2f} ms/image without the agreement, {with_agreement:.2f} with it "
               f"(x{with_agreement / without:.2f})")
-    if not found:
-        print(f"no cached results under {args.cache}: run bench/quality.py first", file=sys.stderr)
+    if not collections:
+        print(no_results_message(args.cache), file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

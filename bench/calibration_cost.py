@@ -17,35 +17,32 @@ Compare two builds side by side with ``farm-bench`` (``--vs``) running this scri
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.quality import DEFAULT_CACHE, _restored  # noqa: E402
+from bench.cached_results import newest_results, no_results_message, top_boxes_as_reviewed  # noqa: E402
+from bench.quality import DEFAULT_CACHE  # noqa: E402
 from camcore.boxes import BoxParams  # noqa: E402
 from camcore.calibration import apply, calibrate  # noqa: E402
+from camcore.localizer import ImageResult  # noqa: E402
 
 
-def time_collection(results_file: Path) -> tuple[float, float, int, int]:
-    """(seconds to calibrate, ms per image to apply, reviewed images, images) for one cached results file."""
-    results = [_restored(d) for d in torch.load(results_file, map_location="cpu", weights_only=True) if d is not None]
-    keys = random.Random(0).sample(range(len(results)), min(20, len(results)))
-    reviewed = {k: [(int(c), b.tolist()) for b, c in zip(results[k].boxes[:1], results[k].labels[:1], strict=True)] for k in keys}
+def time_collection(results: list[ImageResult]) -> tuple[float, float, int]:
+    """(seconds to calibrate, ms per image to apply, reviewed images) over ``results``."""
+    reviewed = top_boxes_as_reviewed(results)
     sizes = {k: r.image_size for k, r in enumerate(results)}
     codes = {k: r.codes for k, r in enumerate(results) if r.codes is not None}
     maps = {k: r.maps for k, r in enumerate(results)}
     start = time.perf_counter()
-    fitted = calibrate({k: maps[k] for k in keys}, sizes, reviewed, BoxParams(), codes_by_image=codes)
+    fitted = calibrate({k: maps[k] for k in reviewed}, sizes, reviewed, BoxParams(), codes_by_image=codes)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     apply(maps, sizes, fitted, codes_by_image=codes)
     apply_s = time.perf_counter() - start
-    return fit_s, 1000 * apply_s / len(results), len(keys), len(results)
+    return fit_s, 1000 * apply_s / len(results), len(reviewed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,21 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="bench/quality.py's cache folder")
     parser.add_argument("--collection", help="only this collection folder's prefix (e.g. aquarium)")
     args = parser.parse_args(argv)
-    found = 0
-    for folder in sorted(p for p in args.cache.glob("*") if p.is_dir()):
-        if args.collection and not folder.name.startswith(args.collection):
-            continue
-        files = sorted(folder.glob("results-*.pt"), key=lambda f: f.stat().st_mtime)
-        if not files:
-            continue
-        found += 1
-        fit_s, apply_ms, reviewed, n = time_collection(files[-1])
-        print(f"{folder.name}: calibrate {fit_s:.2f} s ({reviewed} reviewed), apply {apply_ms:.2f} ms/image over {n} images")
-    if not found:
-        print(f"no cached results under {args.cache}: run bench/quality.py first", file=sys.stderr)
+    collections = newest_results(args.cache, args.collection)
+    for name, results in collections:
+        fit_s, apply_ms, reviewed = time_collection(results)
+        print(f"{name}: calibrate {fit_s:.2f} s ({reviewed} reviewed), apply {apply_ms:.2f} ms/image over {len(results)} images")
+    if not collections:
+        print(no_results_message(args.cache), file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
