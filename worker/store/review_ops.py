@@ -108,16 +108,17 @@ def preview_bulk_accept(session: Session, collection_id: int, category_id: int, 
     """Count the boxes :func:`bulk_accept` would accept and pick sample images to show."""
     _check_category(session, collection_id, category_id)
     where = _bulk_accept_targets(collection_id, category_id, _check_score(min_score))
-    n_boxes, n_images = session.execute(
-        select(func.count(), func.count(boxes_t.c.image_id.distinct())).select_from(boxes_t).where(where)).one()
+    totals = session.execute(
+        select(func.count().label("boxes"), func.count(boxes_t.c.image_id.distinct()).label("images"),
+               func.coalesce(func.sum(boxes_t.c.score), 0.0).label("expected"))
+        .select_from(boxes_t).where(where)).one()
     lowest = (select(boxes_t.c.image_id, func.min(boxes_t.c.score).label("score")).where(where)
               .group_by(boxes_t.c.image_id).order_by(func.min(boxes_t.c.score), boxes_t.c.image_id).limit(limit).subquery())
     rows = session.execute(
         select(images_t.c.id, images_t.c.rel_path, images_t.c.thumb_key, images_t.c.storage_key, lowest.c.score)
         .join(lowest, lowest.c.image_id == images_t.c.id).order_by(lowest.c.score, images_t.c.id)).all()
     samples = [{"id": r.id, "rel_path": r.rel_path, "thumb_key": r.thumb_key or r.storage_key, "score": r.score} for r in rows]
-    expected = session.scalar(select(func.coalesce(func.sum(boxes_t.c.score), 0.0)).where(where))
-    return BulkPreview(int(n_boxes), int(n_images), samples, float(expected or 0.0),
+    return BulkPreview(int(totals.boxes), int(totals.images), samples, float(totals.expected or 0.0),
                        reviewed_at_score(session, collection_id, category_id, min_score))
 
 
