@@ -84,24 +84,29 @@
     renderLabels();
   }
 
+  // one change to the annotator; if it was still settling (a key pressed or a reply arriving
+  // right after the page loaded) and throws, the saved boxes are the truth: it gets all of them again
+  function syncAnnotator(change) {
+    if (!anno) return;
+    try {
+      change();
+    } catch (e) {
+      anno.setAnnotations(sortedBoxes().map(toAnnotation));
+    }
+  }
+
   function putBox(box) {
     boxes.set(String(box.id), box);
-    if (anno) {
-      try {
-        if (anno.getAnnotationById(String(box.id))) anno.updateAnnotation(toAnnotation(box));
-        else anno.addAnnotation(toAnnotation(box));
-      } catch (e) {
-        // the annotator was still settling (a key pressed right after the page loaded): the saved
-        // boxes are the truth, so it is given all of them again
-        anno.setAnnotations(sortedBoxes().map(toAnnotation));
-      }
-      anno.setStyle(style);
-    }
+    syncAnnotator(function () {
+      if (anno.getAnnotationById(String(box.id))) anno.updateAnnotation(toAnnotation(box));
+      else anno.addAnnotation(toAnnotation(box));
+    });
+    if (anno) anno.setStyle(style);
   }
 
   function dropBox(id) {
     boxes.delete(String(id));
-    if (anno && anno.getAnnotationById(String(id))) anno.removeAnnotation(String(id));
+    syncAnnotator(function () { if (anno.getAnnotationById(String(id))) anno.removeAnnotation(String(id)); });
     if (selectedId === String(id)) selectedId = null;
   }
 
