@@ -72,6 +72,7 @@ import camcore
 from camcore.boxes import BoxParams
 from camcore.localizer import ImageResult
 from camcore.models import GapClassifier, ModelSpec
+from camcore.resolution import FINEST_SIDE_CELLS, check_resolution
 from camcore.separability import SPEC_KEY as SEPARABILITY_KEY
 from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice, model_box_params, rule_text
 
@@ -695,6 +696,13 @@ class ReviewDraw:
     auroc_after: float = float("nan")
     top_half_before: float = float("nan")
     top_half_after: float = float("nan")
+    median_side_cells: float = float("nan")  # the reviewed boxes in cells of the maps (camcore.resolution)
+
+
+def _grid(result: ImageResult) -> tuple[int, int]:
+    """(rows, columns) of an image's maps."""
+    shape = next(iter(result.maps.values())).shape
+    return int(shape[-2]), int(shape[-1])
 
 
 def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_classes: int, n: int,
@@ -718,6 +726,8 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
             for i in drawn
         }
         after = learn(stored, reviewed, params)
+        sides = check_resolution(reviewed, {i: stored[i].image_size for i in drawn},
+                                 {i: _grid(stored[i]) for i in drawn if stored[i].maps})
         rest = [i for i in range(len(results)) if i not in reviewed]
         truth = [pairs[i] for i in rest]
         before_p = [_preds(results[i]) for i in rest]
@@ -728,7 +738,8 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
                                 float(coco_ap(before_p, truth, num_classes=k)["AP50"] or 0.0),
                                 float(coco_ap(after_p, truth, num_classes=k)["AP50"] or 0.0),
                                 auroc(*ranked[0]), auroc(*ranked[1]),
-                                top_fraction_precision(*ranked[0]), top_fraction_precision(*ranked[1])))
+                                top_fraction_precision(*ranked[0]), top_fraction_precision(*ranked[1]),
+                                sides.median_side_cells if sides.boxes else float("nan")))
     return draws
 
 
@@ -818,6 +829,11 @@ def collection_table(rep: CollectionReport) -> str:
                      f"box AUROC {_f(_mean([x.auroc_before for x in d]))} -> {_f(_mean([x.auroc_after for x in d]))}, "
                      f"top-half precision {_f(_mean([x.top_half_before for x in d]))} -> "
                      f"{_f(_mean([x.top_half_after for x in d]))}")
+        sides = _mean([x.median_side_cells for x in d])
+        if not math.isnan(sides):
+            small = sides < FINEST_SIDE_CELLS
+            lines.append(f"reviewed objects' median side: {sides:.2f} map cells (calibrate flags under {FINEST_SIDE_CELLS:.2f}: "
+                         f"{'yes, train with a larger input size' if small else 'no'})")
     return "\n".join(lines)
 
 

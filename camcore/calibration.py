@@ -66,6 +66,7 @@ from camcore.boxes.correction import EXTRA_KEY, BoxCorrection, corrections_from_
 from camcore.boxes.review_map import EXTRA_KEY as REVIEW_KEY
 from camcore.boxes.score import DEFAULT_SCORER, BoxScorer, box_features, fit_scorer
 from camcore.boxes.score import SPEC_KEY as SCORER_KEY
+from camcore.resolution import check_resolution
 from camcore.review_fit import cross_fitted_maps, fit_review_map, training_cells
 
 __all__ = [
@@ -276,11 +277,28 @@ def calibrate(
         review map in ``result["extra"]["review_map"]``; ``result["extra"]["calibration"]``
         records for each class the number of images used, the base/chosen (hits, mean IoU) on
         them, the rule (or ``"base"``), its leave-one-out hits gain and the correction, and under
-        ``"review_map"`` whether a review map was adopted and why (:func:`_review_report`).
+        ``"review_map"`` whether a review map was adopted and why (:func:`_review_report`), and
+        under ``"resolution"`` the reviewed objects' size in map cells
+        (:class:`camcore.resolution.ResolutionCheck`: whether they are too small for the maps' cells).
 
     Raises:
         ValueError: malformed reviewed boxes, or a reviewed image without a size.
     """
+    params = _calibrate_params(maps_by_image, image_sizes, reviewed_boxes, base_params, codes_by_image=codes_by_image)
+    grids = {k: (int(m.shape[-2]), int(m.shape[-1])) for k, per_class in maps_by_image.items() for m in per_class.values()}
+    params["extra"]["calibration"]["resolution"] = check_resolution(reviewed_boxes, image_sizes, grids).to_dict()
+    return params
+
+
+def _calibrate_params(
+    maps_by_image: Mapping[Key, Mapping[int, Tensor]],
+    image_sizes: Mapping[Key, tuple[int, int]],
+    reviewed_boxes: ReviewedBoxes[Key],
+    base_params: BoxParams | Mapping[str, Any] | None,
+    *,
+    codes_by_image: Mapping[Key, Tensor] | None,
+) -> dict[str, Any]:
+    """:func:`calibrate` but the resolution check."""
     given = _as_params(base_params)
     truth_by_class = _reviewed_by_class(reviewed_boxes)
     for truth in truth_by_class.values():

@@ -271,6 +271,7 @@ def test_review_simulation_hands_over_only_the_drawn_images_ground_truth() -> No
     assert len(draws) == len(calls) == 3
     for d, (stored, reviewed) in zip(draws, calls, strict=True):
         assert len(d.drawn) == 4 and sorted(reviewed) == d.drawn and d.scored == 8
+        assert d.median_side_cells == pytest.approx(4.0)  # 40 px boxes on 8 x 8 maps of 80 px images
         for i, boxes in reviewed.items():  # exactly the drawn images' ground truth, nothing else
             assert boxes == [(int(lab), box) for box, lab in zip(gt.boxes[i].tolist(), gt.labels[i].tolist(), strict=True)]
         assert sorted(stored) == list(range(12))

@@ -59,3 +59,20 @@ def test_dashboard_form_shows_why_a_job_was_refused(app: Flask, factory: Factory
     page = reviewer.form(f"/collections/{cid}/jobs", {"kind": "train", "arch": "efficientnet_lite0"}, follow_redirects=True)
     assert "no images to train on" in page.get_data(as_text=True)
     assert _jobs(factory) == 0
+
+
+def test_dashboard_train_form_takes_an_input_size_and_refuses_a_bad_one(app: Flask, factory: Factory, reviewer) -> None:  # type: ignore[no-untyped-def]
+    cid, cats = factory.collection()
+    image = factory.image(cid, "a.png")
+    with factory.session() as s:
+        s.add(ImageTag(image_id=image, category_id=cats["raccoon"]))
+        s.commit()
+    page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
+    assert 'name="input_size" id="train-input-size"' in page
+    refused = reviewer.form(f"/collections/{cid}/jobs", {"kind": "train", "arch": "tiny_cnn", "input_size": "99999"}, follow_redirects=True)
+    assert "input_size" in refused.get_data(as_text=True) and _jobs(factory) == 0
+    for given, stored in (("", None), ("864", 864)):
+        reviewer.form(f"/collections/{cid}/jobs", {"kind": "train", "arch": "tiny_cnn", "input_size": given}, follow_redirects=True)
+        with factory.session() as s:
+            job = s.scalars(select(Job).order_by(Job.id.desc())).first()
+            assert job is not None and job.kind == "train" and job.params.get("input_size") == stored, job.params

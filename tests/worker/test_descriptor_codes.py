@@ -13,7 +13,8 @@ from sqlalchemy import select, update
 
 import camcore.calibration
 from camcore.concept_maps import decode_codes, decode_map
-from worker.jobs.calibrating import learning_summary, review_map_summary
+from camcore.resolution import ResolutionCheck
+from worker.jobs.calibrating import learning_summary, resolution_summary, review_map_summary
 from worker.store.models import Box, BoxSource, ConceptMap, Job, ReviewStatus
 
 
@@ -145,3 +146,39 @@ def test_learning_summary_says_the_scores_are_weighed_by_the_proposals_before_re
     params["extra"]["calibration"]["proposal_agreement"] = {"proposals": {}, "slope": 0.9, "bias": 0.4, "fitted_on": 12}
     assert "box scores refitted on 12 boxes and weighed by their agreement with the boxes proposed before review. " in \
         learning_summary(params, 12, preview=False)
+
+
+def test_calibrate_preview_says_to_train_larger_when_the_reviewed_objects_are_smaller_than_the_maps_cells(  # type: ignore[no-untyped-def]
+        inferred, run, sqlite_runtime) -> None:
+    reviewed = _review_first_proposals(sqlite_runtime, 4)
+    with sqlite_runtime.sessions() as session:  # the reviewer shrinks each box to a 6 x 6 px object
+        for box in session.scalars(select(Box).where(Box.image_id.in_(reviewed), Box.status != ReviewStatus.proposed)):
+            box.x2, box.y2 = box.x1 + 6, box.y1 + 6
+            box.status = ReviewStatus.edited
+        session.commit()
+    out = run("calibrate", "rk", "--preview", "--wait")
+    with sqlite_runtime.sessions() as session:
+        job = session.scalars(select(Job).where(Job.kind == "calibrate")).one()
+        result = job.result
+        raw_key = session.scalars(select(ConceptMap.raw_key)).first()
+    check = result["calibration"]["resolution"]
+    assert check["boxes"] == 4 and check["too_small"] is True
+    assert check["grid"] == max(decode_map(sqlite_runtime.blobs.read_bytes(raw_key)).shape)  # the stored maps' cells
+    suggested = ResolutionCheck.from_dict(check).suggested_input_size(96)
+    assert suggested > 96
+    assert f"train with input size {suggested} (now 96; the Train form's input size, or `camlabel train NAME --input-size {suggested}`)" in result["summary"]
+    assert f"--input-size {suggested}" in out.output
+
+
+def test_learning_summary_says_which_input_size_boxes_objects_too_small_for_the_cells() -> None:
+    params = _params(None)
+    params["extra"]["calibration"]["resolution"] = {"boxes": 40, "median_side_cells": 1.29, "grid": 14}
+    line = learning_summary(params, 12, preview=False, input_size=448)
+    assert line.endswith("pairs localised. The reviewed objects are small for the model's map cells (median side 1.3 cells "
+                         "of a 14x14 map; about 2.4 are needed to box at IoU 0.5): train with input size 864 (now 448; "
+                         "the Train form's input size, or `camlabel train NAME --input-size 864`) to box them.")
+    assert "train with a larger input size" in learning_summary(params, 12, preview=False)  # the model's size unknown
+    params["extra"]["calibration"]["resolution"] = {"boxes": 40, "median_side_cells": 4.5, "grid": 14}
+    assert learning_summary(params, 12, preview=False, input_size=448) == learning_summary(_params(None), 12, preview=False)
+    params["extra"]["calibration"]["resolution"] = {"boxes": "many"}  # a malformed report says nothing rather than fail
+    assert resolution_summary(params["extra"]["calibration"]["resolution"], 448) == ""

@@ -108,6 +108,7 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
         ).all())
         base = BoxParams.from_dict(version.calibration or None)
         version_id = version.id
+        input_size = _input_size(version.spec)
     sizes = {image_id: size for image_id, _cls, _key, size in map_rows}
     with_maps = set(sizes)
     reviewed: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
@@ -119,7 +120,7 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
     reviewed_maps = _maps(ctx, [(i, c, k) for i, c, k, _s in map_rows if i in reviewed])
     reviewed_codes = _codes(ctx, codes_keys, sorted(reviewed))
     params = calibrate(reviewed_maps, sizes, reviewed, base, codes_by_image=reviewed_codes or None)
-    summary = learning_summary(params, len(reviewed), preview=job_params.preview)
+    summary = learning_summary(params, len(reviewed), preview=job_params.preview, input_size=input_size)
     if job_params.preview:  # what applying would learn and its leave-one-out estimate; nothing written
         return {"model_version_id": version_id, "reviewed_images": len(reviewed), "preview": True, "summary": summary,
                 "calibration": params.get("extra", {}).get("calibration", {})}
@@ -158,6 +159,34 @@ def run_calibrate_job(ctx: JobContext) -> dict[str, Any]:
             "reviewed_images": len(reviewed), "calibration": report, "summary": summary}
 
 
+def _input_size(spec: Any) -> int | None:
+    """The model version's network input side in pixels (``spec["input_size"]``), if it says."""
+    value = spec.get("input_size") if isinstance(spec, dict) else None
+    return int(value) if isinstance(value, int | float) and value >= 1 else None
+
+
+def resolution_summary(report: dict[str, Any] | None, input_size: int | None) -> str:
+    """When the reviewed objects are too small for the maps' cells to box (``calibration["resolution"]``,
+    :class:`camcore.resolution.ResolutionCheck`): what to do about it, with the input size to
+    train at; ``""`` otherwise (large enough, or an older result without the check)."""
+    from camcore.resolution import FINEST_SIDE_CELLS, ResolutionCheck
+
+    if not isinstance(report, dict) or not report:
+        return ""
+    try:
+        check = ResolutionCheck.from_dict(report)
+    except ValueError:
+        return ""
+    if not check.too_small:
+        return ""
+    cells = f"median side {check.median_side_cells:.1f} cells of a {check.grid}x{check.grid} map; about {FINEST_SIDE_CELLS:.1f} are needed to box at IoU 0.5"
+    if input_size is None:
+        return f"The reviewed objects are small for the model's map cells ({cells}): train with a larger input size to box them."
+    suggested = check.suggested_input_size(input_size)
+    return (f"The reviewed objects are small for the model's map cells ({cells}): train with input size {suggested} "
+            f"(now {input_size}; the Train form's input size, or `camlabel train NAME --input-size {suggested}`) to box them.")
+
+
 def review_map_summary(report: dict[str, Any] | None) -> str:
     """Whether a location map was learned from the reviewed boxes and adopted, with its figures on
     the reviewed (image, class) pairs (top-box hits at IoU >= 0.5 and mean IoU, raw maps -> the
@@ -178,11 +207,13 @@ def review_map_summary(report: dict[str, Any] | None) -> str:
     return f"location map learned from the reviewed boxes: {verdict} ({detail})"
 
 
-def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: bool) -> str:
+def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: bool, input_size: int | None = None) -> str:
     """One line for the dashboard: what was learned from the reviewed boxes (threshold rule, box
     corrections, box scores (refitted, and weighed by the GT-free proposals' support), the location map learned from the images' descriptor codes when
     calibration reports one) and its leave-one-out estimate (reviewed (image, class) pairs whose
-    top box moves from a miss to a hit, or back, when each is left out of the choice in turn)."""
+    top box moves from a miss to a hit, or back, when each is left out of the choice in turn),
+    then, when the reviewed objects are too small for the maps' cells, the input size to train at
+    (:func:`resolution_summary`; ``input_size``: the model's, in pixels)."""
     report = params.get("extra", {}).get("calibration", {})
     collection = report.get("collection", {})
     classes = {k: v for k, v in report.items() if k.isdigit()}
@@ -199,8 +230,10 @@ def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: b
     pairs = int(collection.get("pairs", 0))
     head = "Preview, nothing applied yet: " if preview else ""
     review_map = review_map_summary(report.get("review_map"))
+    resolution = resolution_summary(report.get("resolution"), input_size)
     return (f"{head}learned from {reviewed_images} reviewed images: {rule_text}; box size corrected for {corrected} "
             f"class(es); box scores refitted on {report.get('box_scorer', {}).get('fitted_on', 0)} boxes"
             f"{' and weighed by their agreement with the boxes proposed before review' if report.get('proposal_agreement') else ''}"
             f"{'; ' + review_map if review_map else ''}. "
-            f"Estimated (leave-one-out): {gain:+d} of {pairs} reviewed image/class pairs localised.")
+            f"Estimated (leave-one-out): {gain:+d} of {pairs} reviewed image/class pairs localised."
+            f"{' ' + resolution if resolution else ''}")
