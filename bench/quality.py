@@ -829,11 +829,11 @@ def collection_table(rep: CollectionReport) -> str:
                      f"box AUROC {_f(_mean([x.auroc_before for x in d]))} -> {_f(_mean([x.auroc_after for x in d]))}, "
                      f"top-half precision {_f(_mean([x.top_half_before for x in d]))} -> "
                      f"{_f(_mean([x.top_half_after for x in d]))}")
-        sides = _mean([x.median_side_cells for x in d])
-        if not math.isnan(sides):
-            small = sides < FINEST_SIDE_CELLS
-            lines.append(f"reviewed objects' median side: {sides:.2f} map cells (calibrate flags under {FINEST_SIDE_CELLS:.2f}: "
-                         f"{'yes, train with a larger input size' if small else 'no'})")
+        sides = [x.median_side_cells for x in d if not math.isnan(x.median_side_cells)]
+        if sides:
+            flagged = sum(v < FINEST_SIDE_CELLS for v in sides)
+            lines.append(f"reviewed objects' median side: {min(sides):.2f} to {max(sides):.2f} map cells over the draws "
+                         f"(calibrate says to train larger under {FINEST_SIDE_CELLS:.2f}: in {flagged} of {len(sides)} draws)")
     return "\n".join(lines)
 
 

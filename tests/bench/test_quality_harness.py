@@ -355,6 +355,8 @@ def test_main_prints_tables_and_the_quality_line(coco_dir: Path, voc_dir: Path, 
     out = capsys.readouterr().out
     assert "### tinycoco" in out and "### tinyvoc" in out and "| **all** |" in out and "green (not tagged)" in out
     assert "centred box CorLoc@0.5: 40%" in out and "reviewed 2 images (seeds 0..1)" in out
+    assert re.search(r"reviewed objects' median side: \d+\.\d\d to \d+\.\d\d map cells over the draws "
+                     r"\(calibrate says to train larger under 2\.41: in [0-2] of 2 draws\)", out)
     last = out.strip().splitlines()[-1]
     m = re.fullmatch(r"quality: corloc=(\S+) ap50=(\S+) auroc=(\S+) top_half_precision=(\S+) corloc_after_review=(\S+)", last)
     assert m is not None, last

@@ -166,7 +166,8 @@ def test_calibrate_preview_says_to_train_larger_when_the_reviewed_objects_are_sm
     assert check["grid"] == max(decode_map(sqlite_runtime.blobs.read_bytes(raw_key)).shape)  # the stored maps' cells
     suggested = ResolutionCheck.from_dict(check).suggested_input_size(96)
     assert suggested > 96
-    assert f"train with input size {suggested} (now 96; the Train form's input size, or `camlabel train NAME --input-size {suggested}`)" in result["summary"]
+    assert (f"a model trained with input size {suggested} (now 96; the Train form's input size, or "
+            f"`camlabel train NAME --input-size {suggested}`) has cells fine enough for them") in result["summary"]
     assert f"--input-size {suggested}" in out.output
 
 
@@ -175,9 +176,10 @@ def test_learning_summary_says_which_input_size_boxes_objects_too_small_for_the_
     params["extra"]["calibration"]["resolution"] = {"boxes": 40, "median_side_cells": 1.29, "grid": 14}
     line = learning_summary(params, 12, preview=False, input_size=448)
     assert line.endswith("pairs localised. The reviewed objects are small for the model's map cells (median side 1.3 cells "
-                         "of a 14x14 map; about 2.4 are needed to box at IoU 0.5): train with input size 864 (now 448; "
-                         "the Train form's input size, or `camlabel train NAME --input-size 864`) to box them.")
-    assert "train with a larger input size" in learning_summary(params, 12, preview=False)  # the model's size unknown
+                         "of a 14x14 map; about 2.4 are needed to box at IoU 0.5): a model trained with input size 864 (now 448; "
+                         "the Train form's input size, or `camlabel train NAME --input-size 864`) has cells fine enough for "
+                         "them, at about 3.7x the time per image.")
+    assert "a model trained with a larger input size has finer cells" in learning_summary(params, 12, preview=False)  # size unknown
     params["extra"]["calibration"]["resolution"] = {"boxes": 40, "median_side_cells": 4.5, "grid": 14}
     assert learning_summary(params, 12, preview=False, input_size=448) == learning_summary(_params(None), 12, preview=False)
     params["extra"]["calibration"]["resolution"] = {"boxes": "many"}  # a malformed report says nothing rather than fail

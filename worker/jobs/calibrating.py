@@ -167,8 +167,8 @@ def _input_size(spec: Any) -> int | None:
 
 def resolution_summary(report: dict[str, Any] | None, input_size: int | None) -> str:
     """When the reviewed objects are too small for the maps' cells to box (``calibration["resolution"]``,
-    :class:`camcore.resolution.ResolutionCheck`): what to do about it, with the input size to
-    train at; ``""`` otherwise (large enough, or an older result without the check)."""
+    :class:`camcore.resolution.ResolutionCheck`): the input size whose cells are fine enough for
+    them and its cost in time per image (pixels per pass); ``""`` otherwise (large enough, or an older result without the check)."""
     from camcore.resolution import FINEST_SIDE_CELLS, ResolutionCheck
 
     if not isinstance(report, dict) or not report:
@@ -181,10 +181,12 @@ def resolution_summary(report: dict[str, Any] | None, input_size: int | None) ->
         return ""
     cells = f"median side {check.median_side_cells:.1f} cells of a {check.grid}x{check.grid} map; about {FINEST_SIDE_CELLS:.1f} are needed to box at IoU 0.5"
     if input_size is None:
-        return f"The reviewed objects are small for the model's map cells ({cells}): train with a larger input size to box them."
+        return f"The reviewed objects are small for the model's map cells ({cells}): a model trained with a larger input size has finer cells."
     suggested = check.suggested_input_size(input_size)
-    return (f"The reviewed objects are small for the model's map cells ({cells}): train with input size {suggested} "
-            f"(now {input_size}; the Train form's input size, or `camlabel train NAME --input-size {suggested}`) to box them.")
+    cost = (suggested / input_size) ** 2
+    return (f"The reviewed objects are small for the model's map cells ({cells}): a model trained with input size {suggested} "
+            f"(now {input_size}; the Train form's input size, or `camlabel train NAME --input-size {suggested}`) has cells "
+            f"fine enough for them, at about {cost:.1f}x the time per image.")
 
 
 def review_map_summary(report: dict[str, Any] | None) -> str:
