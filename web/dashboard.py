@@ -32,6 +32,7 @@ from web.services.uploads import import_upload
 from web.throttle import client_address, login_throttle
 from web.validation import parse_float, parse_int
 from worker.formats import EXPORT_FORMATS
+from worker.jobs.params import MAX_INPUT_SIZE
 from worker.preflight import DEFAULT_ARCH, architectures
 from worker.store.blobs import BlobKeyError
 from worker.store.models import Category
@@ -112,7 +113,7 @@ def collection(collection_id: int) -> str:
     return render_template("collection.html", collection=coll, counts=overview.image_counts, jobs=overview.jobs,
                            failed=overview.failed_images, evaluations=overview.evaluations, models=overview.models,
                            export_formats=EXPORT_FORMATS, models_by_id={m.id: m for m in overview.models}, architectures=architectures(),
-                           default_arch=DEFAULT_ARCH, job_count=job_count)
+                           default_arch=DEFAULT_ARCH, max_input_size=MAX_INPUT_SIZE, job_count=job_count)
 
 
 @bp.post("/collections/<int:collection_id>/upload")

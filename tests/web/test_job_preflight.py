@@ -68,7 +68,7 @@ def test_dashboard_train_form_takes_an_input_size_and_refuses_a_bad_one(app: Fla
         s.add(ImageTag(image_id=image, category_id=cats["raccoon"]))
         s.commit()
     page = reviewer.client.get(f"/collections/{cid}").get_data(as_text=True)
-    assert 'name="input_size" id="train-input-size"' in page
+    assert 'name="input_size" id="train-input-size" type="number" min="16" max="4096"' in page
     refused = reviewer.form(f"/collections/{cid}/jobs", {"kind": "train", "arch": "tiny_cnn", "input_size": "99999"}, follow_redirects=True)
     assert "input_size" in refused.get_data(as_text=True) and _jobs(factory) == 0
     for given, stored in (("", None), ("864", 864)):

@@ -180,6 +180,7 @@ def test_learning_summary_says_which_input_size_boxes_objects_too_small_for_the_
                          "the Train form's input size, or `camlabel train NAME --input-size 864`) has cells fine enough for "
                          "them, at about 3.7x the time per image.")
     assert "a model trained with a larger input size has finer cells" in learning_summary(params, 12, preview=False)  # size unknown
+    assert "no larger input size than 4096 is available" in learning_summary(params, 12, preview=False, input_size=4096)
     params["extra"]["calibration"]["resolution"] = {"boxes": 40, "median_side_cells": 4.5, "grid": 14}
     assert learning_summary(params, 12, preview=False, input_size=448) == learning_summary(_params(None), 12, preview=False)
     params["extra"]["calibration"]["resolution"] = {"boxes": "many"}  # a malformed report says nothing rather than fail

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from worker.jobs.params import CalibrateParams
+from worker.jobs.params import MAX_INPUT_SIZE, CalibrateParams
 from worker.queue.context import JobContext, JobFailed
 from worker.store.bulk import replace_boxes
 from worker.store.models import Box, BoxSource, Category, ConceptMap, Image, ImageStatus, ModelVersion, ReviewStatus
@@ -182,7 +182,10 @@ def resolution_summary(report: dict[str, Any] | None, input_size: int | None) ->
     cells = f"median side {check.median_side_cells:.1f} cells of a {check.grid}x{check.grid} map; about {FINEST_SIDE_CELLS:.1f} are needed to box at IoU 0.5"
     if input_size is None:
         return f"The reviewed objects are small for the model's map cells ({cells}): a model trained with a larger input size has finer cells."
-    suggested = check.suggested_input_size(input_size)
+    suggested = check.suggested_input_size(input_size, limit=MAX_INPUT_SIZE)
+    if suggested <= input_size:
+        return (f"The reviewed objects are small for the model's map cells ({cells}), and no larger input size than "
+                f"{input_size} is available to a train job.")
     cost = (suggested / input_size) ** 2
     return (f"The reviewed objects are small for the model's map cells ({cells}): a model trained with input size {suggested} "
             f"(now {input_size}; the Train form's input size, or `camlabel train NAME --input-size {suggested}`) has cells "

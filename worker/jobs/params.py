@@ -51,6 +51,9 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+MAX_INPUT_SIZE = 4096
+"""Largest network input side in pixels a train job accepts."""
+
 def _absent(d: Mapping[str, Any], name: str) -> bool:
     return d.get(name) is None or (isinstance(d.get(name), str) and not d[name].strip())
 
@@ -181,7 +184,7 @@ class TrainParams(JobParams):
             raise ParamError("epochs", str(exc).removeprefix("epochs ")) from exc
         weights = "none" if "weights" in d and d["weights"] is None else _str(d, "weights", cls.weights, choices=("imagenet", "none", "default"))
         return cls(arch=_str(d, "arch", cls.arch) or cls.arch, mode=mode, epochs=epochs, seed=_int(d, "seed", 0) or 0,
-                   input_size=_int(d, "input_size", minimum=16, maximum=4096), name=_str(d, "name"), weights=weights or cls.weights)
+                   input_size=_int(d, "input_size", minimum=16, maximum=MAX_INPUT_SIZE), name=_str(d, "name"), weights=weights or cls.weights)
 
     @property
     def pretrained(self) -> str | None:
