@@ -41,7 +41,10 @@ from camcore.boxes.score import DEFAULT_SCORER, score_boxes, shrunk_logistic
 __all__ = ["EXTRA_KEY", "ProposalAgreement", "agreement_from_extra", "fit_agreement", "proposal_support"]
 
 EXTRA_KEY = "proposal_agreement"  # BoxParams.extra key
-_EPS = 1e-6
+_EPS = 1e-12
+"""Floor (and 1 - ceiling) of ``score * support`` before its logit, small enough to keep the order
+of the products of small scores and supports (at 1e-6, 44% of aquarium's boxes after 20 reviewed
+images shared one score)."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,8 @@ class ProposalAgreement:
 
     def combine(self, scores: Tensor, support: Tensor) -> Tensor:
         """``Tensor[M]`` probabilities from the boxes' scores and supports (both ``Tensor[M]`` in [0, 1])."""
-        joint = (scores.float() * support.float()).clamp(_EPS, 1 - _EPS)
-        return torch.sigmoid(self.slope * torch.logit(joint) + self.bias)
+        joint = (scores.double() * support.double()).clamp(_EPS, 1 - _EPS)  # float64: small products stay apart
+        return torch.sigmoid(self.slope * torch.logit(joint) + self.bias).float()
 
     def proposal_params(self) -> BoxParams:
         """The params of the GT-free proposals."""

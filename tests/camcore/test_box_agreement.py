@@ -77,6 +77,11 @@ def test_combine_keeps_the_order_of_score_times_support() -> None:
     assert torch.equal(torch.argsort(p, descending=True), torch.argsort(scores * support, descending=True))
     identity = ProposalAgreement(GT_FREE).combine(scores, support)
     assert torch.allclose(identity[:3], scores[:3] * support[:3], atol=1e-5)
+    # small scores times small supports (aquarium's boxes after review) keep their order: no ties
+    small = torch.tensor([1e-2, 3e-3, 1e-3, 4e-4, 1e-4])
+    tiny = agreement.combine(small, small)
+    assert tiny.dtype == torch.float32 and len(torch.unique(tiny)) == 5
+    assert torch.equal(torch.argsort(tiny, descending=True), torch.arange(5))
 
 
 def test_fit_moves_the_level_to_the_reviewed_share_of_right_boxes() -> None:
@@ -138,3 +143,32 @@ def test_calibration_stores_the_agreement_with_the_gt_free_params_and_apply_uses
     support = proposal_support(plain[0][order], maps[key][0], SIZE, agreement.proposal_params())
     expected = agreement.combine(plain[1][order], support)
     assert torch.allclose(torch.sort(with_agreement[1], descending=True).values, torch.sort(expected, descending=True).values, atol=1e-5)
+
+
+# logit(score x support) of 42 proposals of 20 reviewed aquarium photos and whether each was right
+_AQUARIUM_LOGITS = [-4.5, -6.3, -9.4, -9.7, -4.5, -7.1, -9.7, -5.3, -8.0, -6.9, -7.7, -9.9, -8.4, -8.7, -11.6, -6.1, -7.4,
+                    -3.9, -4.2, -7.0, -8.0, -2.9, -5.7, -5.7, -8.5, -16.7, -5.3, -6.1, -7.6, -6.9, -6.3, -6.3, -6.3, -4.5,
+                    -4.8, -5.3, -5.7, -3.2, -8.9, -4.1, -5.8, -4.6]
+_AQUARIUM_RIGHT = {0, 3, 19, 29, 37, 39, 41}
+
+
+def test_the_shrunk_fit_reaches_the_optimum_where_full_newton_steps_overshoot() -> None:
+    from scipy.optimize import minimize
+
+    from camcore.boxes.score import shrunk_logistic
+
+    x = np.c_[_AQUARIUM_LOGITS, np.ones(len(_AQUARIUM_LOGITS))]
+    y = np.array([i in _AQUARIUM_RIGHT for i in range(len(_AQUARIUM_LOGITS))], dtype=float)
+    prior = np.array([1.0, 0.0])
+
+    def objective(t: np.ndarray) -> float:
+        z = x @ t
+        return float(np.sum(y * z - np.logaddexp(0.0, z)) - 5.0 * np.sum((t - prior) ** 2))
+
+    fitted = shrunk_logistic(x, y, prior, 10.0)
+    best = minimize(lambda t: -objective(t), prior).x
+    assert np.allclose(fitted, best, atol=1e-3), (fitted, best)
+    assert 0 < fitted[0] < 1  # the reviewed proposals' ranking is weaker than the identity says, not 25 times stronger
+    agreement = fit_agreement(GT_FREE, torch.tensor(1 / (1 + np.exp(-x[:, 0])), dtype=torch.float32), torch.ones(len(y)),
+                              torch.tensor(y > 0))
+    assert agreement.slope == pytest.approx(fitted[0], abs=0.02)
