@@ -72,7 +72,7 @@ import camcore
 from camcore.boxes import BoxParams
 from camcore.localizer import ImageResult
 from camcore.models import GapClassifier, ModelSpec
-from camcore.resolution import FINEST_SIDE_CELLS, check_resolution
+from camcore.resolution import FINEST_SIDE_CELLS, check_resolution, map_grids
 from camcore.separability import SPEC_KEY as SEPARABILITY_KEY
 from camcore.threshold_choice import REPORT_KEY, fit_threshold_choice, model_box_params, rule_text
 
@@ -699,11 +699,6 @@ class ReviewDraw:
     median_side_cells: float = float("nan")  # the reviewed boxes in cells of the maps (camcore.resolution)
 
 
-def _grid(result: ImageResult) -> tuple[int, int]:
-    """(rows, columns) of an image's maps."""
-    shape = next(iter(result.maps.values())).shape
-    return int(shape[-2]), int(shape[-1])
-
 
 def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_classes: int, n: int,
                     seeds: Sequence[int], params: BoxParams,
@@ -727,7 +722,7 @@ def simulate_review(results: Sequence[ImageResult | None], gt: GroundTruth, num_
         }
         after = learn(stored, reviewed, params)
         sides = check_resolution(reviewed, {i: stored[i].image_size for i in drawn},
-                                 {i: _grid(stored[i]) for i in drawn if stored[i].maps})
+                                 map_grids({i: stored[i].maps for i in drawn}))
         rest = [i for i in range(len(results)) if i not in reviewed]
         truth = [pairs[i] for i in rest]
         before_p = [_preds(results[i]) for i in rest]

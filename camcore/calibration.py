@@ -66,7 +66,7 @@ from camcore.boxes.correction import EXTRA_KEY, BoxCorrection, corrections_from_
 from camcore.boxes.review_map import EXTRA_KEY as REVIEW_KEY
 from camcore.boxes.score import DEFAULT_SCORER, BoxScorer, box_features, fit_scorer
 from camcore.boxes.score import SPEC_KEY as SCORER_KEY
-from camcore.resolution import check_resolution
+from camcore.resolution import check_resolution, map_grids
 from camcore.review_fit import cross_fitted_maps, fit_review_map, training_cells
 
 __all__ = [
@@ -285,8 +285,7 @@ def calibrate(
         ValueError: malformed reviewed boxes, or a reviewed image without a size.
     """
     params = _calibrate_params(maps_by_image, image_sizes, reviewed_boxes, base_params, codes_by_image=codes_by_image)
-    grids = {k: (int(m.shape[-2]), int(m.shape[-1])) for k, per_class in maps_by_image.items() for m in per_class.values()}
-    params["extra"]["calibration"]["resolution"] = check_resolution(reviewed_boxes, image_sizes, grids).to_dict()
+    params["extra"]["calibration"]["resolution"] = check_resolution(reviewed_boxes, image_sizes, map_grids(maps_by_image)).to_dict()
     return params
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["FINEST_SIDE_CELLS", "ResolutionCheck", "check_resolution"]
+__all__ = ["FINEST_SIDE_CELLS", "ResolutionCheck", "check_resolution", "map_grids"]
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -73,6 +73,11 @@ class ResolutionCheck:
             return cls(int(data["boxes"]), float(data["median_side_cells"]), int(data["grid"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed resolution check {dict(data)!r}: {exc}") from None
+
+
+def map_grids(maps_by_image: Mapping[Key, Mapping[int, Any]]) -> dict[Key, tuple[int, int]]:
+    """image key -> (rows, columns) of its maps (``Tensor[h, w]`` per class; images without maps left out)."""
+    return {key: (int(m.shape[-2]), int(m.shape[-1])) for key, per_class in maps_by_image.items() for m in per_class.values()}
 
 
 def check_resolution(
