@@ -12,7 +12,7 @@ from torchvision.ops import box_iou
 
 from camcore.boxes import BoxParams, BoxWorkers, MapsOfImage, boxes_from_maps
 from camcore.boxes.review_map import EXTRA_KEY, ReviewMap, review_map_from_extra
-from camcore.calibration import apply, calibrate
+from camcore.calibration import apply, calibrate, review_map_wins
 from camcore.concept_maps import decode_codes, encode_codes
 from camcore.descriptor_basis import CODE_DIMENSIONS, DescriptorBasis, basis_from_moments
 from camcore.objectness import DdtAccumulator, ObjectnessStats
@@ -184,3 +184,15 @@ def test_box_rule_applies_a_stored_review_map_only_with_codes_and_in_worker_proc
         review_map_from_extra({EXTRA_KEY: {"code_weights": [1.0]}})
     with pytest.raises(ValueError, match="finite"):
         ReviewMap((float("nan"),), 0.0, 0.0)
+
+
+def test_a_review_map_must_lose_neither_hits_nor_mean_iou_to_be_adopted() -> None:
+    plain = np.array([0.62, 0.55, 0.40, 0.30, 0.70])  # 3 hits, mean 0.514
+    assert review_map_wins(plain, np.array([0.66, 0.58, 0.45, 0.35, 0.72]))  # same hits, higher IoU
+    assert review_map_wins(plain, np.array([0.60, 0.52, 0.51, 0.30, 0.71]))  # one more hit, higher IoU
+    assert not review_map_wins(plain, np.array([0.51, 0.51, 0.51, 0.05, 0.51]))  # one more hit, mean 0.418
+    assert not review_map_wins(plain, plain - 0.001)  # the same hits with less IoU
+    assert not review_map_wins(plain, np.array([0.70, 0.70, 0.45, 0.45, 0.45]))  # higher IoU, one hit fewer
+    assert not review_map_wins(plain, plain.copy())
+    with pytest.raises(ValueError, match="same reviewed pairs"):
+        review_map_wins(plain, plain[:3])

@@ -185,3 +185,17 @@ def test_learning_summary_says_which_input_size_boxes_objects_too_small_for_the_
     assert learning_summary(params, 12, preview=False, input_size=448) == learning_summary(_params(None), 12, preview=False)
     params["extra"]["calibration"]["resolution"] = {"boxes": "many"}  # a malformed report says nothing rather than fail
     assert resolution_summary(params["extra"]["calibration"]["resolution"], 448) == ""
+
+
+def test_learning_summary_counts_the_corrections_kept_and_says_how_many_leave_one_out_declined() -> None:
+    params = _params(None)
+    loo = {"uncorrected": {"hits": 3, "mean_iou": 0.41}, "corrected": {"hits": 2, "mean_iou": 0.38}}
+    params["extra"]["calibration"] |= {
+        "0": {"images": 6, "params": "base", "correction": {"width": 0.8, "height": 1.1, "shift_y": 0.0, "images": 6, "declined": False}},
+        "1": {"images": 7, "params": "base", "correction": {"width": 0.5, "height": 0.6, "shift_y": 0.0, "images": 7, "declined": True,
+                                                            "leave_one_out": loo}},
+        "2": {"images": 2, "params": "base", "correction": {"width": 1.0, "height": 1.0, "shift_y": 0.0, "images": 0, "declined": False}},
+    }
+    line = learning_summary(params, 12, preview=False)
+    assert ("box size corrected for 1 class(es) (1 correction(s) declined: worse when each reviewed image is left out); "
+            "box scores refitted on 12 boxes.") in line

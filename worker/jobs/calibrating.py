@@ -214,7 +214,8 @@ def review_map_summary(report: dict[str, Any] | None) -> str:
 
 def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: bool, input_size: int | None = None) -> str:
     """One line for the dashboard: what was learned from the reviewed boxes (threshold rule, box
-    corrections, box scores (refitted, and weighed by the GT-free proposals' support), the location map learned from the images' descriptor codes when
+    corrections and how many the leave-one-out check declined, box scores (refitted, and weighed by
+    the GT-free proposals' support), the location map learned from the images' descriptor codes when
     calibration reports one) and its leave-one-out estimate (reviewed (image, class) pairs whose
     top box moves from a miss to a hit, or back, when each is left out of the choice in turn),
     then, when the reviewed objects are too small for the maps' cells, the input size to train at
@@ -231,13 +232,16 @@ def learning_summary(params: dict[str, Any], reviewed_images: int, *, preview: b
         rule_text = f"collection threshold {rule['threshold']:g} of the maximum"
     gain = int(collection.get("rule_loo_hits_gain", 0) if rule != "base" else 0)
     gain += sum(int(v.get("rule_loo_hits_gain", 0)) for v in classes.values() if v.get("params") != "base")
-    corrected = sum(1 for v in classes.values() if v.get("correction", {}).get("images"))
+    fitted = [v.get("correction", {}) for v in classes.values() if v.get("correction", {}).get("images")]
+    declined = sum(1 for c in fitted if c.get("declined"))
+    corrected = len(fitted) - declined
+    declined_text = f" ({declined} correction(s) declined: worse when each reviewed image is left out)" if declined else ""
     pairs = int(collection.get("pairs", 0))
     head = "Preview, nothing applied yet: " if preview else ""
     review_map = review_map_summary(report.get("review_map"))
     resolution = resolution_summary(report.get("resolution"), input_size)
     return (f"{head}learned from {reviewed_images} reviewed images: {rule_text}; box size corrected for {corrected} "
-            f"class(es); box scores refitted on {report.get('box_scorer', {}).get('fitted_on', 0)} boxes"
+            f"class(es){declined_text}; box scores refitted on {report.get('box_scorer', {}).get('fitted_on', 0)} boxes"
             f"{' and weighed by their agreement with the boxes proposed before review' if report.get('proposal_agreement') else ''}"
             f"{'; ' + review_map if review_map else ''}. "
             f"Estimated (leave-one-out): {gain:+d} of {pairs} reviewed image/class pairs localised."

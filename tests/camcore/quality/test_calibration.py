@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from camcore.boxes import BoxParams
+from camcore.boxes import BoxParams, normalized_map
 from camcore.boxes.correction import BoxCorrection, corrections_from_extra
-from camcore.calibration import PRIOR_IMAGES, apply, calibrate
+from camcore.calibration import PRIOR_IMAGES, apply, calibrate, correction_loo, fit_correction
 from tests.camcore.quality.synth import pyramid_map
 
 SIZE = (240, 180)
@@ -106,6 +106,10 @@ def test_calibration_fixes_boxes_that_are_systematically_too_wide() -> None:
     json.dumps(params)
     corr = corrections_from_extra(BoxParams.from_dict(params).extra)[0]
     assert corr.width < corr.height and corr.shift_x == 0.0 and corr.shift_y > 0.0
+    checked = params["extra"]["calibration"]["0"]["correction"]
+    assert checked["declined"] is False  # it also localises each reviewed image fitted without it
+    loo = checked["leave_one_out"]
+    assert loo["corrected"]["hits"] >= loo["uncorrected"]["hits"] and loo["corrected"]["mean_iou"] > loo["uncorrected"]["mean_iou"]
     base_pred, cal_pred = apply(held_maps, held_sizes, BoxParams()), apply(held_maps, held_sizes, params)
     assert _hits(base_pred, held_truth) == 0  # IoU about 0.45: every default box misses
     assert _hits(cal_pred, held_truth) >= 27
@@ -160,3 +164,59 @@ def test_calibration_rejects_bad_reviews() -> None:
         calibrate(maps, {}, {key: [(0, [1, 1, 5, 5])]})
     with pytest.raises(ValueError, match="per_class"):
         BoxParams(per_class={"0": {"method": "cam"}})
+
+
+def _groups_and_singles(groups: int, singles: int, seed: int) -> tuple[dict, dict, dict]:
+    """Maps whose default top box covers either two objects side by side (``groups`` images: the
+    reviewed boxes are its left and right 45%, as fish swimming together) or exactly one object
+    (``singles``: the reviewed box is the top box). Returns (maps, sizes, reviewed boxes)."""
+    rng = np.random.default_rng(seed)
+    maps, sizes, reviewed = {}, {}, {}
+    for i in range(groups + singles):
+        w, h = rng.uniform(60, 110), rng.uniform(40, 80)
+        x0, y0 = rng.uniform(10, SIZE[0] - w - 10), rng.uniform(10, SIZE[1] - h - 10)
+        m, _ = pyramid_map((x0, y0, x0 + w, y0 + h), 0.5, SIZE)
+        key = f"group{seed}-{i}"
+        x1, y1, x2, y2 = apply({key: {0: m}}, {key: SIZE}, BoxParams())[key][0][0].tolist()
+        side = 0.45 * (x2 - x1)
+        boxes = [[x1, y1, x1 + side, y2], [x2 - side, y1, x2, y2]] if i < groups else [[x1, y1, x2, y2]]
+        maps[key], sizes[key], reviewed[key] = {0: m}, SIZE, [(0, b) for b in boxes]
+    return maps, sizes, reviewed
+
+
+def test_a_box_correction_that_fails_leave_one_out_is_declined() -> None:
+    """Top boxes around two objects teach a shrink toward the pair's middle, between the objects;
+    applied to the other images it shrinks the right single-object boxes too. Fitted on all the
+    reviewed images it looks like a correction; left out in turn, each image is localised worse,
+    so it is declined and reported."""
+    maps, sizes, reviewed = _groups_and_singles(12, 6, seed=11)
+    params = calibrate(maps, sizes, reviewed)
+    checked = params["extra"]["calibration"]["0"]["correction"]
+    assert checked["images"] == 18 and checked["width"] < 0.8  # the fit alone would shrink every box
+    assert checked["declined"] is True and "box_correction" not in params["extra"], checked
+    loo = checked["leave_one_out"]
+    assert loo["corrected"]["hits"] + loo["corrected"]["mean_iou"] <= loo["uncorrected"]["hits"] + loo["uncorrected"]["mean_iou"]
+    held_maps, held_sizes, held = _groups_and_singles(12, 6, seed=12)
+    truth = {k: (0, v[0][1]) for k, v in held.items() if len(v) == 1}  # the single objects
+    fitted = BoxParams.from_dict(params)
+    forced = params | {"extra": {**params["extra"], "box_correction": {"0": {"width": checked["width"], "height": checked["height"],
+                                                                               "shift_y": checked["shift_y"]}}}}
+    assert _mean_iou(apply(held_maps, held_sizes, fitted), truth) > _mean_iou(apply(held_maps, held_sizes, forced), truth) + 0.1
+
+
+def test_correction_loo_holds_each_image_out_of_its_own_correction() -> None:
+    maps, sizes, truth = _biased_collection(4, seed=13, width=0.5, shift_y=0.0, noise=0.0)
+    base = BoxParams()
+    norms = {k: normalized_map(m[0], SIZE, base) for k, m in maps.items()}
+    boxes = {k: torch.tensor([v[1]]) for k, v in truth.items()}
+    uncorrected, held_out = correction_loo(base, norms, sizes, boxes, prior_images=0.0)
+    # with no prior and the same bias in every image, the others' correction undoes it exactly
+    assert uncorrected.shape == held_out.shape == (4,)
+    assert np.all(uncorrected < 0.55) and np.all(held_out > 0.98)
+    # with one image only, the held-out correction is no correction
+    one = {k: boxes[k] for k in list(boxes)[:1]}
+    u1, h1 = correction_loo(base, norms, sizes, one, prior_images=0.0)
+    assert h1[0] == pytest.approx(u1[0])
+    assert fit_correction(base, norms, sizes, one, prior_images=0.0)[1] == 1
+    with pytest.raises(ValueError, match="prior_images"):
+        correction_loo(base, norms, sizes, boxes, prior_images=-1.0)
