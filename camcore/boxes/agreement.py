@@ -18,7 +18,7 @@ class (the params before calibration on the raw map, the default scorer), and ``
 a monotone (Platt) recalibration fitted on the reviewed images' proposals and shrunk toward the
 identity, so that ``p`` stays an estimate of the probability that the box is right. The product
 has no constant tuned to a collection: with the same draws it ranks the other images' boxes at
-AUROC 0.674 / 0.788 / 0.698 (``bench/quality.py --reviewed 20 --seeds 5``; README).
+AUROC 0.690 / 0.792 / 0.693 (``bench/quality.py --reviewed 20 --seeds 5``; README).
 """
 
 from __future__ import annotations
