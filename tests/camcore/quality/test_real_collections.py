@@ -180,12 +180,12 @@ def test_many_tags_the_classifier_cannot_tell_apart_use_the_objectness_alone_and
     assert ours >= centred + 0.1, (ours, centred)
 
     # 20 reviewed images in total (under two per tag) teach a location map on the descriptor codes
-    # (measured: 0.696 -> 0.754 on the other photos, mean of 5 draws, adopted in 3)
+    # (measured: 0.694 -> 0.766 on the other photos, mean of 5 draws, adopted in 4)
     review = _after_review(paths, tags, results, model_box_params(spec))
     assert review.adopted >= 1 and review.corloc_after >= review.corloc_before + 0.04, review
     # the stored score after review ranks the other photos' boxes as well as before review, where
-    # the refitted map score alone ranks them barely above chance (measured: AUROC 0.680 before,
-    # 0.704 after, 0.550 by the map score alone)
+    # the refitted map score alone ranks them no better than chance (measured: AUROC 0.680 before,
+    # 0.700 after, 0.500 by the map score alone)
     assert review.auroc_after >= review.auroc_map_score + 0.08 and review.auroc_after >= review.auroc_gt_free - 0.02, review
 
 
