@@ -11,7 +11,7 @@ weights). Printed per collection: its boxes and share of right ones, the AUROC o
 default, of the weights fitted on *the other* collections (what a collection nobody tuned for
 gets), and of the weights fitted on all; then the weights fitted on all beside the default's.
 
-    .venv/bin/python bench/box_scorer.py [--dataset DIR ...] [--random-tags K] [--cache DIR]
+    .venv/bin/python bench/box_scorer.py [--dataset DIR ...] [--random-tags K] [--input-size PX] [--cache DIR]
 
 ``--random-tags K`` adds, for each collection with one tag per image, a copy whose tags are
 replaced by K random ones (``bench/quality.py --random-tags``: tags the classifier cannot tell
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"collection folder (repeatable; default: every collection in {DATASETS})")
     ap.add_argument("--random-tags", type=int, default=None, metavar="K",
                     help="also each collection with its tags replaced by K random ones, as bench/quality.py --random-tags")
+    ap.add_argument("--input-size", type=int, default=None, help="network input side in px, as given to bench/quality.py")
+    ap.add_argument("--arch", default="efficientnet_lite0", help="as given to bench/quality.py")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args(argv)
@@ -181,10 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     if len({source or c.name for c, source in collections}) < 2:
         ap.error("leave-one-collection-out needs at least two collections")
     torch.set_num_threads(args.threads)
-    cfg = RunConfig(cache=args.cache)
+    cfg = RunConfig(cache=args.cache, arch=args.arch, input_size=args.input_size)
     proposals = [collection_proposals(c, cfg, source) for c, source in collections]
-    held_out = leave_one_out(proposals)
-    pooled = fit_pooled(proposals)
+    try:
+        held_out = leave_one_out(proposals)
+        pooled = fit_pooled(proposals)
+    except ValueError as exc:
+        print(f"cannot fit the box scorer: {exc}", file=sys.stderr)
+        return 1
     print("| collection | boxes | right | AUROC: default | fitted on the others | fitted on all |")
     print("| --- | --- | --- | --- | --- | --- |")
     for p in proposals:

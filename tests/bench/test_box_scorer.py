@@ -3,10 +3,7 @@ each collection weighs the same, and leave-one-collection-out never fits on the 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,23 +12,12 @@ import torch
 from camcore.boxes import BoxParams, boxes_from_maps
 from camcore.boxes.score import DEFAULT_SCORER, FEATURES
 from camcore.localizer import ImageResult
+from tests.bench.bench_modules import bench_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench() -> Any:
-    name = "camlabel_bench_box_scorer"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "box_scorer.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-b = _bench()
+b = bench_module("box_scorer.py")
 
 
 def _blobs(centres: list[tuple[float, float, float]], shape: tuple[int, int] = (14, 14)) -> torch.Tensor:

@@ -4,11 +4,9 @@ the review simulation, caching and the report, on tiny generated COCO and VOC fo
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +14,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from tests.bench.bench_modules import bench_module
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _harness() -> Any:
-    name = "camlabel_bench_quality"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-q = _harness()
+q = bench_module("quality.py")
 
 
 @pytest.fixture(autouse=True)
@@ -364,10 +352,7 @@ def test_main_prints_tables_and_the_quality_line(coco_dir: Path, voc_dir: Path, 
 
 
 def test_after_review_box_bench_times_the_cached_collections(coco_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("after_review_boxes_bench", ROOT / "bench" / "after_review_boxes.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("after_review_boxes.py")
     assert bench.main(["--cache", str(tmp_path / "empty"), "--passes", "1"]) == 1
     assert "run bench/quality.py first" in capsys.readouterr().err
     q.product_results(q.load_collection(coco_dir), _cfg(tmp_path), q.Timing())
@@ -378,10 +363,7 @@ def test_after_review_box_bench_times_the_cached_collections(coco_dir: Path, tmp
 
 
 def test_calibration_cost_bench_times_the_fit_and_apply(coco_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("calibration_cost_bench", ROOT / "bench" / "calibration_cost.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("calibration_cost.py")
     assert bench.main(["--cache", str(tmp_path / "empty")]) == 1
     assert "run bench/quality.py first" in capsys.readouterr().err
     q.product_results(q.load_collection(coco_dir), _cfg(tmp_path), q.Timing())
@@ -391,3 +373,19 @@ def test_calibration_cost_bench_times_the_fit_and_apply(coco_dir: Path, tmp_path
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and re.fullmatch(
         rf"{coco_dir.name}-32: calibrate \d+\.\d\d s \(\d+ reviewed\), apply \d+\.\d\d ms/image over \d+ images", lines[0]), lines
+
+
+def test_box_scorer_bench_fits_on_the_cached_collections(coco_dir: Path, voc_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    bench = bench_module("box_scorer.py")
+    tiny = ["--cache", str(tmp_path / "cache"), "--arch", "tiny_cnn", "--input-size", "32"]
+    with pytest.raises(SystemExit):  # one collection cannot be left out
+        bench.main(["--dataset", str(coco_dir), *tiny])
+    assert "at least two collections" in capsys.readouterr().err
+    code = bench.main(["--dataset", str(coco_dir), "--dataset", str(voc_dir), "--random-tags", "2", *tiny])
+    out, err = capsys.readouterr()
+    assert code == 0, err  # the seeded tiny models propose right and wrong boxes in each collection
+    assert "no random-tag copy of tinycoco: --random-tags needs one tag per image" in err
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert [r.split(" | ")[0] for r in rows] == ["| tinycoco", "| tinyvoc", "| tinyvoc-random2"], rows
+    assert re.fullmatch(r"box_scorer: leave_one_out_auroc=\S+ default_auroc=\S+", out.strip().splitlines()[-1])
