@@ -48,10 +48,10 @@ from bench.quality import (  # noqa: E402
     with_random_tags,
 )
 from camcore.boxes import BoxParams  # noqa: E402
-from camcore.boxes.components import nms, working_shape  # noqa: E402
+from camcore.boxes.components import nms  # noqa: E402
 from camcore.boxes.from_maps import normalized_map  # noqa: E402
 from camcore.boxes.rules import boxes_from_normalized  # noqa: E402
-from camcore.boxes.score import DEFAULT_SCORER, FEATURES, BoxScorer, box_features  # noqa: E402
+from camcore.boxes.score import DEFAULT_SCORER, FEATURES, BoxScorer, box_features, shrunk_logistic  # noqa: E402
 from camcore.localizer import ImageResult  # noqa: E402
 from camcore.metrics import auroc, box_correctness  # noqa: E402
 
@@ -78,29 +78,27 @@ class Proposals:
     right: np.ndarray
 
 
-def image_proposals(result: ImageResult, params: BoxParams, scorer: BoxScorer = DEFAULT_SCORER) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def image_proposals(result: ImageResult, params: BoxParams) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One image's boxes from its stored maps as :func:`camcore.boxes.boxes_from_maps` makes them
     (uncalibrated params: no correction, review map or agreement), with their signals.
 
     Returns:
-        ``(boxes[N, 4] xyxy pixels, scores[N] by scorer, labels[N] long, signals[N, 4])``, after
+        ``(boxes[N, 4] xyxy pixels, scores[N] by the default scorer, labels[N] long, signals[N, 4])``, after
         class-aware NMS on the scores, best first.
     """
-    grid = working_shape(result.image_size, params.working_size)
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
     for cls, cam in result.maps.items():
         p = params.for_class(int(cls))
         norm = normalized_map(cam, result.image_size, p)
         if norm is None:
             continue
-        assert tuple(norm.shape) == grid
         boxes, rule_scores = boxes_from_normalized(norm, result.image_size, p)
         parts.append((boxes.float(), box_features(norm, boxes, rule_scores, result.image_size),
                       torch.full((boxes.shape[0],), int(cls), dtype=torch.long)))
     if not parts:
         return torch.zeros((0, 4)), torch.zeros((0,)), torch.zeros((0,), dtype=torch.long), torch.zeros((0, len(FEATURES)))
     boxes, signals, labels = (torch.cat([part[i] for part in parts]) for i in range(3))
-    scores = scorer(signals)
+    scores = DEFAULT_SCORER(signals)
     keep = nms(boxes, scores, labels, params.nms_iou) if params.nms_iou < 1.0 else torch.argsort(scores, descending=True, stable=True)
     return boxes[keep], scores[keep], labels[keep], signals[keep]
 
@@ -120,7 +118,7 @@ def collection_proposals(collection: Collection, cfg: RunConfig, source: str | N
 
 def fit_pooled(collections: Sequence[Proposals], *, ridge: float = RIDGE) -> BoxScorer:
     """Logistic regression of ``right`` on the signals of every collection pooled, each collection
-    weighted the same (its boxes share a weight of 1); Newton's method with a small ridge.
+    weighted the same (its boxes share a weight of 1); a small ridge (:func:`shrunk_logistic` toward 0).
 
     Raises:
         ValueError: no boxes, or every box right (or every box wrong).
@@ -133,15 +131,7 @@ def fit_pooled(collections: Sequence[Proposals], *, ridge: float = RIDGE) -> Box
     if y.min() == y.max():
         raise ValueError("the proposals are all right or all wrong: nothing to fit")
     w = np.concatenate([np.full(len(c.right), 1.0 / len(c.right)) for c in used])
-    theta = np.zeros(x.shape[1])
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -50, 50)))
-        grad = x.T @ (w * (p - y)) + ridge * theta
-        hess = (x * (w * p * (1 - p))[:, None]).T @ x + ridge * np.eye(len(theta))
-        step = np.linalg.solve(hess, grad)
-        theta -= step
-        if float(np.abs(step).max()) < 1e-10:
-            break
+    theta = shrunk_logistic(x, y, np.zeros(x.shape[1]), ridge, weights=w)
     return BoxScorer(tuple(float(v) for v in theta[:-1]), float(theta[-1]), int(len(y)))
 
 

@@ -3,8 +3,6 @@ each collection weighs the same, and leave-one-collection-out never fits on the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,9 +11,6 @@ from camcore.boxes import BoxParams, boxes_from_maps
 from camcore.boxes.score import DEFAULT_SCORER, FEATURES
 from camcore.localizer import ImageResult
 from tests.bench.bench_modules import bench_module
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 b = bench_module("box_scorer.py")
 

@@ -16,9 +16,6 @@ from PIL import Image, ImageDraw
 
 from tests.bench.bench_modules import bench_module
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 q = bench_module("quality.py")
 
 

@@ -172,3 +172,18 @@ def test_the_shrunk_fit_reaches_the_optimum_where_full_newton_steps_overshoot() 
     agreement = fit_agreement(GT_FREE, torch.tensor(1 / (1 + np.exp(-x[:, 0])), dtype=torch.float32), torch.ones(len(y)),
                               torch.tensor(y > 0))
     assert agreement.slope == pytest.approx(fitted[0], abs=0.02)
+
+
+def test_the_shrunk_fit_weighs_rows_as_if_repeated() -> None:
+    from camcore.boxes.score import shrunk_logistic
+
+    x = np.c_[_AQUARIUM_LOGITS, np.ones(len(_AQUARIUM_LOGITS))]
+    y = np.array([i in _AQUARIUM_RIGHT for i in range(len(_AQUARIUM_LOGITS))], dtype=float)
+    counts = np.arange(len(y)) % 3 + 1  # row i counted 1, 2 or 3 times
+    prior = np.array([1.0, 0.0])
+    weighted = shrunk_logistic(x, y, prior, 10.0, weights=counts.astype(float))
+    repeated = shrunk_logistic(np.repeat(x, counts, axis=0), np.repeat(y, counts), prior, 10.0)
+    assert np.allclose(weighted, repeated, atol=1e-6), (weighted, repeated)
+    assert not np.allclose(weighted, shrunk_logistic(x, y, prior, 10.0), atol=1e-3)  # the weights matter here
+    with pytest.raises(ValueError, match="weights"):
+        shrunk_logistic(x, y, prior, 10.0, weights=np.ones(3))
